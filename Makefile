@@ -1,0 +1,35 @@
+# Two entry points: `make demo` (synthesise, train, evaluate, analyse) and `make test`.
+# Both install what they need: the TTS engines (apt) and a .venv with polyhead in it.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+CORPUS  ?= corpora/demo
+RUN     ?= runs/demo
+
+.PHONY: setup engines demo test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, from the pinned CPU build, so no dependency pulls a CUDA build
+	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e ".[test,piper]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+engines:
+	bash scripts/install_engines.sh
+
+demo: setup engines
+	$(BIN)/polyhead demo --corpus $(CORPUS) --run $(RUN)
+
+test: setup engines
+	$(BIN)/python -m pytest -q tests
+
+bench: setup engines
+	bash bench/run_all.sh
+
+clean:
+	rm -rf $(VENV) corpora runs

@@ -1,0 +1,3 @@
+"""polyhead: one speech model, many answers."""
+
+__version__ = "0.1.0"

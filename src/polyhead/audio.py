@@ -1,0 +1,104 @@
+"""Audio I/O and features: everything that touches samples before the model does.
+
+All audio inside polyhead is float32, mono, at SAMPLE_RATE. Decoding uses soundfile,
+resampling soxr and filterbanks kaldi-native-fbank (torchaudio does not run here).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+SAMPLE_RATE = 16_000
+N_MELS = 80
+FRAME_SHIFT_S = 0.010  # 10 ms hop: 100 feature frames per second
+FRAME_LENGTH_S = 0.025
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used; the message names the file and what is wrong."""
+
+
+def load_audio(source: str | Path | bytes, *, name: str | None = None,
+               offset: float = 0.0, duration: float | None = None) -> np.ndarray:
+    """Decode a file (path or bytes) to float32 mono at SAMPLE_RATE.
+
+    Stereo is down-mixed by averaging, any rate is resampled. Raises AudioError for
+    anything that is not finite, decodable, non-empty audio.
+    """
+    label = name or (str(source) if not isinstance(source, bytes) else "<upload>")
+    if isinstance(source, (str, Path)) and not Path(source).is_file():
+        raise AudioError(f"{label}: file not found")
+    handle = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+    try:
+        with sf.SoundFile(handle) as f:
+            rate = f.samplerate
+            if offset:
+                f.seek(int(round(offset * rate)))
+            frames = -1 if duration is None else int(round(duration * rate))
+            data = f.read(frames, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioError(f"{label}: not a readable audio file ({e})") from None
+    return to_model_audio(data, rate, name=label)
+
+
+def to_model_audio(data: np.ndarray, rate: int, *, name: str = "<audio>") -> np.ndarray:
+    """Down-mix (channels last), resample and validate an array of samples."""
+    data = np.asarray(data, dtype=np.float32)
+    if data.ndim == 2:
+        data = data.mean(axis=1)
+    if data.ndim != 1:
+        raise AudioError(f"{name}: expected 1-D or 2-D samples, got shape {data.shape}")
+    if data.size == 0:
+        raise AudioError(f"{name}: empty audio (0 samples)")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{name}: contains NaN or infinite samples")
+    if rate <= 0:
+        raise AudioError(f"{name}: invalid sample rate {rate}")
+    if rate != SAMPLE_RATE:
+        data = soxr.resample(data, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+    return data
+
+
+def save_audio(path: str | Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:
+    """Write 16-bit PCM WAV, clipping to [-1, 1]."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), np.clip(samples, -1.0, 1.0), rate, subtype="PCM_16")
+
+
+@dataclass(frozen=True)
+class FbankConfig:
+    num_mel_bins: int = N_MELS
+    dither: float = 0.0  # deterministic features; augmentation is done elsewhere
+
+
+def fbank(samples: np.ndarray, config: FbankConfig = FbankConfig()) -> np.ndarray:
+    """Kaldi-compatible log-mel filterbank, [frames, num_mel_bins] float32.
+
+    Samples are scaled to the int16 range first, as Kaldi expects.
+    """
+    import kaldi_native_fbank as knf
+
+    opts = knf.FbankOptions()
+    opts.frame_opts.samp_freq = SAMPLE_RATE
+    opts.frame_opts.dither = config.dither
+    opts.frame_opts.snip_edges = False
+    opts.mel_opts.num_bins = config.num_mel_bins
+    computer = knf.OnlineFbank(opts)
+    computer.accept_waveform(SAMPLE_RATE, (samples * 32768.0).tolist())
+    computer.input_finished()
+    n = computer.num_frames_ready
+    if n == 0:
+        return np.zeros((0, config.num_mel_bins), dtype=np.float32)
+    return np.stack([computer.get_frame(i) for i in range(n)]).astype(np.float32)
+
+
+def num_frames(num_samples: int) -> int:
+    """Number of fbank frames for a given number of samples (snip_edges=False)."""
+    hop = int(SAMPLE_RATE * FRAME_SHIFT_S)
+    return (num_samples + hop // 2) // hop

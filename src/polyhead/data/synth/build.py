@@ -1,0 +1,421 @@
+"""`polyhead synth`: generate the embedded multi-speaker, multilingual corpus offline.
+
+Layout of the output folder (names are what the trainer and evaluator look for):
+
+    corpus.json                      preset, seed, voices, counts, trial-list baselines
+    audio/<set>/<speaker>/<utt>.wav  16 kHz mono PCM
+    manifests/<set>_{recordings,supervisions,cuts}.jsonl.gz   lhotse
+    nemo/<set>.jsonl                 NeMo ASR + speaker-label manifest
+    trials/<set>.txt                 "<1|0> <enrol-cut-id> <test-cut-id>"
+    rttm/<set>.rttm                  long recordings (VAD and conversations)
+
+Sets: speech_{train,dev,test} (LibriSpeech-like: English, many sentences per speaker),
+speaker_{train,dev,test} (VoxCeleb-like: many speakers x sessions, several languages),
+ood_test (engines never used in training), vad_{train,dev,test} (one speaker, long, with
+silences and noise) and conversations_{dev,test} (2-4 speakers taking turns).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from lhotse import CutSet, MonoCut, Recording, RecordingSet, SupervisionSegment, SupervisionSet
+from tqdm import tqdm
+
+from ...audio import SAMPLE_RATE, save_audio
+from ..corpus import MANIFEST_DIR, Trial, write_info, write_trials
+from . import channel as chan
+from .engines import EngineError, Voice, available_voices, report_missing, speak
+from .text import TextSource, Utterance
+
+log = logging.getLogger(__name__)
+
+TRAINING_ENGINES = ("espeak", "mbrola")
+OOD_ENGINES = ("flite", "festival", "piper")
+
+
+@dataclass(frozen=True)
+class Preset:
+    speech_speakers: tuple[int, int, int]  # train, dev, test
+    speech_utts: int  # per speaker
+    speech_sessions: int
+    speaker_speakers: tuple[int, int, int]
+    speaker_sessions: int
+    speaker_utts: int  # per session
+    ood_speakers: int
+    ood_utts: int  # per speaker
+    vad_recordings: tuple[int, int, int]
+    conversations: tuple[int, int]  # dev, test
+    held_out_voice_fraction: float = 0.3
+    mbrola_share: float = 0.5  # share of speakers drawn from MBROLA (vs espeak formant) voices
+    jitter: float = 1.0  # within-speaker prosody jitter scale
+    snr_range: tuple[float, float] = (8.0, 35.0)
+    trials_per_utt: int = 4
+    command_share: float = 0.15
+    foreign_share: float = 0.5  # for speakers who read a second language
+
+
+PRESETS = {
+    "tiny": Preset((6, 2, 3), 6, 1, (6, 2, 4), 2, 2, 2, 2, (2, 1, 1), (1, 1)),
+    "demo": Preset((48, 6, 10), 40, 2, (40, 8, 16), 3, 4, 6, 6, (12, 3, 4), (3, 4)),
+    "bench": Preset((200, 12, 24), 75, 3, (240, 24, 60), 4, 5, 12, 10, (40, 6, 10), (6, 12)),
+}
+
+
+@dataclass
+class Speaker:
+    id: str
+    voice: Voice
+    languages: tuple[str, ...]
+    profile: chan.SpeakerProfile
+    sessions: list[chan.Channel]
+
+
+@dataclass
+class Job:
+    """One output file: a single utterance, or a long recording of several placed turns."""
+
+    set_name: str
+    rec_id: str
+    turns: list[tuple[Speaker, int, Utterance]]  # (speaker, session index, text)
+    seed: int
+    long: bool = False
+    overlap_prob: float = 0.0
+
+
+@dataclass
+class Result:
+    job: Job
+    num_samples: int
+    segments: list[dict] = field(default_factory=list)  # start, duration, turn index, phonemes
+    error: str | None = None
+
+
+# --- the worker side --------------------------------------------------------------------------
+
+def _dry_turn(spk: Speaker, utt: Utterance, rng: np.random.Generator) -> tuple[np.ndarray, str | None]:
+    p = spk.profile
+    pitch = int(np.clip(p.pitch + rng.integers(-p.pitch_jitter, p.pitch_jitter + 1), 0, 99))
+    rate = p.rate_wpm * (1 + rng.uniform(-p.rate_jitter, p.rate_jitter))
+    voice = spk.voice if utt.language == spk.voice.language else dataclasses.replace(spk.voice, language=utt.language)
+    # The warp shortens audio by 1/warp; ask the engine for a slower rate to compensate.
+    syn = speak(voice, utt.text, rate_wpm=int(rate / p.warp), pitch=pitch)
+    x = chan.trim_silence(chan.warp_to_16k(syn.samples, syn.rate, p.warp))
+    if len(x) < SAMPLE_RATE // 10:
+        raise EngineError(f"{voice.id} produced no audio for {utt.text!r}")
+    return x / (np.abs(x).max() + 1e-9), syn.phonemes
+
+
+def run_job(job: Job, out_dir: Path) -> Result:
+    rng = np.random.default_rng(job.seed)
+    try:
+        if not job.long:
+            spk, sess, utt = job.turns[0]
+            x, ph = _dry_turn(spk, utt, rng)
+            pad = rng.integers(SAMPLE_RATE // 20, SAMPLE_RATE // 4, size=2)
+            x = np.concatenate([np.zeros(pad[0], np.float32), x, np.zeros(pad[1], np.float32)])
+            y = chan.apply_channel(x, spk.sessions[sess], rng)
+            segments = [dict(start=0.0, duration=len(y) / SAMPLE_RATE, turn=0, phonemes=ph)]
+        else:
+            y, segments = _long_recording(job, rng)
+        save_audio(out_dir / "audio" / job.set_name / f"{job.rec_id}.wav", y)
+        return Result(job, len(y), segments)
+    except (EngineError, OSError, ValueError) as e:
+        return Result(job, 0, error=f"{job.rec_id}: {e}")
+
+
+def _long_recording(job: Job, rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
+    """Place turns on a timeline with pauses (and some overlap), then one room channel."""
+    pieces, t = [], int(rng.uniform(0.5, 2.0) * SAMPLE_RATE)
+    segments = []
+    for i, (spk, _, utt) in enumerate(job.turns):
+        x, ph = _dry_turn(spk, utt, rng)
+        x = x * 10 ** (rng.uniform(-4, 0) / 20)
+        if i and rng.random() < job.overlap_prob:
+            start = max(0, t - int(rng.uniform(0.2, 0.8) * SAMPLE_RATE))
+        else:
+            start = t + int(rng.uniform(0.3, 2.5 if not job.overlap_prob else 1.0) * SAMPLE_RATE)
+        pieces.append((start, x))
+        segments.append(dict(start=start / SAMPLE_RATE, duration=len(x) / SAMPLE_RATE, turn=i, phonemes=ph))
+        t = max(t, start + len(x))
+    total = t + int(rng.uniform(0.5, 2.0) * SAMPLE_RATE)
+    mix = np.zeros(total, np.float32)
+    for start, x in pieces:
+        mix[start:start + len(x)] += x
+    spk0, sess0, _ = job.turns[0]
+    return chan.apply_channel(mix, spk0.sessions[sess0], rng), segments
+
+
+def _worker(args):
+    job, out_dir = args
+    return run_job(job, out_dir)
+
+
+# --- planning (main process, deterministic) -------------------------------------------------
+
+class Planner:
+    def __init__(self, preset: Preset, seed: int, voices: tuple[Voice, ...]):
+        self.p, self.seed = preset, seed
+        self.rng = np.random.default_rng(seed)
+        self.text = TextSource(seed)
+        self.used_text: set[str] = set()
+        self.voices = voices
+        self.n_spk = 0
+
+    def _voice_pools(self, engines, english_only: bool):
+        """Split base voices (one entry per engine voice, all its languages) into train/held-out."""
+        by_name: dict[str, list[Voice]] = {}
+        for v in self.voices:
+            if v.engine in engines and (v.language == "en" or not english_only):
+                by_name.setdefault(v.id, []).append(v)
+        names = sorted(by_name)
+        self.rng.shuffle(names)
+        n_held = max(2, int(round(len(names) * self.p.held_out_voice_fraction))) if len(names) > 3 else 0
+        return [by_name[n] for n in names[n_held:]], [by_name[n] for n in names[:n_held]]
+
+    def _pick_voice(self, pool: list[list[Voice]]) -> list[Voice]:
+        mb = [v for v in pool if v[0].engine == "mbrola"]
+        other = [v for v in pool if v[0].engine != "mbrola"]
+        use_mb = mb and (not other or self.rng.random() < self.p.mbrola_share)
+        choice = mb if use_mb else other
+        return choice[int(self.rng.integers(len(choice)))]
+
+    def _speaker(self, variants: list[Voice], n_sessions: int, prefix: str) -> Speaker:
+        self.n_spk += 1
+        native = next((v for v in variants if v.language != "en"), variants[0])
+        langs = tuple(dict.fromkeys(v.language for v in variants))
+        return Speaker(
+            id=f"{prefix}{self.n_spk:04d}", voice=native, languages=langs,
+            profile=chan.random_profile(self.rng, self.p.jitter),
+            sessions=[chan.random_channel(self.rng, self.p.snr_range) for _ in range(n_sessions)])
+
+    def speakers(self, counts, n_sessions, engines, english_only, prefix) -> dict[str, list[Speaker]]:
+        """Train speakers come from the train voices; dev/test half from held-out voices,
+        and in pairs sharing a base voice so that trials contain same-voice impostors."""
+        train_pool, held = self._voice_pools(engines, english_only)
+        out = {"train": [self._speaker(self._pick_voice(train_pool), n_sessions, prefix)
+                         for _ in range(counts[0])]}
+        for split, n in (("dev", counts[1]), ("test", counts[2])):
+            spks = []
+            while len(spks) < n:
+                pool = held if (held and len(spks) % 4 < 2) else train_pool
+                v = self._pick_voice(pool)
+                spks += [self._speaker(v, n_sessions, prefix) for _ in range(min(2, n - len(spks)))]
+            out[split] = spks
+        return out
+
+    def utterance(self, spk: Speaker, allow_foreign=True, english_text_only=False) -> Utterance:
+        for _ in range(100):
+            foreign = [l for l in spk.languages if l != "en"]
+            if foreign and allow_foreign and ("en" not in spk.languages or self.rng.random() < self.p.foreign_share):
+                u = self.text.foreign_sentence(foreign[0])
+            elif not english_text_only and self.rng.random() < self.p.command_share:
+                u = self.text.command()
+            else:
+                u = self.text.sentence()
+            # Commands repeat by nature; sentences must not (no memorisable text).
+            if u.kind == "command" or u.text not in self.used_text:
+                self.used_text.add(u.text)
+                return u
+        raise RuntimeError("text source exhausted")
+
+    def job(self, set_name, spk: Speaker, sess: int, utt: Utterance, idx: int) -> Job:
+        rec_id = f"{spk.id}/{spk.id}-s{sess}-{idx:04d}"
+        return Job(set_name, rec_id, [(spk, sess, utt)], seed=int(self.rng.integers(2**31)))
+
+    def plan(self) -> tuple[list[Job], dict[str, list[Speaker]]]:
+        p = self.p
+        jobs: list[Job] = []
+        speakers: dict[str, list[Speaker]] = {}
+        # Speech set: English-reading speakers, many sentences each.
+        speech = self.speakers(p.speech_speakers, p.speech_sessions, TRAINING_ENGINES, True, "sp")
+        for split, spks in speech.items():
+            speakers[f"speech_{split}"] = spks
+            for spk in spks:
+                spk.languages = ("en",)
+                for i in range(p.speech_utts):
+                    jobs.append(self.job(f"speech_{split}", spk, i % p.speech_sessions, self.utterance(spk), i))
+        # Speaker set: every voice, several sessions, several languages.
+        skr = self.speakers(p.speaker_speakers, p.speaker_sessions, TRAINING_ENGINES, False, "sk")
+        for split, spks in skr.items():
+            speakers[f"speaker_{split}"] = spks
+            for spk in spks:
+                for s in range(p.speaker_sessions):
+                    for i in range(p.speaker_utts):
+                        jobs.append(self.job(f"speaker_{split}", spk, s, self.utterance(spk), s * 100 + i))
+        # Out-of-distribution: only engines never used for training.
+        ood_pool = [[v] for v in self.voices if v.engine in OOD_ENGINES]
+        if ood_pool:
+            ood = [self._speaker(ood_pool[i % len(ood_pool)], 2, "ood") for i in range(p.ood_speakers)]
+            speakers["ood_test"] = ood
+            for spk in ood:
+                for i in range(p.ood_utts):
+                    # festival is ~20x slower than the rest; keep its share of the work small
+                    if spk.voice.engine == "festival" and i >= max(2, p.ood_utts // 3):
+                        break
+                    jobs.append(self.job("ood_test", spk, i % 2, self.utterance(spk, english_text_only=True), i))
+        # Long recordings: VAD (one speaker) and conversations (2-4 speakers, some overlap).
+        for split, n in zip(("train", "dev", "test"), p.vad_recordings):
+            pool = speakers[f"speech_{split}"]
+            for r in range(n):
+                spk = pool[int(self.rng.integers(len(pool)))]
+                turns = [(spk, 0, self.utterance(spk)) for _ in range(int(self.rng.integers(5, 10)))]
+                jobs.append(Job(f"vad_{split}", f"vad_{split}_{r:03d}", turns,
+                                seed=int(self.rng.integers(2**31)), long=True))
+        for split, n in zip(("dev", "test"), p.conversations):
+            pool = speakers[f"speech_{split}"]
+            for r in range(n):
+                k = int(self.rng.integers(2, 5))
+                members = [pool[i] for i in self.rng.choice(len(pool), size=min(k, len(pool)), replace=False)]
+                order = [members[i % len(members)] if i < len(members) else members[int(self.rng.integers(len(members)))]
+                         for i in range(int(self.rng.integers(8, 14)))]
+                turns = [(s, 0, self.utterance(s, english_text_only=True)) for s in order]
+                jobs.append(Job(f"conversations_{split}", f"conv_{split}_{r:03d}", turns,
+                                seed=int(self.rng.integers(2**31)), long=True, overlap_prob=0.15))
+        return jobs, speakers
+
+
+# --- writing manifests ------------------------------------------------------------------------
+
+def _supervision(res: Result, seg: dict, spk: Speaker, sess: int, utt: Utterance, idx: int) -> SupervisionSegment:
+    sup_id = res.job.rec_id.replace("/", "_") + (f"-{idx:02d}" if res.job.long else "")
+    return SupervisionSegment(
+        id=sup_id, recording_id=res.job.rec_id, start=round(seg["start"], 4),
+        duration=round(seg["duration"], 4), channel=0, text=utt.text, language=utt.language,
+        speaker=spk.id, gender=spk.voice.gender,
+        custom={"session": f"{spk.id}-s{sess}", "intent": utt.intent, "slots": utt.slots or None,
+                "phonemes": seg["phonemes"], "voice": spk.voice.id, "engine": spk.voice.engine,
+                "kind": utt.kind})
+
+
+def write_set(out_dir: Path, set_name: str, results: list[Result]) -> CutSet:
+    recordings, sups = [], []
+    for res in results:
+        path = Path("audio") / set_name / f"{res.job.rec_id}.wav"
+        recordings.append(Recording.from_dict(dict(
+            id=res.job.rec_id, sources=[dict(type="file", channels=[0], source=str(path))],
+            sampling_rate=SAMPLE_RATE, num_samples=res.num_samples,
+            duration=res.num_samples / SAMPLE_RATE, channel_ids=[0])))
+        for seg in res.segments:
+            spk, sess, utt = res.job.turns[seg["turn"]]
+            sups.append(_supervision(res, seg, spk, sess, utt, seg["turn"]))
+    rec_set, sup_set = RecordingSet.from_recordings(recordings), SupervisionSet.from_segments(sups)
+    by_rec: dict[str, list[SupervisionSegment]] = {}
+    for sup in sups:
+        by_rec.setdefault(sup.recording_id, []).append(sup)
+    # One cut per recording, with the recording's id: trial lists and readers refer to it.
+    cuts = CutSet.from_cuts(MonoCut(id=r.id, start=0.0, duration=r.duration, channel=0, recording=r,
+                                    supervisions=by_rec.get(r.id, [])) for r in recordings)
+    man = out_dir / MANIFEST_DIR
+    man.mkdir(parents=True, exist_ok=True)
+    rec_set.to_file(man / f"{set_name}_recordings.jsonl.gz")
+    sup_set.to_file(man / f"{set_name}_supervisions.jsonl.gz")
+    cuts.to_file(man / f"{set_name}_cuts.jsonl.gz")
+    _write_nemo(out_dir, set_name, results)
+    if results and results[0].job.long:
+        _write_rttm(out_dir / "rttm" / f"{set_name}.rttm", sups)
+    return cuts
+
+
+def _write_nemo(out_dir: Path, set_name: str, results: list[Result]) -> None:
+    import json
+
+    if not results or results[0].job.long:
+        return
+    path = out_dir / "nemo" / f"{set_name}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for res in results:
+            spk, _, utt = res.job.turns[0]
+            f.write(json.dumps({"audio_filepath": f"../audio/{set_name}/{res.job.rec_id}.wav",
+                                "duration": round(res.num_samples / SAMPLE_RATE, 4), "text": utt.text,
+                                "label": spk.id, "lang": utt.language}) + "\n")
+
+
+def _write_rttm(path: Path, sups: list[SupervisionSegment]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for s in sups:
+            f.write(f"SPEAKER {s.recording_id} 1 {s.start:.3f} {s.duration:.3f} <NA> <NA> {s.speaker} <NA> <NA>\n")
+
+
+def make_trials(cuts: CutSet, per_utt: int, rng: np.random.Generator) -> list[Trial]:
+    """Targets across sessions of one speaker; non-targets of the same gender, half of them
+    from a speaker built on the same base voice (another profile) where one exists."""
+    info = [(c.id, c.supervisions[0].speaker, c.supervisions[0].gender, c.supervisions[0].custom["session"],
+             c.supervisions[0].custom["voice"]) for c in cuts]
+    by_spk: dict[str, list] = {}
+    for row in info:
+        by_spk.setdefault(row[1], []).append(row)
+    trials = []
+    for cid, spk, gender, sess, voice in info:
+        other_sess = [r for r in by_spk[spk] if r[3] != sess]
+        same_gender = [r for r in info if r[1] != spk and r[2] == gender]
+        same_voice = [r for r in same_gender if r[4] == voice]
+        for k in range(per_utt // 2):
+            if other_sess:
+                trials.append(Trial(True, cid, other_sess[int(rng.integers(len(other_sess)))][0]))
+            pool = same_voice if (same_voice and k % 2 == 0) else same_gender
+            if pool:
+                trials.append(Trial(False, cid, pool[int(rng.integers(len(pool)))][0]))
+    return list(dict.fromkeys(trials))  # sampling may repeat a pair; keep the first
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+def synthesize(out_dir: str | Path, preset: str | Preset = "demo", seed: int = 0,
+               workers: int | None = None, progress: bool = True) -> dict:
+    """Generate a corpus; returns the summary also written to corpus.json."""
+    t0 = time.time()
+    out_dir = Path(out_dir)
+    p = PRESETS[preset] if isinstance(preset, str) else preset
+    voices = available_voices()
+    for note in report_missing():
+        log.warning(note)
+    if not any(v.engine in TRAINING_ENGINES for v in voices):
+        raise RuntimeError("no training voices: espeak-ng is not installed (run scripts/install_engines.sh)")
+    if not any(v.engine in OOD_ENGINES for v in voices):
+        log.warning("no OOD engine (flite, festival, piper) installed: the ood_test set is skipped")
+    jobs, speakers = Planner(p, seed, voices).plan()
+    workers = workers or max(1, os.cpu_count() or 1)
+    results: list[Result] = []
+    ctx = mp.get_context("fork")
+    with ctx.Pool(workers) as pool:
+        it = pool.imap(_worker, [(j, out_dir) for j in jobs], chunksize=4)
+        for res in tqdm(it, total=len(jobs), desc="synth", unit="file", disable=not progress):
+            results.append(res)
+    failed = [r.error for r in results if r.error]
+    if len(failed) > 0.02 * len(jobs):
+        raise RuntimeError(f"{len(failed)} of {len(jobs)} files failed, e.g. {failed[:3]}")
+    for err in failed:
+        log.warning("skipped %s", err)
+    by_set: dict[str, list[Result]] = {}
+    for r in results:
+        if not r.error:
+            by_set.setdefault(r.job.set_name, []).append(r)
+    summary = {"preset": preset if isinstance(preset, str) else "custom", "seed": seed,
+               "voices": sorted(v.id + "/" + v.language for v in voices), "sets": {},
+               "skipped_files": len(failed)}
+    trial_rng = np.random.default_rng(seed + 1)
+    from ..stats import set_stats
+    from ...evaluation.baseline import mfcc_baseline_eer
+
+    for name in sorted(by_set):
+        cuts = write_set(out_dir, name, by_set[name])
+        summary["sets"][name] = set_stats(cuts)
+        if name.startswith(("speaker_dev", "speaker_test", "ood_test")):
+            trials = make_trials(cuts, p.trials_per_utt, trial_rng)
+            write_trials(out_dir / "trials" / f"{name}.txt", trials)
+            summary["sets"][name]["trials"] = len(trials)
+            summary["sets"][name]["mfcc_baseline_eer"] = mfcc_baseline_eer(
+                cuts.with_recording_path_prefix(str(out_dir)), trials)
+    summary["seconds"] = round(time.time() - t0, 1)
+    write_info(out_dir, summary)
+    return summary

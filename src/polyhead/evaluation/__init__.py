@@ -1,0 +1,1 @@
+"""Scoring of every task's output: ASR, speaker verification, VAD, diarization, classification."""
