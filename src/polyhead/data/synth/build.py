@@ -168,6 +168,18 @@ class Planner:
         self.used_text: set[str] = set()
         self.voices = voices
         self.n_spk = 0
+        self._voice_order: dict[tuple, tuple[list[str], set[str]]] = {}
+
+    def _held_out(self, engines) -> tuple[list[str], set[str]]:
+        """One shuffled order and one held-out split of base voices, shared by every set, so
+        that a voice held out of one set's training speakers is in no other set's either."""
+        key = tuple(engines)
+        if key not in self._voice_order:
+            names = sorted({v.id for v in self.voices if v.engine in engines})
+            self.rng.shuffle(names)
+            n_held = max(2, int(round(len(names) * self.p.held_out_voice_fraction))) if len(names) > 3 else 0
+            self._voice_order[key] = (names, set(names[:n_held]))
+        return self._voice_order[key]
 
     def _voice_pools(self, engines, english_only: bool):
         """Split base voices (one entry per engine voice, all its languages) into train/held-out."""
@@ -175,10 +187,13 @@ class Planner:
         for v in self.voices:
             if v.engine in engines and (v.language == "en" or not english_only):
                 by_name.setdefault(v.id, []).append(v)
-        names = sorted(by_name)
-        self.rng.shuffle(names)
-        n_held = max(2, int(round(len(names) * self.p.held_out_voice_fraction))) if len(names) > 3 else 0
-        return [by_name[n] for n in names[n_held:]], [by_name[n] for n in names[:n_held]]
+        order, held_out = self._held_out(engines)
+        names = [n for n in order if n in by_name]
+        train = [n for n in names if n not in held_out]
+        held = [n for n in names if n in held_out]
+        if len(names) <= 3 or not train:  # too few voices to hold any out
+            train, held = names, []
+        return [by_name[n] for n in train], [by_name[n] for n in held]
 
     def _pick_voice(self, pool: list[list[Voice]]) -> list[Voice]:
         mb = [v for v in pool if v[0].engine == "mbrola"]
@@ -365,7 +380,14 @@ def make_trials(cuts: CutSet, per_utt: int, rng: np.random.Generator) -> list[Tr
             pool = same_voice if (same_voice and k % 2 == 0) else same_gender
             if pool:
                 trials.append(Trial(False, cid, pool[int(rng.integers(len(pool)))][0]))
-    return list(dict.fromkeys(trials))  # sampling may repeat a pair; keep the first
+    # Sampling may repeat a pair, in either order (A-B and B-A score the same); keep the first.
+    seen: set[frozenset] = set()
+    unique = []
+    for t in trials:
+        if (pair := frozenset((t.enrol, t.test))) not in seen:
+            seen.add(pair)
+            unique.append(t)
+    return unique
 
 
 # --- entry point ------------------------------------------------------------------------------

@@ -1,0 +1,170 @@
+"""Typed configuration: YAML files plus dotted command-line overrides.
+
+    polyhead train --config demo train.lr=3e-4 tasks.speaker.crop=3.0
+
+A config names a corpus, an encoder, the tasks (each: a head, the label it learns, the
+sets it trains on) and the training recipe. Unknown keys are errors, not silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EncoderConfig(Strict):
+    name: str = "conformer"  # conformer | transformer | wav2vec2
+    dim: int = 192
+    layers: int = 6
+    heads: int = 4
+    ff_mult: int = 4
+    conv_kernel: int = 15
+    dropout: float = 0.1
+    pretrained: str | None = None  # wav2vec2: a local save_pretrained folder
+    w2v_config: dict[str, Any] = Field(default_factory=dict)  # wav2vec2: Wav2Vec2Config overrides
+    freeze_feature_extractor: bool = True
+
+    def options(self) -> dict[str, Any]:
+        if self.name == "wav2vec2":
+            return dict(pretrained=self.pretrained, config=self.w2v_config,
+                        freeze_feature_extractor=self.freeze_feature_extractor)
+        return dict(dim=self.dim, layers=self.layers, heads=self.heads, ff_mult=self.ff_mult,
+                    conv_kernel=self.conv_kernel, dropout=self.dropout)
+
+
+class HeadConfig(Strict):
+    type: str  # ctc | speaker | classifier | frame
+    layer: int = -1  # encoder layer the head reads: 0 = front end output, -1 = last
+    dims: tuple[int, int] | None = None  # explicit split: the slice of the width this head sees
+    grad_reverse: float = 0.0  # > 0: adversarial head (gradient reversal with this scale)
+    options: dict[str, Any] = Field(default_factory=dict)  # head-specific (pooling, emb_dim, ...)
+
+
+class TaskConfig(Strict):
+    head: HeadConfig
+    target: Literal["text", "phonemes", "speaker", "language", "intent", "gender", "vad"]
+    train_sets: list[str]  # corpus sets this task's batches come from (disjoint step)
+    dev_set: str | None = None
+    crop: float | None = None  # random crop in seconds (speaker batches: 2, 3, 9, 10 in the papers)
+    start_step: int = 0  # curriculum: the task joins at this step
+    max_duration: float | None = None  # seconds of audio per batch; default train.max_duration
+
+
+class WeightingConfig(Strict):
+    name: str = "static"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class AggregatorConfig(Strict):
+    name: str = "sum"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainConfig(Strict):
+    step: Literal["joint", "disjoint"] = "disjoint"
+    weighting: WeightingConfig = Field(default_factory=WeightingConfig)
+    aggregator: AggregatorConfig = Field(default_factory=AggregatorConfig)
+    steps: int = 3000
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: tuple[float, float, float] = (0.1, 0.4, 0.5)  # tri-stage: warm-up, constant, decay
+    final_lr_scale: float = 0.05  # decay stage ends at lr * this (exponential)
+    heads_only_steps: int = 0
+    max_duration: float = 60.0  # seconds of audio per batch
+    max_utterance: float = 20.0  # longer training utterances are skipped (with a count)
+    clip_norm: float = 5.0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    spec_augment: bool = True
+    seed: int = 0
+    eval_every: int = 500
+    log_every: int = 25
+    early_stop_patience: int = 0  # evaluations without improvement; 0 = off
+    criterion: dict[str, float] = Field(default_factory=lambda: {"wer": 0.25, "eer": 0.75})
+    max_bad_steps: int = 20  # non-finite steps in a row before rolling back
+    temperature: float = 1.0  # sampling over a task's several train sets: p_i ~ D_i^(1/T)
+    cache_features: bool = True  # keep decoded features in memory (small corpora, CPU)
+    time_budget_s: float | None = None  # stop after this wall time (demo budgets)
+
+
+class Config(Strict):
+    corpus: str = "corpora/demo"
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    shared_layers: int | None = None  # None = all layers shared; k < layers = branched encoder
+    tasks: dict[str, TaskConfig]
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    # Filled in from the training data when training starts; stored with the checkpoint so
+    # a model loads without its corpus.
+    vocab: dict[str, list[str]] = Field(default_factory=dict)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {dotted!r}: {k!r} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    parsed = []
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        parsed.append((key.strip(), yaml.safe_load(raw) if raw else None))
+    return parsed
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A file path, or the name of a bundled config (``demo``, ``paper/...``)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    bundled = CONFIG_DIR / f"{name_or_path}.yaml"
+    if bundled.is_file():
+        return bundled
+    raise FileNotFoundError(f"config {name_or_path!r}: no such file, and no bundled config "
+                            f"{bundled.relative_to(CONFIG_DIR.parent)}")
+
+
+def load_yaml_tree(path: Path) -> dict:
+    """YAML with an optional ``base: other-config`` key that it overrides, key by key."""
+    tree = yaml.safe_load(path.read_text()) or {}
+    base = tree.pop("base", None)
+    if base:
+        return merge(load_yaml_tree(resolve_config_path(base) if not (path.parent / base).is_file()
+                                    else path.parent / base), tree)
+    return tree
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(name_or_path: str, overrides: list[str] = ()) -> Config:
+    tree = load_yaml_tree(resolve_config_path(name_or_path))
+    for key, value in parse_overrides(list(overrides)):
+        _set_dotted(tree, key, value)
+    return Config.model_validate(tree)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(config.model_dump_json(indent=2) + "\n")
+
+
+def read_config_json(path: str | Path) -> Config:
+    return Config.model_validate_json(Path(path).read_text())

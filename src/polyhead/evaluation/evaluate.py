@@ -1,0 +1,174 @@
+"""`polyhead evaluate`: every head on the test sets, in-distribution and OOD side by side.
+
+    ASR        WER / CER of greedy CTC decoding (text normalised by metrics.normalize_text)
+    speaker    EER and minDCF (P_target 0.01 and 0.05) of cosine scores of full-utterance
+               embeddings on trial lists, next to the untrained MFCC baseline's EER
+    language, intent   accuracy;   VAD   frame F1 on long recordings
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.corpus import available_sets, label, load_set, read_info, read_trials, trials_path
+from ..model.heads import CTCHead
+from ..training.data import Collator, FeatureCache, text_of
+from . import metrics
+
+log = logging.getLogger(__name__)
+EVAL_BATCH_SECONDS = 120.0
+
+
+def batches_by_duration(cuts: list, max_seconds: float):
+    cuts = sorted(cuts, key=lambda c: c.duration)
+    batch, total = [], 0.0
+    for c in cuts:
+        if batch and (len(batch) + 1) * c.duration > max_seconds:
+            yield batch
+            batch = []
+        batch.append(c)
+    if batch:
+        yield batch
+
+
+@torch.no_grad()
+def predict(model, cuts, tasks: list[str], targets: list[str] = (), max_seconds: float = EVAL_BATCH_SECONDS,
+            cache: FeatureCache | None = None):
+    """Yield (cut, {task: per-utterance output}) for every cut, full length, no augmentation."""
+    model.eval()
+    device = next(model.parameters()).device
+    cache = cache or FeatureCache(model.encoder.input_kind, enabled=False)
+    collate = Collator(model.config.vocab, list(targets), cache)
+    for group in batches_by_duration(list(cuts), max_seconds):
+        b = collate(group).to(device)
+        out = model(b.inputs, b.lengths, tasks)
+        for i, cut in enumerate(group):
+            yield cut, {t: _row(o, i) for t, o in out.items()}
+
+
+def _row(out: dict, i: int) -> dict:
+    row = {}
+    for k, v in out.items():
+        if torch.is_tensor(v) and v.dim() > 0:
+            row[k] = v[i]
+        else:
+            row[k] = v
+    if "logits" in row and "lengths" in out:
+        row["logits"] = row["logits"][: int(out["lengths"][i])]
+    return row
+
+
+def tasks_of(model, target: str = None, head_type: str = None) -> list[str]:
+    return [n for n, t in model.config.tasks.items()
+            if (target is None or t.target == target) and (head_type is None or t.head.type == head_type)]
+
+
+def decode_ctc(logits: torch.Tensor, vocab: list[str]) -> str:
+    ids = CTCHead.greedy({"logits": logits[None], "lengths": torch.tensor([len(logits)])})[0]
+    return "".join(vocab[i - 1] for i in ids)
+
+
+def evaluate_asr(model, cuts, task: str, limit: int | None = None) -> dict:
+    cuts = [c for c in cuts if text_of(c)][:limit]
+    refs, hyps = [], []
+    for cut, out in predict(model, cuts, [task]):
+        refs.append(text_of(cut))
+        hyps.append(decode_ctc(out[task]["logits"], model.config.vocab["text"]))
+    res = metrics.error_rates(refs, hyps)
+    res["examples"] = [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:3]]
+    return res
+
+
+def embeddings(model, cuts, task: str) -> dict[str, np.ndarray]:
+    out = {}
+    for cut, o in predict(model, cuts, [task]):
+        e = o[task]["embedding"].float().cpu().numpy()
+        out[cut.id] = e / (np.linalg.norm(e) + 1e-9)
+    return out
+
+
+def evaluate_trials(emb: dict[str, np.ndarray], trials) -> dict:
+    scores = np.array([float(emb[t.enrol] @ emb[t.test]) for t in trials])
+    labels = np.array([t.target for t in trials], dtype=int)
+    eer, thr = metrics.eer(scores, labels)
+    return {"eer": eer, "threshold": thr, "trials": len(trials),
+            "min_dcf_0.01": metrics.min_dcf(scores, labels, p_target=0.01)[0],
+            "min_dcf_0.05": metrics.min_dcf(scores, labels, p_target=0.05)[0],
+            "scores": scores, "labels": labels}
+
+
+def evaluate_speaker(model, corpus: str | Path, set_name: str, task: str) -> dict:
+    cuts = load_set(corpus, set_name)
+    trials = read_trials(trials_path(corpus, set_name), known_ids={c.id for c in cuts})
+    needed = {t.enrol for t in trials} | {t.test for t in trials}
+    res = evaluate_trials(embeddings(model, [c for c in cuts if c.id in needed], task), trials)
+    base = read_info(corpus).get("sets", {}).get(set_name, {}).get("mfcc_baseline_eer")
+    res["mfcc_baseline_eer"] = base
+    return res
+
+
+def evaluate_classifier(model, cuts, task: str) -> dict:
+    target = model.config.tasks[task].target
+    vocab = model.config.vocab[target]
+    cuts = [c for c in cuts if label(c, target) in set(vocab)]
+    if not cuts:
+        return {}
+    refs, hyps = [], []
+    for cut, o in predict(model, cuts, [task]):
+        refs.append(label(cut, target))
+        hyps.append(vocab[int(o[task]["logits"].argmax())])
+    return {"accuracy": metrics.accuracy(refs, hyps), "n": len(refs)}
+
+
+def evaluate_vad(model, cuts, task: str) -> dict:
+    refs, hyps = [], []
+    for cut, o in predict(model, cuts, [task], max_seconds=60.0):
+        logits = o[task]["logits"]
+        fps = model.encoder.frames_per_second
+        n = int(round(cut.duration * 100))
+        idx = np.minimum((np.arange(n) * fps / 100.0).astype(int), len(logits) - 1)
+        hyps.append((logits.float().cpu().numpy() > 0)[idx])
+        refs.append(metrics.segments_to_frames([(s.start, s.end) for s in cut.supervisions], cut.duration)[:n])
+    return metrics.frame_f1(np.concatenate(refs), np.concatenate(hyps))
+
+
+def evaluate_model(model, corpus: str | Path, sets: list[str] | None = None, limit: int | None = None) -> dict:
+    """Every head on every applicable set of the corpus. Returns nested JSON-able results."""
+    have = set(available_sets(corpus))
+    sets = sets or [s for s in ("speech_test", "speaker_test", "ood_test", "vad_test") if s in have]
+    results: dict[str, dict] = {}
+    for set_name in sets:
+        cuts = load_set(corpus, set_name)
+        r = {}
+        for task in tasks_of(model, target="text"):
+            if set_name.startswith(("speech", "ood")):
+                r[task] = evaluate_asr(model, cuts, task, limit)
+        for task in tasks_of(model, head_type="speaker"):
+            if trials_path(corpus, set_name).is_file():
+                res = evaluate_speaker(model, corpus, set_name, task)
+                r[task] = {k: v for k, v in res.items() if k not in ("scores", "labels")}
+        for task in tasks_of(model, head_type="classifier"):
+            res = evaluate_classifier(model, list(cuts)[:limit] if limit else cuts, task)
+            if res:
+                r[task] = res
+        for task in tasks_of(model, target="vad"):
+            if set_name.startswith(("vad", "conversations")):
+                r[task] = evaluate_vad(model, cuts, task)
+        if r:
+            results[set_name] = r
+    return results
+
+
+def criterion(results: dict, weights: dict[str, float]) -> float:
+    """The papers' model-selection score, e.g. 1/4 WER + 3/4 EER (lower is better)."""
+    wer = next((v["wer"] for s in results.values() for v in s.values() if "wer" in v), None)
+    eer = next((v["eer"] for s in results.values() for v in s.values() if "eer" in v), None)
+    total = 0.0
+    for name, value in (("wer", wer), ("eer", eer)):
+        if value is not None and name in weights:
+            total += weights[name] * min(value, 1.0)
+    return total

@@ -1,0 +1,7 @@
+"""Model: encoders, heads and the multi-task model that joins them."""
+
+from .encoders import ENCODERS, Encoder
+from .heads import HEADS, Head
+from .multitask import MultiTaskModel
+
+__all__ = ["ENCODERS", "HEADS", "Encoder", "Head", "MultiTaskModel"]

@@ -1,0 +1,145 @@
+"""Encoders: audio in, a stack of layers whose every output a head may read.
+
+The interface is split in two so the multi-task model can share the first k layers and
+copy the rest per task (branched encoder, paper 1 Table 3):
+
+    embed(inputs, lengths) -> (x [B, T, D], lengths)   front end, before the first layer
+    layers: nn.ModuleList of blocks, each  block(x, pad_mask) -> x   (pad_mask True = padding)
+
+``fbank_conformer`` / ``fbank_transformer`` learn from scratch on CPU in minutes (the demo
+default); ``wav2vec2`` is the transformers model the papers fine-tune.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import torch
+from torch import nn
+
+from ..audio import N_MELS, SAMPLE_RATE
+from ..registry import Registry
+from .blocks import ConformerBlock, TransformerBlock
+
+ENCODERS = Registry("encoder")
+
+
+class Encoder(nn.Module, abc.ABC):
+    """Base class. ``input_kind`` tells the data pipeline what to feed: fbank or waveform."""
+
+    input_kind = "fbank"
+    dim: int
+    layers: nn.ModuleList
+    frames_per_second: float
+
+    @abc.abstractmethod
+    def embed(self, inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Front end: inputs and their lengths -> first-layer input and frame lengths."""
+
+    def run_layer(self, layer: nn.Module, x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        return layer(x, pad_mask)
+
+
+class ConvSubsampling(nn.Module):
+    """Two stride-2 3x3 convolutions: 100 fbank frames/s -> 25 encoder frames/s."""
+
+    def __init__(self, n_mels: int, dim: int, channels: int = 64):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, channels, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.GELU())
+        self.proj = nn.Linear(channels * math.ceil(math.ceil(n_mels / 2) / 2), dim)
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor):
+        x = self.conv(feats.unsqueeze(1))  # [B, C, T/4, F/4]
+        b, c, t, f = x.shape
+        x = self.proj(x.permute(0, 2, 1, 3).reshape(b, t, c * f))
+        return x, ((lengths + 1) // 2 + 1) // 2
+
+
+def sinusoidal_positions(length: int, dim: int, device) -> torch.Tensor:
+    pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    pe = torch.zeros(length, dim, device=device)
+    pe[:, 0::2], pe[:, 1::2] = torch.sin(pos * freq), torch.cos(pos * freq)
+    return pe
+
+
+class FbankEncoder(Encoder):
+    input_kind = "fbank"
+    frames_per_second = 25.0
+
+    def __init__(self, block: type[nn.Module], dim: int = 192, layers: int = 6, heads: int = 4,
+                 ff_mult: int = 4, dropout: float = 0.1, n_mels: int = N_MELS, **block_options):
+        super().__init__()
+        self.dim = dim
+        self.subsample = ConvSubsampling(n_mels, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(
+            [block(dim, heads, ff_mult * dim, dropout, **block_options) for _ in range(layers)])
+
+    def embed(self, feats, lengths):
+        x, lengths = self.subsample(feats, lengths)
+        x = x + sinusoidal_positions(x.shape[1], self.dim, x.device)
+        return self.dropout(x), lengths
+
+
+@ENCODERS.register("conformer")
+def conformer(**options) -> FbankEncoder:
+    return FbankEncoder(ConformerBlock, **options)
+
+
+@ENCODERS.register("transformer")
+def transformer(**options) -> FbankEncoder:
+    options.pop("conv_kernel", None)
+    return FbankEncoder(TransformerBlock, **options)
+
+
+@ENCODERS.register("wav2vec2")
+class Wav2Vec2Encoder(Encoder):
+    """transformers' Wav2Vec2Model, run layer by layer.
+
+    ``pretrained``: a local folder written by ``save_pretrained`` (no hub access here);
+    otherwise random init from ``config`` overrides of Wav2Vec2Config (base by default).
+    """
+
+    input_kind = "waveform"
+
+    def __init__(self, pretrained: str | None = None, config: dict | None = None,
+                 freeze_feature_extractor: bool = True, **_unused):
+        super().__init__()
+        from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+        if pretrained:
+            self.w2v = Wav2Vec2Model.from_pretrained(pretrained, **(config or {}))
+        else:
+            self.w2v = Wav2Vec2Model(Wav2Vec2Config(**(config or {})))
+        self.w2v.config.layerdrop = 0.0  # layers are run one by one; layerdrop is not applied
+        if freeze_feature_extractor:
+            self.w2v.freeze_feature_encoder()
+        self.dim = self.w2v.config.hidden_size
+        # The layers move out of the transformers module so the multi-task model can share
+        # or branch them; w2v keeps the front end and positional convolution only.
+        self.layers = self.w2v.encoder.layers
+        self.w2v.encoder.layers = nn.ModuleList()
+        stride = math.prod(self.w2v.config.conv_stride)
+        self.frames_per_second = SAMPLE_RATE / stride
+
+    def embed(self, wave, lengths):
+        enc = self.w2v.encoder
+        feats = self.w2v.feature_extractor(wave).transpose(1, 2)
+        x, _ = self.w2v.feature_projection(feats)
+        out_lengths = self.w2v._get_feat_extract_output_lengths(lengths).long()
+        pad = torch.arange(x.shape[1], device=x.device)[None, :] >= out_lengths[:, None]
+        x = x.masked_fill(pad[..., None], 0.0)
+        x = x + enc.pos_conv_embed(x)
+        x = enc.dropout(enc.layer_norm(x))
+        return x, out_lengths
+
+    def run_layer(self, layer, x, pad_mask):
+        # An additive float mask works for every attention implementation transformers has.
+        mask = torch.zeros(pad_mask.shape, dtype=x.dtype, device=x.device)
+        mask = mask.masked_fill(pad_mask, torch.finfo(x.dtype).min)[:, None, None, :]
+        out = layer(x, attention_mask=mask)
+        return out[0] if isinstance(out, tuple) else out

@@ -1,0 +1,321 @@
+"""From corpus sets to training batches: label vocabularies, validation, samplers, collation.
+
+Batches are built by lhotse samplers (length-bucketed, capped by total seconds of audio;
+split across ranks for data parallelism). Each task gets its own stream of batches for the
+disjoint step; the joint step uses one stream whose batches carry every label.
+Randomness (crops, SpecAugment) comes from a generator seeded by (seed, step), so a resumed
+run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from lhotse import CutSet
+from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
+
+from ..audio import AudioError, fbank, load_audio, to_model_audio
+from ..config import Config, TaskConfig
+from ..data.corpus import ManifestError, label, load_set
+from ..evaluation.metrics import normalize_text, segments_to_frames
+
+log = logging.getLogger(__name__)
+
+CHARS = list(" 'abcdefghijklmnopqrstuvwxyz")  # CTC vocabulary after normalize_text; 0 = blank
+UTTERANCE_TARGETS = ("speaker", "language", "intent", "gender")
+NUM_BUCKETS = 20
+SPEC_AUG_FREQ = (2, 12)  # masks, max width (mel bins)
+SPEC_AUG_TIME = (2, 0.05)  # masks, max width as a fraction of the utterance
+
+
+def text_of(cut) -> str | None:
+    t = label(cut, "text")
+    return normalize_text(t) if t else None
+
+
+def phonemes_of(cut) -> str | None:
+    p = label(cut, "phonemes")
+    return " ".join(p.split()) if p else None
+
+
+def build_vocab(config: Config) -> dict[str, list[str]]:
+    """Label sets from the training sets: speakers, languages, intents, phoneme symbols."""
+    vocab: dict[str, set] = {}
+    for name, task in config.tasks.items():
+        if task.target == "text":
+            vocab["text"] = set(CHARS)
+            continue
+        if task.target == "vad":
+            continue
+        values = vocab.setdefault(task.target, set())
+        for set_name in task.train_sets:
+            for cut in load_set(config.corpus, set_name):
+                v = phonemes_of(cut) if task.target == "phonemes" else label(cut, task.target)
+                if v is None:
+                    continue
+                values.update(v) if task.target == "phonemes" else values.add(v)
+    out = {k: sorted(v) for k, v in vocab.items()}
+    if "text" in out:
+        out["text"] = CHARS
+    return out
+
+
+def check_cut(cut, task: TaskConfig, vocab: dict[str, list[str]]) -> str | None:
+    """Why a cut cannot train this task, or None when it can."""
+    if not cut.duration or cut.duration <= 0:
+        return "zero duration"
+    if task.target == "text":
+        text = text_of(cut)
+        if not text:
+            return "no transcript"
+        bad = sorted(set(text) - set(vocab["text"]))
+        if bad:
+            return f"characters outside the vocabulary: {''.join(bad)!r}"
+    elif task.target == "vad":
+        return None
+    elif task.target == "phonemes":
+        if not phonemes_of(cut):
+            return "no phonemes"
+    elif task.target == "speaker" and label(cut, "speaker") not in set(vocab["speaker"]):
+        return "speaker not in the training vocabulary"
+    return None
+
+
+def training_cuts(config: Config, task_name: str, on_error: str = "skip") -> CutSet:
+    """The task's training sets, validated. Problems are counted and named; with
+    on_error="raise" the first one stops training before it starts."""
+    task = config.tasks[task_name]
+    per_set, problems = [], []
+    for set_name in task.train_sets:
+        kept = []
+        for cut in load_set(config.corpus, set_name):
+            why = check_cut(cut, task, config.vocab)
+            if why is None and cut.duration > config.train.max_utterance and not task.crop:
+                why = f"longer than train.max_utterance={config.train.max_utterance} s"
+            if why:
+                problems.append(f"{set_name}:{cut.id}: {why}")
+                continue
+            kept.append(cut)
+        per_set.append(kept)
+    kept = mix_sets(per_set, config.train.temperature, config.train.seed)
+    if problems:
+        if on_error == "raise":
+            raise ManifestError(f"task {task_name}: {len(problems)} unusable utterances, e.g. {problems[0]}")
+        log.warning("task %s: skipped %d utterances (e.g. %s)", task_name, len(problems), problems[0])
+    if not kept:
+        raise ManifestError(f"task {task_name}: no usable utterances in {task.train_sets}")
+    return CutSet.from_cuts(kept)
+
+
+# --- batches ------------------------------------------------------------------------------------
+
+@dataclass
+class Batch:
+    inputs: torch.Tensor  # [B, T, n_mels] fbank or [B, S] waveform
+    lengths: torch.Tensor
+    targets: dict[str, object]  # per target name
+    cut_ids: list[str]
+    seconds: float
+
+    def to(self, device) -> "Batch":
+        move = lambda v: v.to(device) if torch.is_tensor(v) else (tuple(move(x) for x in v) if isinstance(v, tuple) else v)  # noqa: E731
+        return Batch(self.inputs.to(device), self.lengths.to(device),
+                     {k: move(v) for k, v in self.targets.items()}, self.cut_ids, self.seconds)
+
+
+class FeatureCache:
+    """Decoded audio / features per cut id. Small corpora are re-read every epoch, and on
+    CPU decoding plus fbank would otherwise cost a large share of each step."""
+
+    def __init__(self, input_kind: str, enabled: bool = True):
+        self.input_kind, self.enabled, self.store = input_kind, enabled, {}
+
+    def get(self, cut) -> np.ndarray:
+        if cut.id in self.store:
+            return self.store[cut.id]
+        try:
+            audio = cut.load_audio()
+        except Exception as e:
+            raise AudioError(f"{cut.id}: cannot load audio ({e})") from None
+        x = to_model_audio(audio.T if audio.ndim == 2 else audio, cut.sampling_rate, name=cut.id)
+        if self.input_kind == "fbank":
+            x = fbank(x)
+            # per-utterance mean and variance normalisation: channel-robust, no global stats
+            x = (x - x.mean(0)) / (x.std(0) + 1e-5)
+        if self.enabled:
+            self.store[cut.id] = x
+        return x
+
+
+class Collator:
+    """Turns a list of cuts into a Batch for a set of targets."""
+
+    def __init__(self, vocab: dict[str, list[str]], targets: list[str], cache: FeatureCache,
+                 crop: float | None = None, spec_augment: bool = False):
+        self.vocab, self.targets, self.cache = vocab, targets, cache
+        self.index = {k: {v: i for i, v in enumerate(vals)} for k, vals in vocab.items()}
+        self.crop, self.spec_augment = crop, spec_augment
+
+    def rate(self) -> float:
+        return 100.0 if self.cache.input_kind == "fbank" else 16000.0
+
+    def __call__(self, cuts: list, rng: np.random.Generator | None = None) -> Batch:
+        rng = rng or np.random.default_rng(0)
+        items, offsets = [], []
+        for cut in cuts:
+            x = self.cache.get(cut)
+            off = 0
+            if self.crop:
+                n = int(self.crop * self.rate())
+                if len(x) > n:
+                    off = int(rng.integers(0, len(x) - n + 1))
+                    x = x[off:off + n]
+            if self.spec_augment and self.cache.input_kind == "fbank":
+                x = spec_augment(x, rng)
+            items.append(x)
+            offsets.append(off / self.rate())
+        lengths = torch.tensor([len(x) for x in items])
+        shape = (len(items), int(lengths.max())) + items[0].shape[1:]
+        inputs = torch.zeros(shape, dtype=torch.float32)
+        for i, x in enumerate(items):
+            inputs[i, : len(x)] = torch.from_numpy(np.ascontiguousarray(x))
+        targets = {t: self._target(t, cuts, offsets, lengths) for t in self.targets}
+        return Batch(inputs, lengths, targets, [c.id for c in cuts], float(lengths.sum()) / self.rate())
+
+    def _target(self, target: str, cuts, offsets, lengths):
+        if target in ("text", "phonemes"):
+            seqs = [text_of(c) if target == "text" else phonemes_of(c) for c in cuts]
+            idx = self.index[target]
+            ids = [[idx[ch] + 1 for ch in (s or "") if ch in idx] for s in seqs]
+            lens = torch.tensor([len(s) for s in ids])
+            padded = torch.zeros(len(ids), max(1, int(lens.max())), dtype=torch.long)
+            for i, s in enumerate(ids):
+                padded[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            return padded, lens
+        if target in UTTERANCE_TARGETS:
+            idx = self.index.get(target, {})
+            return torch.tensor([idx.get(label(c, target), -1) for c in cuts])
+        if target == "vad":
+            frames = int(float(lengths.max()) * 100.0 / self.rate()) + 1
+            out = torch.zeros(len(cuts), frames)
+            for i, (c, off) in enumerate(zip(cuts, offsets)):
+                dur = float(lengths[i]) / self.rate()
+                segs = [(s.start - off, s.end - off) for s in c.supervisions]
+                out[i, :] = torch.from_numpy(segments_to_frames(segs, frames / 100.0)[:frames].astype(np.float32))
+                out[i, int(dur * 100):] = 0.0
+            return out
+        raise ValueError(f"unknown target {target!r}")
+
+
+def spec_augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Frequency and time masks (Park et al., 2019), filled with the (normalised) mean 0."""
+    x = x.copy()
+    n_f, w_f = SPEC_AUG_FREQ
+    for _ in range(n_f):
+        w = int(rng.integers(0, w_f + 1))
+        f0 = int(rng.integers(0, max(1, x.shape[1] - w)))
+        x[:, f0:f0 + w] = 0.0
+    n_t, frac = SPEC_AUG_TIME
+    for _ in range(n_t):
+        w = int(rng.integers(0, int(frac * len(x)) + 1))
+        t0 = int(rng.integers(0, max(1, len(x) - w)))
+        x[t0:t0 + w] = 0.0
+    return x
+
+
+class BatchStream:
+    """An endless, resumable stream of batches over one CutSet.
+
+    Full utterances are bucketed by duration (lhotse DynamicBucketingSampler, capped by
+    seconds of audio); cropped tasks (all items about the crop length) use a plain sampler
+    capped by count. Position = (epoch, batches taken in this epoch): enough to resume.
+    """
+
+    def __init__(self, cuts: CutSet, collator: Collator, max_duration: float, seed: int,
+                 crop: float | None = None, rank: int = 0, world_size: int = 1):
+        self.cuts, self.collator, self.seed = cuts, collator, seed
+        self.max_duration, self.crop, self.rank, self.world_size = max_duration, crop, rank, world_size
+        self.epoch, self.position = 0, 0
+        self._it: Iterator | None = None
+
+    def _sampler(self):
+        if self.crop:
+            s = SimpleCutSampler(self.cuts, max_cuts=max(1, int(self.max_duration // self.crop)),
+                                 shuffle=True, seed=self.seed, drop_last=True,
+                                 rank=self.rank, world_size=self.world_size)
+        else:
+            s = DynamicBucketingSampler(self.cuts, max_duration=self.max_duration, shuffle=True,
+                                        num_buckets=min(NUM_BUCKETS, max(1, len(self.cuts) // 8)),
+                                        seed=self.seed, drop_last=True,
+                                        rank=self.rank, world_size=self.world_size)
+        s.set_epoch(self.epoch)
+        return iter(s)
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def restore(self, state: dict) -> None:
+        self.epoch, self.position, self._it = state["epoch"], 0, None
+        target = state["position"]
+        while self.position < target:
+            self._next_cuts()
+
+    def _next_cuts(self):
+        while True:
+            if self._it is None:
+                self._it = self._sampler()
+            try:
+                cuts = next(self._it)
+                self.position += 1
+                return cuts
+            except StopIteration:
+                self.epoch, self.position, self._it = self.epoch + 1, 0, None
+
+    def next(self, step: int) -> Batch:
+        cuts = self._next_cuts()
+        rng = np.random.default_rng([self.seed, step, self.rank])
+        return self.collator(list(cuts), rng)
+
+
+def padding_fraction(cuts: CutSet, max_duration: float, seed: int = 0) -> float:
+    """Share of padded samples in one epoch of bucketed batches."""
+    total = padded = 0.0
+    sampler = DynamicBucketingSampler(cuts, max_duration=max_duration, shuffle=True,
+                                      num_buckets=NUM_BUCKETS, seed=seed)
+    for batch in sampler:
+        durs = [c.duration for c in batch]
+        total += max(durs) * len(durs)
+        padded += max(durs) * len(durs) - sum(durs)
+    return padded / total if total else 0.0
+
+
+def mix_sets(per_set: list[list], temperature: float, seed: int) -> list:
+    """Concatenate several datasets, re-sampled so dataset i makes up p_i of the result."""
+    if len(per_set) < 2 or temperature == 1.0:
+        return [c for cuts in per_set for c in cuts]
+    total = sum(len(c) for c in per_set)
+    rng = np.random.default_rng(seed)
+    weights = temperature_weights([sum(c.duration for c in cuts) for cuts in per_set], temperature)
+    mixed = []
+    for cuts, w in zip(per_set, weights):
+        if cuts:
+            n = max(1, int(round(w * total)))
+            mixed += [cuts[i] for i in rng.choice(len(cuts), size=n, replace=n > len(cuts))]
+    # repeated cuts need distinct ids for the sampler
+    seen: dict[str, int] = {}
+    out = []
+    for c in mixed:
+        k = seen.get(c.id, 0)
+        seen[c.id] = k + 1
+        out.append(c if k == 0 else c.with_id(f"{c.id}_rep{k}"))
+    return out
+
+
+def temperature_weights(sizes: list[float], temperature: float) -> list[float]:
+    """p_i proportional to D_i^(1/T): T=1 samples by size, large T evens datasets out."""
+    w = np.array(sizes, dtype=np.float64) ** (1.0 / temperature)
+    return (w / w.sum()).tolist()

@@ -1,0 +1,343 @@
+"""The training loop: joint or disjoint steps, loss weighting, gradient aggregation.
+
+Joint step (paper 2): one batch that carries every label, one forward pass, every head.
+Disjoint step (papers 1 and 2): one batch per task, one forward pass each; the gradients of
+the shared parameters are combined. Either way the per-task objectives come from the loss
+weighting strategy, and, when an aggregator other than ``sum`` is chosen, each task's
+gradient on the shared parameters is kept apart and combined by it (PCGrad, CAGrad, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..config import Config, save_config
+from ..data.corpus import available_sets, load_set
+from ..evaluation.evaluate import criterion, evaluate_asr, evaluate_speaker, tasks_of
+from ..model import MultiTaskModel
+from ..objectives import AGGREGATORS, WEIGHTINGS
+from . import checkpoint as ckpt
+from .data import BatchStream, Collator, FeatureCache, build_vocab, training_cuts
+from .distributed import Distributed
+from .schedule import tri_stage
+
+log = logging.getLogger(__name__)
+MAX_ROLLBACKS = 3
+ROLLBACK_LR_FACTOR = 0.5
+DEV_LIMIT = 200  # dev utterances decoded per evaluation: enough to rank checkpoints, cheap
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+class Trainer:
+    def __init__(self, config: Config, run_dir: str | Path, resume: bool = False,
+                 progress: bool = True, on_error: str = "skip"):
+        self.run_dir = Path(run_dir)
+        self.dist = Distributed()
+        self.device = self.dist.device()
+        self.progress = progress and self.dist.is_main
+        resume_from = ckpt.find_resumable(self.run_dir) if resume else None
+        if resume and resume_from is None:
+            log.warning("%s: nothing to resume, starting fresh", self.run_dir)
+        if resume_from is not None:
+            from ..config import read_config_json
+
+            config = read_config_json(resume_from / "config.json")
+        elif not config.vocab:
+            config = config.model_copy(update={"vocab": build_vocab(config)})
+        self.config, tc = config, config.train
+        self.tasks = list(config.tasks)
+        torch.manual_seed(tc.seed)
+        self.model = MultiTaskModel(config).to(self.device)
+        self.dist.broadcast_parameters(self.model)
+        self.weighting = WEIGHTINGS.build(tc.weighting.name, self.tasks, **tc.weighting.options).to(self.device)
+        self.aggregator = AGGREGATORS.build(tc.aggregator.name, **tc.aggregator.options)
+        self.optimizer = torch.optim.Adam(
+            [{"params": [p for p in self.model.parameters() if p.requires_grad]},
+             {"params": list(self.weighting.parameters())}], lr=tc.lr, weight_decay=tc.weight_decay)
+        self.lr_scale = 1.0
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_lambda)
+        self.cache = FeatureCache(self.model.encoder.input_kind, enabled=tc.cache_features)
+        self.streams = self._streams(on_error)
+        self.step, self.best, self.bad_steps, self.skipped_steps, self.rollbacks = 0, math.inf, 0, 0, 0
+        self.evals_since_best, self.history = 0, []
+        self.seconds_seen = {t: 0.0 for t in self.tasks}
+        if resume_from is not None:
+            self._restore(resume_from)
+        self.writer = None
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.config, self.run_dir / "config.json")
+
+    # --- set-up ------------------------------------------------------------------------------
+
+    def _lr_lambda(self, step: int) -> float:
+        tc = self.config.train
+        return self.lr_scale * tri_stage(step, tc.steps, tc.schedule, tc.final_lr_scale)
+
+    def _streams(self, on_error: str) -> dict[str, BatchStream]:
+        tc = self.config.train
+        mk = lambda cuts, targets, crop, max_dur, seed: BatchStream(  # noqa: E731
+            cuts, Collator(self.config.vocab, targets, self.cache, crop=crop, spec_augment=tc.spec_augment),
+            max_dur, seed, crop=crop, rank=self.dist.rank, world_size=self.dist.world_size)
+        if tc.step == "joint":
+            # One stream over utterances usable by every task (all labels present).
+            per_task = {t: {c.id: c for c in training_cuts(self.config, t, on_error)} for t in self.tasks}
+            common = set.intersection(*(set(ids) for ids in per_task.values()))
+            if not common:
+                raise ValueError("joint step: no training utterance carries the labels of every task")
+            from lhotse import CutSet
+
+            first = per_task[self.tasks[0]]
+            cuts = CutSet.from_cuts(first[i] for i in sorted(common))
+            targets = sorted({self.config.tasks[t].target for t in self.tasks})
+            return {"joint": mk(cuts, targets, None, tc.max_duration, tc.seed)}
+        return {t: mk(training_cuts(self.config, t, on_error), [task.target], task.crop,
+                      task.max_duration or tc.max_duration, tc.seed + i)
+                for i, (t, task) in enumerate(self.config.tasks.items())}
+
+    # --- one step ----------------------------------------------------------------------------
+
+    def _autocast(self):
+        p = self.config.train.precision
+        if p == "fp32":
+            return nullcontext()
+        dtype = torch.bfloat16 if p == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def active_tasks(self, step: int) -> list[str]:
+        return [t for t in self.tasks if self.config.tasks[t].start_step <= step]
+
+    def compute_losses(self, step: int) -> tuple[dict[str, torch.Tensor], float]:
+        tc = self.config.train
+        active = self.active_tasks(step)
+        freeze = step < tc.heads_only_steps
+        losses, seconds = {}, 0.0
+        with self._autocast():
+            if tc.step == "joint":
+                b = self.streams["joint"].next(step).to(self.device)
+                out = self.model(b.inputs, b.lengths, active, freeze_encoder=freeze)
+                for t in active:
+                    losses[t] = self.model.heads[t].loss(out[t], b.targets[self.config.tasks[t].target])
+                    self.seconds_seen[t] += b.seconds
+                seconds = b.seconds
+            else:
+                for t in active:
+                    b = self.streams[t].next(step).to(self.device)
+                    out = self.model(b.inputs, b.lengths, [t], freeze_encoder=freeze)
+                    losses[t] = self.model.heads[t].loss(out[t], b.targets[self.config.tasks[t].target])
+                    self.seconds_seen[t] += b.seconds
+                    seconds += b.seconds
+        return losses, seconds
+
+    def train_step(self) -> dict:
+        tc = self.config.train
+        step = self.step
+        torch.manual_seed(tc.seed * 1_000_003 + step)  # dropout: reproducible across resumes
+        self.model.train()
+        losses, seconds = self.compute_losses(step)
+        freeze = step < tc.heads_only_steps
+        objectives = self.weighting(losses, step, None if freeze else self.model.last_shared_parameters())
+        self.optimizer.zero_grad(set_to_none=True)
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        task_weights = None
+        if tc.aggregator.name == "sum" or len(objectives) < 2 or freeze:
+            sum(objectives.values()).backward()
+            self.dist.average_grads(params)
+        else:
+            task_weights = self._aggregate(objectives, params)
+        finite = all(torch.isfinite(v).all() for v in losses.values())
+        norm = torch.nn.utils.clip_grad_norm_(params, tc.clip_norm) if tc.clip_norm else torch.tensor(0.0)
+        finite = finite and bool(torch.isfinite(norm))
+        if finite:
+            self.optimizer.step()
+            self.bad_steps = 0
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+            self.bad_steps += 1
+            log.warning("step %d: non-finite loss or gradient, step skipped (%d in a row)", step, self.bad_steps)
+        self.scheduler.step()
+        self.step += 1
+        rec = {"step": step, "seconds": seconds, "grad_norm": float(norm),
+               "lr": self.optimizer.param_groups[0]["lr"], "skipped": not finite,
+               **{f"loss/{t}": float(v) for t, v in losses.items()},
+               **{f"weight/{t}": w for t, w in self.weighting.weights().items()}}
+        if task_weights is not None:
+            rec.update({f"agg/{t}": float(w) for t, w in zip(objectives, task_weights)})
+        if self.bad_steps >= tc.max_bad_steps:
+            self._rollback()
+        return rec
+
+    def _aggregate(self, objectives: dict[str, torch.Tensor], params: list) -> torch.Tensor:
+        """Per-task gradients on the shared parameters, combined by the aggregator.
+
+        Each task's backward leaves its gradient in .grad; we take that tensor over (no copy)
+        and clear .grad before the next task, so memory holds one gradient per task, never a
+        flattened [tasks x parameters] matrix on top. Task-specific parameters (heads,
+        branches) accumulate normally: only their own task reaches them.
+        """
+        shared = self.model.shared_parameters()
+        shared_ids = {id(p) for p in shared}
+        per_task = []
+        names = list(objectives)
+        for i, t in enumerate(names):
+            objectives[t].backward(retain_graph=i < len(names) - 1)
+            per_task.append([p.grad for p in shared])
+            for p in shared:
+                p.grad = None
+        if self.dist.enabled:
+            per_task = [self.dist.average(g) for g in per_task]
+            self.dist.average_grads([p for p in params if id(p) not in shared_ids])
+        combined, weights = self.aggregator(per_task)
+        for p, g in zip(shared, combined):
+            p.grad = g
+        return weights
+
+    def _rollback(self) -> None:
+        """Repeated divergence: back to the last good checkpoint with a lower learning rate."""
+        self.rollbacks += 1
+        folder = ckpt.find_resumable(self.run_dir)
+        if self.rollbacks > MAX_ROLLBACKS or folder is None:
+            raise TrainingDiverged(
+                f"training diverged at step {self.step}: {self.skipped_steps} non-finite steps, "
+                f"{self.rollbacks - 1} rollbacks; lower train.lr (now {self.config.train.lr * self.lr_scale:g})")
+        scale = self.lr_scale * ROLLBACK_LR_FACTOR
+        self._restore(folder)
+        self.lr_scale = scale
+        self.scheduler.step(self.step)  # re-apply the schedule with the new scale
+        self.bad_steps = 0
+        log.warning("rolled back to step %d with learning-rate scale %.3g", self.step, self.lr_scale)
+
+    # --- checkpoints -------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        return {"step": self.step, "best": self.best, "skipped_steps": self.skipped_steps,
+                "rollbacks": self.rollbacks, "lr_scale": self.lr_scale,
+                "evals_since_best": self.evals_since_best,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "weighting": self.weighting.state_dict(),
+                "streams": {k: s.state() for k, s in self.streams.items()},
+                "seconds_seen": self.seconds_seen,
+                "history": json.dumps(self.history)}
+
+    def _restore(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        self.model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(self.device)))
+        st = ckpt.read_state(folder)
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        self.weighting.load_state_dict(st["weighting"])
+        for k, s in self.streams.items():
+            s.restore(st["streams"][k])
+        self.step, self.best, self.skipped_steps = st["step"], st["best"], st["skipped_steps"]
+        self.rollbacks, self.lr_scale = st["rollbacks"], st["lr_scale"]
+        self.evals_since_best, self.seconds_seen = st["evals_since_best"], st["seconds_seen"]
+        self.history = json.loads(st["history"])
+
+    def save(self, best: bool = False) -> None:
+        if not self.dist.is_main:
+            return
+        ckpt.write_checkpoint(self.run_dir / "last", self.model, self.state())
+        if best:
+            ckpt.write_checkpoint(self.run_dir / "best", self.model)
+
+    # --- evaluation --------------------------------------------------------------------------
+
+    def evaluate_dev(self) -> dict:
+        results: dict[str, dict] = {}
+        have = set(available_sets(self.config.corpus))
+        for t in tasks_of(self.model, target="text"):
+            dev = self.config.tasks[t].dev_set
+            if dev in have:
+                r = evaluate_asr(self.model, load_set(self.config.corpus, dev), t, limit=DEV_LIMIT)
+                results.setdefault(dev, {})[t] = {k: r[k] for k in ("wer", "cer")}
+        for t in tasks_of(self.model, head_type="speaker"):
+            dev = self.config.tasks[t].dev_set
+            if dev in have:
+                r = evaluate_speaker(self.model, self.config.corpus, dev, t)
+                results.setdefault(dev, {})[t] = {"eer": r["eer"]}
+        return results
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def fit(self) -> dict:
+        tc = self.config.train
+        if self.dist.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        start = time.time()
+        bar = tqdm(total=tc.steps, initial=self.step, desc="train", disable=not self.progress, unit="step")
+        log_path = self.run_dir / "train_log.jsonl"
+        stopped = "steps"
+        while self.step < tc.steps:
+            rec = self.train_step()
+            if self.dist.is_main and (rec["step"] % tc.log_every == 0):
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                for k, v in rec.items():
+                    if isinstance(v, float):
+                        self.writer.add_scalar(k, v, rec["step"])
+            bar.update(1)
+            bar.set_postfix({k.split("/")[-1] + ("" if k.startswith("loss") else "_w"): f"{v:.3g}"
+                             for k, v in rec.items() if k.startswith(("loss/", "weight/"))})
+            at_eval = self.step % tc.eval_every == 0 or self.step == tc.steps
+            out_of_time = tc.time_budget_s is not None and time.time() - start > tc.time_budget_s
+            if at_eval or out_of_time:
+                if self._evaluate_and_checkpoint():
+                    stopped = "early stop"
+                    break
+            if out_of_time:
+                stopped = "time budget"
+                break
+        bar.close()
+        summary = {"steps": self.step, "stopped": stopped, "best_criterion": self.best,
+                   "skipped_steps": self.skipped_steps, "rollbacks": self.rollbacks,
+                   "train_seconds": round(time.time() - start, 1), "audio_seconds_seen": self.seconds_seen,
+                   "parameters": self.model.parameter_counts(), "history": self.history}
+        if self.dist.is_main:
+            (self.run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            self.writer.close()
+        self.dist.barrier()
+        return summary
+
+    def _evaluate_and_checkpoint(self) -> bool:
+        """Dev metrics, best/last checkpoints; True when early stopping says stop."""
+        tc = self.config.train
+        dev = self.evaluate_dev() if self.dist.is_main else {}
+        score = criterion(dev, tc.criterion) if dev else -self.step
+        improved = score < self.best
+        if improved:
+            self.best, self.evals_since_best = score, 0
+        else:
+            self.evals_since_best += 1
+        self.history.append({"step": self.step, "criterion": score, "dev": dev})
+        if self.writer is not None:
+            for s, r in dev.items():
+                for t, m in r.items():
+                    for k, v in m.items():
+                        self.writer.add_scalar(f"dev/{s}/{t}/{k}", v, self.step)
+        self.save(best=improved)
+        self.dist.barrier()
+        return bool(tc.early_stop_patience and self.evals_since_best >= tc.early_stop_patience)
+
+
+def train(config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    trainer = Trainer(config, run_dir, resume=resume, progress=progress)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.dist.close()
