@@ -43,11 +43,9 @@ def voices():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, voices):
-    """The tiny preset, synthesised once with seed 0."""
-    out = tmp_path_factory.mktemp("tiny_a")
-    summary = synthesize(out, "tiny", seed=0, workers=2, progress=False)
-    return out, summary
+def tiny(tiny_corpus, voices):
+    """The tiny preset, synthesised once with seed 0 (the session fixture in conftest.py)."""
+    return tiny_corpus
 
 
 @pytest.fixture(scope="module")

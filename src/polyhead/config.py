@@ -113,12 +113,23 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
             raise ValueError(f"override {dotted!r}: {k!r} is not a section")
-    node[keys[-1]] = value
+    if value is DELETE:
+        if keys[-1] not in node:
+            raise ValueError(f"override ~{dotted}: no such key")
+        del node[keys[-1]]
+    else:
+        node[keys[-1]] = value
+
+
+DELETE = object()  # "~key.sub" removes a key, e.g. a task: ~tasks.speaker
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     parsed = []
     for item in overrides:
+        if item.startswith("~"):
+            parsed.append((item[1:].strip(), DELETE))
+            continue
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like key.sub=value")
         key, raw = item.split("=", 1)

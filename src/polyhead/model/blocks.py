@@ -11,7 +11,8 @@ from torch import nn
 
 class FeedForward(nn.Sequential):
     def __init__(self, dim: int, hidden: int, dropout: float):
-        super().__init__(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.SiLU(), nn.Dropout(dropout),
+        # One dropout on the output only: on CPU each dropout call costs as much as a matmul.
+        super().__init__(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.SiLU(),
                          nn.Linear(hidden, dim), nn.Dropout(dropout))
 
 
@@ -28,10 +29,28 @@ class SelfAttention(nn.Module):
         return self.dropout(h)
 
 
+class MaskedGroupNorm(nn.GroupNorm):
+    """GroupNorm with one group whose statistics cover the real frames only: plain GroupNorm
+    would average the padding in, so an utterance's output would depend on its batch."""
+
+    def __init__(self, channels: int):
+        super().__init__(1, channels)
+
+    def forward(self, h: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """h [B, C, T], keep [B, 1, T] (1.0 = real frame)."""
+        n = (keep.sum(dim=(1, 2), keepdim=True) * h.shape[1]).clamp(min=1.0)
+        mean = (h * keep).sum(dim=(1, 2), keepdim=True) / n
+        var = (((h - mean) * keep) ** 2).sum(dim=(1, 2), keepdim=True) / n
+        h = (h - mean) * torch.rsqrt(var + self.eps)
+        return h * self.weight[None, :, None] + self.bias[None, :, None]
+
+
 class ConvModule(nn.Module):
     """Pointwise-GLU, depthwise conv, norm, SiLU, pointwise (Gulati et al., 2020).
 
     GroupNorm over channels instead of BatchNorm: batch statistics would mix padding in.
+    Padding is zeroed right before the depthwise convolution (the pointwise one's bias would
+    otherwise leak into the last real frames) and left out of the norm's statistics.
     """
 
     def __init__(self, dim: int, kernel: int, dropout: float):
@@ -39,14 +58,15 @@ class ConvModule(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.pw1 = nn.Conv1d(dim, 2 * dim, 1)
         self.dw = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=dim)
-        self.gn = nn.GroupNorm(1, dim)
+        self.gn = MaskedGroupNorm(dim)
         self.pw2 = nn.Conv1d(dim, dim, 1)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x, pad_mask):
-        h = self.norm(x).masked_fill(pad_mask[..., None], 0.0).transpose(1, 2)
-        h = nn.functional.glu(self.pw1(h), dim=1)
-        h = self.pw2(nn.functional.silu(self.gn(self.dw(h))))
+        keep = (~pad_mask)[:, None, :].to(x.dtype)
+        h = self.norm(x).transpose(1, 2)
+        h = nn.functional.glu(self.pw1(h), dim=1) * keep
+        h = self.pw2(nn.functional.silu(self.gn(self.dw(h), keep)))
         return self.dropout(h.transpose(1, 2))
 
 

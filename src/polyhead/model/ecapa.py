@@ -35,11 +35,12 @@ class Res2Block(nn.Module):
         self.se = SEBlock(channels)
 
     def forward(self, x, keep):
-        h = self.inp(x)
+        # padding zeroed before every dilated convolution, so it never reaches real frames
+        h = self.inp(x) * keep
         parts = list(h.chunk(self.scale, dim=1))
         y, prev = [parts[0]], None
         for conv, part in zip(self.convs, parts[1:]):
-            prev = conv(part if prev is None else part + prev)
+            prev = conv(part if prev is None else part + prev) * keep
             y.append(prev)
         return x + self.se(self.out(torch.cat(y, dim=1)), keep)
 
@@ -68,7 +69,7 @@ class EcapaTdnn(nn.Module):
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """x [B, T, D], keep [B, T] (True = real frame) -> [B, emb_dim]."""
         keep = keep[:, None, :].to(x.dtype)
-        h = self.stem(x.transpose(1, 2)) * keep
+        h = self.stem(x.transpose(1, 2) * keep) * keep
         outs = []
         for block in self.blocks:
             h = block(h, keep) * keep

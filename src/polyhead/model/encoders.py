@@ -52,10 +52,20 @@ class ConvSubsampling(nn.Module):
         self.proj = nn.Linear(channels * math.ceil(math.ceil(n_mels / 2) / 2), dim)
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor):
-        x = self.conv(feats.unsqueeze(1))  # [B, C, T/4, F/4]
+        # Padding is zeroed before each convolution, as it would be for the utterance alone:
+        # otherwise whatever follows an utterance in its batch leaks into its last frames.
+        half = (lengths + 1) // 2
+        x = self.conv[1](self.conv[0](_zero_after(feats.unsqueeze(1), lengths)))
+        x = self.conv[3](self.conv[2](_zero_after(x, half)))  # [B, C, T/4, F/4]
         b, c, t, f = x.shape
         x = self.proj(x.permute(0, 2, 1, 3).reshape(b, t, c * f))
-        return x, ((lengths + 1) // 2 + 1) // 2
+        return x, (half + 1) // 2
+
+
+def _zero_after(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """x [B, C, T, F] with the frames from lengths[b] on set to 0."""
+    keep = torch.arange(x.shape[2], device=x.device)[None, :] < lengths[:, None]
+    return x * keep[:, None, :, None].to(x.dtype)
 
 
 def sinusoidal_positions(length: int, dim: int, device) -> torch.Tensor:

@@ -79,6 +79,13 @@ class GradientAggregator:
     def task_weights(self, grads: Grads) -> Tensor:
         return self.weighting(gramian(grads))
 
+    def state_dict(self) -> dict:
+        """Plain values a resumed run needs to aggregate as an unbroken one would."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
 
 @AGGREGATORS.register("sum")
 class SumAggregator(GradientAggregator):
@@ -116,6 +123,12 @@ class PCGradAggregator(GradientAggregator):
             torch.manual_seed(self.seed + self.calls)
             self.calls += 1
             return self.weighting(g)
+
+    def state_dict(self) -> dict:
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.calls = int(state.get("calls", 0))
 
 
 @AGGREGATORS.register("cagrad")

@@ -150,6 +150,18 @@ class DynamicWeightAverage(LossWeighting):
             self._counts[t] = self._counts.get(t, 0) + 1
         return self._weigh(losses, {t: self._w[t] for t in losses})
 
+    # The windows are plain Python values, outside parameters and buffers: they travel in
+    # the state dict as "extra state", so a resumed run weighs exactly as an unbroken one.
+    def get_extra_state(self) -> dict:
+        return {"index": self._index, "sums": dict(self._sums), "counts": dict(self._counts),
+                "means": [dict(m) for m in self._means], "w": dict(self._w), "last": dict(self._last)}
+
+    def set_extra_state(self, state: dict) -> None:
+        self._index = state["index"]
+        self._sums, self._counts = dict(state["sums"]), dict(state["counts"])
+        self._means = [dict(m) for m in state["means"]]
+        self._w, self._last = dict(state["w"]), dict(state["last"])
+
     def _close_window(self) -> None:
         means = {t: self._sums[t] / self._counts[t] for t in self._sums}
         self._means = (self._means + [means])[-2:]

@@ -241,16 +241,23 @@ class BatchStream:
         self.max_duration, self.crop, self.rank, self.world_size = max_duration, crop, rank, world_size
         self.epoch, self.position = 0, 0
         self._it: Iterator | None = None
+        # drop_last drops incomplete batches; a set smaller than one batch would then give
+        # empty epochs forever, so after one empty epoch incomplete batches are kept.
+        self._drop_last = True
 
     def _sampler(self):
+        buckets = min(NUM_BUCKETS, len(self.cuts) // 8)
         if self.crop:
             s = SimpleCutSampler(self.cuts, max_cuts=max(1, int(self.max_duration // self.crop)),
-                                 shuffle=True, seed=self.seed, drop_last=True,
+                                 shuffle=True, seed=self.seed, drop_last=self._drop_last,
+                                 rank=self.rank, world_size=self.world_size)
+        elif buckets < 2:  # lhotse's bucketing needs two buckets; too few cuts to bucket anyway
+            s = SimpleCutSampler(self.cuts, max_duration=self.max_duration, shuffle=True,
+                                 seed=self.seed, drop_last=self._drop_last,
                                  rank=self.rank, world_size=self.world_size)
         else:
             s = DynamicBucketingSampler(self.cuts, max_duration=self.max_duration, shuffle=True,
-                                        num_buckets=min(NUM_BUCKETS, max(1, len(self.cuts) // 8)),
-                                        seed=self.seed, drop_last=True,
+                                        num_buckets=buckets, seed=self.seed, drop_last=self._drop_last,
                                         rank=self.rank, world_size=self.world_size)
         s.set_epoch(self.epoch)
         return iter(s)
@@ -273,6 +280,11 @@ class BatchStream:
                 self.position += 1
                 return cuts
             except StopIteration:
+                if self.position == 0:  # an epoch without a single batch
+                    if not self._drop_last:
+                        raise ValueError("batch stream: no batch can be built from these cuts") from None
+                    self._drop_last, self._it = False, None
+                    continue
                 self.epoch, self.position, self._it = self.epoch + 1, 0, None
 
     def next(self, step: int) -> Batch:

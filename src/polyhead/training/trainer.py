@@ -172,7 +172,7 @@ class Trainer:
         self.step += 1
         rec = {"step": step, "seconds": seconds, "grad_norm": float(norm),
                "lr": self.optimizer.param_groups[0]["lr"], "skipped": not finite,
-               **{f"loss/{t}": float(v) for t, v in losses.items()},
+               **{f"loss/{t}": float(v.detach()) for t, v in losses.items()},
                **{f"weight/{t}": w for t, w in self.weighting.weights().items()}}
         if task_weights is not None:
             rec.update({f"agg/{t}": float(w) for t, w in zip(objectives, task_weights)})
@@ -227,7 +227,7 @@ class Trainer:
                 "rollbacks": self.rollbacks, "lr_scale": self.lr_scale,
                 "evals_since_best": self.evals_since_best,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "weighting": self.weighting.state_dict(),
+                "weighting": self.weighting.state_dict(), "aggregator": self.aggregator.state_dict(),
                 "streams": {k: s.state() for k, s in self.streams.items()},
                 "seconds_seen": self.seconds_seen,
                 "history": json.dumps(self.history)}
@@ -240,6 +240,7 @@ class Trainer:
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         self.weighting.load_state_dict(st["weighting"])
+        self.aggregator.load_state_dict(st.get("aggregator", {}))  # absent in older checkpoints
         for k, s in self.streams.items():
             s.restore(st["streams"][k])
         self.step, self.best, self.skipped_steps = st["step"], st["best"], st["skipped_steps"]

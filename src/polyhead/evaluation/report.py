@@ -1,0 +1,57 @@
+"""Evaluate a run folder and print the table researchers compare: one row per model,
+in-distribution and out-of-distribution columns side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..model import MultiTaskModel
+from .evaluate import evaluate_model
+
+# (column title, set, metric) in the order tables show them
+COLUMNS = [
+    ("WER", "speech_test", "wer"), ("CER", "speech_test", "cer"), ("OOD WER", "ood_test", "wer"),
+    ("EER", "speaker_test", "eer"), ("minDCF.01", "speaker_test", "min_dcf_0.01"),
+    ("OOD EER", "ood_test", "eer"), ("MFCC EER", "speaker_test", "mfcc_baseline_eer"),
+    ("LID acc", "speaker_test", "accuracy@language"), ("intent acc", "speech_test", "accuracy@intent"),
+    ("VAD F1", "vad_test", "f1"),
+]
+
+
+def flatten(results: dict, model: MultiTaskModel) -> dict[str, float]:
+    """{column title: value} from nested evaluate_model results."""
+    row = {}
+    for title, set_name, metric in COLUMNS:
+        metric, _, target = metric.partition("@")
+        for task, values in results.get(set_name, {}).items():
+            if target and model.config.tasks[task].target != target:
+                continue
+            if metric in values and values[metric] is not None:
+                row[title] = values[metric]
+                break
+    return row
+
+
+def format_table(rows: dict[str, dict[str, float]]) -> str:
+    cols = [c for c, _, _ in COLUMNS if any(c in r for r in rows.values())]
+    lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, r in rows.items():
+        cells = [f"{100 * r[c]:.1f}%" if c in r and "acc" not in c and "F1" not in c and "DCF" not in c
+                 else (f"{r[c]:.3f}" if c in r else "-") for c in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def evaluate_run(run: str | Path, corpus: str | None = None, sets=None, checkpoint: str = "best",
+                 limit: int | None = None) -> dict:
+    run = Path(run)
+    folder = run / checkpoint if (run / checkpoint).is_dir() else run
+    model = MultiTaskModel.load(folder)
+    corpus = corpus or model.config.corpus
+    results = evaluate_model(model, corpus, sets, limit=limit)
+    row = flatten(results, model)
+    out = {"run": str(run), "checkpoint": str(folder), "corpus": str(corpus), "results": results,
+           "row": row, "table": format_table({run.name: row})}
+    (run / "metrics.json").write_text(json.dumps(out, indent=2, default=float) + "\n")
+    return out

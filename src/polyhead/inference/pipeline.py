@@ -1,0 +1,123 @@
+"""One pass, every answer: transcript (with word times and a confidence), speaker embedding,
+language probabilities, intent and speech segments from a single encoder forward."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..audio import SAMPLE_RATE, fbank, load_audio, to_model_audio
+from ..model import MultiTaskModel
+
+MIN_SEGMENT_S = 0.2  # VAD segments shorter than this are dropped
+MERGE_GAP_S = 0.3  # VAD segments closer than this are merged
+
+
+def _resolve(path: str | Path) -> Path:
+    path = Path(path)
+    for candidate in (path, path / "best", path / "multitask" / "best", path / "last"):
+        if (candidate / "model.safetensors").is_file():
+            return candidate
+    raise FileNotFoundError(f"{path}: no polyhead checkpoint (config.json + model.safetensors) found")
+
+
+class Polyhead:
+    def __init__(self, model: MultiTaskModel):
+        self.model = model.eval()
+        self.config = model.config
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Polyhead":
+        return cls(MultiTaskModel.load(_resolve(path)))
+
+    def _inputs(self, samples: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.model.encoder.input_kind == "fbank":
+            x = fbank(samples)
+            x = (x - x.mean(0)) / (x.std(0) + 1e-5)  # same normalisation as training
+        else:
+            x = samples
+        return torch.from_numpy(np.ascontiguousarray(x))[None], torch.tensor([len(x)])
+
+    def _tasks(self, head_type: str = None, target: str = None) -> list[str]:
+        return [n for n, t in self.config.tasks.items()
+                if (head_type is None or t.head.type == head_type) and (target is None or t.target == target)]
+
+    @torch.no_grad()
+    def analyze(self, audio, sample_rate: int | None = None) -> dict:
+        """``audio``: a path, encoded bytes, or samples (with ``sample_rate``)."""
+        if isinstance(audio, np.ndarray):
+            samples = to_model_audio(audio, sample_rate or SAMPLE_RATE)
+        else:
+            samples = load_audio(audio)
+        inputs, lengths = self._inputs(samples)
+        out = self.model(inputs, lengths)
+        fps = self.model.encoder.frames_per_second
+        result: dict = {"duration": round(len(samples) / SAMPLE_RATE, 3)}
+        for task in self._tasks(target="text"):
+            result.update(self._transcript(out[task]["logits"][0], fps))
+        for task in self._tasks(head_type="speaker"):
+            result["speaker_embedding"] = out[task]["embedding"][0].tolist()
+        for task in self._tasks(head_type="classifier"):
+            target = self.config.tasks[task].target
+            probs = out[task]["logits"][0].softmax(-1).tolist()
+            labels = self.config.vocab[target]
+            ranked = sorted(zip(labels, probs), key=lambda kv: -kv[1])
+            result[target] = ranked[0][0]
+            result[f"{target}_probs"] = {k: round(v, 4) for k, v in ranked[:5]}
+        for task in self._tasks(target="vad"):
+            result["segments"] = self._segments(out[task]["logits"][0], fps)
+        return result
+
+    def _transcript(self, logits: torch.Tensor, fps: float) -> dict:
+        vocab = self.config.vocab["text"]
+        probs = logits.float().softmax(-1)
+        best = probs.argmax(-1).tolist()
+        words, cur, start, prev, confs = [], "", None, 0, []
+        for t, tok in enumerate(best + [0]):
+            if tok != 0 and tok != prev:
+                ch = vocab[tok - 1] if t < len(best) else " "
+                if ch == " ":
+                    if cur:
+                        words.append({"word": cur, "start": round(start / fps, 2), "end": round(last / fps, 2)})
+                    cur, start = "", None
+                else:
+                    if start is None:
+                        start = t
+                    cur += ch
+                    confs.append(float(probs[t, tok]))
+                last = t + 1
+            prev = tok
+        if cur:
+            words.append({"word": cur, "start": round(start / fps, 2), "end": round(last / fps, 2)})
+        return {"text": " ".join(w["word"] for w in words), "words": words,
+                "confidence": round(float(np.mean(confs)), 4) if confs else 0.0}
+
+    def _segments(self, logits: torch.Tensor, fps: float) -> list[dict]:
+        speech = (logits > 0).tolist() + [False]
+        segs, start = [], None
+        for t, s in enumerate(speech):
+            if s and start is None:
+                start = t
+            elif not s and start is not None:
+                segs.append([start / fps, t / fps])
+                start = None
+        merged = []
+        for s in segs:
+            if merged and s[0] - merged[-1][1] < MERGE_GAP_S:
+                merged[-1][1] = s[1]
+            else:
+                merged.append(s)
+        return [{"start": round(a, 2), "end": round(b, 2)} for a, b in merged if b - a >= MIN_SEGMENT_S]
+
+
+def load(path: str | Path) -> Polyhead:
+    """``polyhead.load(run_or_checkpoint_folder)``."""
+    return Polyhead.load(path)
+
+
+def analyze_file(path: str | Path, audio: str | Path) -> dict:
+    res = load(path).analyze(audio)
+    res.pop("speaker_embedding", None)
+    return res

@@ -1,0 +1,29 @@
+"""Shared fixtures: one thread for torch (the test machine is small and shared), and the
+`tiny` synthetic corpus, built once per session."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """(folder, summary) of the `tiny` preset synthesised with seed 0. Read-only: a test
+    that writes manifests copies it first (see `corpus_copy`)."""
+    from polyhead.data.synth.build import TRAINING_ENGINES, synthesize
+    from polyhead.data.synth.engines import available_voices
+
+    if not any(v.engine in TRAINING_ENGINES for v in available_voices()):
+        pytest.skip("espeak-ng is not installed")
+    out = tmp_path_factory.mktemp("corpus")
+    summary = synthesize(out, "tiny", seed=0, workers=2, progress=False)
+    return out, summary
