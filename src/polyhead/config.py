@@ -56,6 +56,7 @@ class TaskConfig(Strict):
     dev_set: str | None = None
     crop: float | None = None  # random crop in seconds (speaker batches: 2, 3, 9, 10 in the papers)
     start_step: int = 0  # curriculum: the task joins at this step
+    every: int = 1  # disjoint step: this task's batch comes every N steps (cheap auxiliary tasks)
     max_duration: float | None = None  # seconds of audio per batch; default train.max_duration
 
 

@@ -8,7 +8,10 @@ labels the utterance has; missing labels are None:
     supervision.speaker    speaker id
     supervision.gender     "m" / "f" / None
     supervision.language   ISO 639-1 code, e.g. "en"
-    supervision.custom     {"session", "intent", "slots", "phonemes", "voice", "engine"}
+    supervision.custom     {"session", "intent", "slots", "phonemes", "phoneme_times",
+                            "voice", "engine", "kind"}
+                           phoneme_times: [[symbol, start, end], ...] in seconds from the
+                           supervision's start, where the TTS engine reports durations
 
 Long recordings (VAD, conversations) have several supervisions, one per speech segment.
 """

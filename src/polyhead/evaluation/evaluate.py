@@ -104,6 +104,8 @@ def evaluate_trials(emb: dict[str, np.ndarray], trials) -> dict:
 def evaluate_speaker(model, corpus: str | Path, set_name: str, task: str) -> dict:
     cuts = load_set(corpus, set_name)
     trials = read_trials(trials_path(corpus, set_name), known_ids={c.id for c in cuts})
+    if len({t.target for t in trials}) < 2:
+        return {"eer": None, "trials": len(trials), "note": "trial list lacks targets or non-targets"}
     needed = {t.enrol for t in trials} | {t.test for t in trials}
     res = evaluate_trials(embeddings(model, [c for c in cuts if c.id in needed], task), trials)
     base = read_info(corpus).get("sets", {}).get(set_name, {}).get("mfcc_baseline_eer")
@@ -165,8 +167,8 @@ def evaluate_model(model, corpus: str | Path, sets: list[str] | None = None, lim
 
 def criterion(results: dict, weights: dict[str, float]) -> float:
     """The papers' model-selection score, e.g. 1/4 WER + 3/4 EER (lower is better)."""
-    wer = next((v["wer"] for s in results.values() for v in s.values() if "wer" in v), None)
-    eer = next((v["eer"] for s in results.values() for v in s.values() if "eer" in v), None)
+    wer = next((v["wer"] for s in results.values() for v in s.values() if v.get("wer") is not None), None)
+    eer = next((v["eer"] for s in results.values() for v in s.values() if v.get("eer") is not None), None)
     total = 0.0
     for name, value in (("wer", wer), ("eer", eer)):
         if value is not None and name in weights:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -89,11 +90,18 @@ def training_cuts(config: Config, task_name: str, on_error: str = "skip") -> Cut
     """The task's training sets, validated. Problems are counted and named; with
     on_error="raise" the first one stops training before it starts."""
     task = config.tasks[task_name]
-    per_set, problems = [], []
+    per_set, problems, seen = [], [], set()
     for set_name in task.train_sets:
         kept = []
         for cut in load_set(config.corpus, set_name):
             why = check_cut(cut, task, config.vocab)
+            if why is None and cut.id in seen:
+                why = "duplicate id"
+            if why is None and cut.has_recording:
+                missing = [s.source for s in cut.recording.sources if s.type == "file" and not Path(s.source).is_file()]
+                if missing:
+                    why = f"audio file missing: {missing[0]}"
+            seen.add(cut.id)
             if why is None and cut.duration > config.train.max_utterance and not task.crop:
                 why = f"longer than train.max_utterance={config.train.max_utterance} s"
             if why:
@@ -120,6 +128,11 @@ class Batch:
     targets: dict[str, object]  # per target name
     cut_ids: list[str]
     seconds: float
+
+    @property
+    def padding_fraction(self) -> float:
+        """Share of the padded input that is padding."""
+        return 1.0 - float(self.lengths.sum()) / (len(self.lengths) * float(self.lengths.max()))
 
     def to(self, device) -> "Batch":
         move = lambda v: v.to(device) if torch.is_tensor(v) else (tuple(move(x) for x in v) if isinstance(v, tuple) else v)  # noqa: E731

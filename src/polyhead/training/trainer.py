@@ -33,6 +33,10 @@ from .schedule import tri_stage
 log = logging.getLogger(__name__)
 MAX_ROLLBACKS = 3
 ROLLBACK_LR_FACTOR = 0.5
+# Steps after which the schedule is fitted to train.time_budget_s: early, then again once the
+# feature cache is warm (the first epoch also decodes audio, so it runs slower).
+BUDGET_PROBE_STEPS = (20, 300)
+EVAL_TIME_SHARE = 0.08  # share of a time budget reserved for dev evaluations
 DEV_LIMIT = 200  # dev utterances decoded per evaluation: enough to rank checkpoints, cheap
 
 
@@ -72,6 +76,7 @@ class Trainer:
         self.streams = self._streams(on_error)
         self.step, self.best, self.bad_steps, self.skipped_steps, self.rollbacks = 0, math.inf, 0, 0, 0
         self.evals_since_best, self.history = 0, []
+        self._budget_mark, self._configured_steps = None, None
         self.seconds_seen = {t: 0.0 for t in self.tasks}
         if resume_from is not None:
             self._restore(resume_from)
@@ -117,16 +122,20 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def active_tasks(self, step: int) -> list[str]:
-        return [t for t in self.tasks if self.config.tasks[t].start_step <= step]
+        tasks = self.config.tasks
+        return [t for t in self.tasks if tasks[t].start_step <= step
+                and (self.config.train.step == "joint" or (step - tasks[t].start_step) % tasks[t].every == 0)]
 
     def compute_losses(self, step: int) -> tuple[dict[str, torch.Tensor], float]:
         tc = self.config.train
         active = self.active_tasks(step)
         freeze = step < tc.heads_only_steps
         losses, seconds = {}, 0.0
+        self._padding = []
         with self._autocast():
             if tc.step == "joint":
                 b = self.streams["joint"].next(step).to(self.device)
+                self._padding.append(b.padding_fraction)
                 out = self.model(b.inputs, b.lengths, active, freeze_encoder=freeze)
                 for t in active:
                     losses[t] = self.model.heads[t].loss(out[t], b.targets[self.config.tasks[t].target])
@@ -135,6 +144,7 @@ class Trainer:
             else:
                 for t in active:
                     b = self.streams[t].next(step).to(self.device)
+                    self._padding.append(b.padding_fraction)
                     out = self.model(b.inputs, b.lengths, [t], freeze_encoder=freeze)
                     losses[t] = self.model.heads[t].loss(out[t], b.targets[self.config.tasks[t].target])
                     self.seconds_seen[t] += b.seconds
@@ -172,6 +182,7 @@ class Trainer:
         self.step += 1
         rec = {"step": step, "seconds": seconds, "grad_norm": float(norm),
                "lr": self.optimizer.param_groups[0]["lr"], "skipped": not finite,
+               "padding": float(np.mean(self._padding)) if self._padding else 0.0,
                **{f"loss/{t}": float(v.detach()) for t, v in losses.items()},
                **{f"weight/{t}": w for t, w in self.weighting.weights().items()}}
         if task_weights is not None:
@@ -269,7 +280,8 @@ class Trainer:
             dev = self.config.tasks[t].dev_set
             if dev in have:
                 r = evaluate_speaker(self.model, self.config.corpus, dev, t)
-                results.setdefault(dev, {})[t] = {"eer": r["eer"]}
+                if r["eer"] is not None:
+                    results.setdefault(dev, {})[t] = {"eer": r["eer"]}
         return results
 
     # --- the loop ----------------------------------------------------------------------------
@@ -284,8 +296,12 @@ class Trainer:
         bar = tqdm(total=tc.steps, initial=self.step, desc="train", disable=not self.progress, unit="step")
         log_path = self.run_dir / "train_log.jsonl"
         stopped = "steps"
-        while self.step < tc.steps:
+        first_step = self.step
+        while self.step < self.config.train.steps:
             rec = self.train_step()
+            if tc.time_budget_s and self.step - first_step in BUDGET_PROBE_STEPS:
+                self._fit_schedule_to_budget(time.time() - start, first_step)
+                bar.total = self.config.train.steps
             if self.dist.is_main and (rec["step"] % tc.log_every == 0):
                 with open(log_path, "a") as f:
                     f.write(json.dumps(rec) + "\n")
@@ -295,7 +311,7 @@ class Trainer:
             bar.update(1)
             bar.set_postfix({k.split("/")[-1] + ("" if k.startswith("loss") else "_w"): f"{v:.3g}"
                              for k, v in rec.items() if k.startswith(("loss/", "weight/"))})
-            at_eval = self.step % tc.eval_every == 0 or self.step == tc.steps
+            at_eval = self.step % tc.eval_every == 0 or self.step == self.config.train.steps
             out_of_time = tc.time_budget_s is not None and time.time() - start > tc.time_budget_s
             if at_eval or out_of_time:
                 if self._evaluate_and_checkpoint():
@@ -314,6 +330,26 @@ class Trainer:
             self.writer.close()
         self.dist.barrier()
         return summary
+
+    def _fit_schedule_to_budget(self, elapsed: float, first_step: int) -> None:
+        """With a wall-time budget, set train.steps to what the budget allows (never more than
+        configured), so the learning-rate decay happens instead of being cut off. Only
+        before the decay stage starts: the schedule must not jump once it is decaying."""
+        tc = self.config.train
+        if self.step >= (tc.schedule[0] + tc.schedule[1]) * tc.steps:
+            return
+        recent = elapsed if not self._budget_mark else elapsed - self._budget_mark[1]
+        per_step = recent / (self.step - (self._budget_mark[0] if self._budget_mark else first_step))
+        self._budget_mark = (self.step, elapsed)
+        if self._configured_steps is None:
+            self._configured_steps, self._n_evals = tc.steps, max(1, tc.steps // tc.eval_every)
+        affordable = self.step + int((tc.time_budget_s - elapsed) / per_step * (1 - EVAL_TIME_SHARE))
+        affordable = min(affordable, self._configured_steps)
+        if affordable != tc.steps:
+            log.warning("time budget %.0f s allows about %d steps (%.2f s/step): train.steps %d -> %d",
+                        tc.time_budget_s, affordable, per_step, tc.steps, affordable)
+            tc.steps = affordable
+            tc.eval_every = max(1, affordable // self._n_evals)
 
     def _evaluate_and_checkpoint(self) -> bool:
         """Dev metrics, best/last checkpoints; True when early stopping says stop."""

@@ -57,6 +57,8 @@ class Preset:
     mbrola_share: float = 0.5  # share of speakers drawn from MBROLA (vs espeak formant) voices
     jitter: float = 1.0  # within-speaker prosody jitter scale
     snr_range: tuple[float, float] = (8.0, 35.0)
+    reverb_prob: float = 0.5
+    rt60_max: float = 0.7
     trials_per_utt: int = 4
     command_share: float = 0.15
     foreign_share: float = 0.5  # for speakers who read a second language
@@ -64,7 +66,9 @@ class Preset:
 
 PRESETS = {
     "tiny": Preset((6, 2, 3), 6, 1, (6, 2, 4), 2, 2, 2, 2, (2, 1, 1), (1, 1)),
-    "demo": Preset((64, 6, 10), 45, 2, (80, 8, 16), 3, 4, 6, 6, (12, 3, 4), (3, 4)),
+    # The demo trains from scratch on a CPU in 15 minutes: milder channels than bench.
+    "demo": Preset((64, 6, 10), 45, 2, (80, 8, 16), 3, 4, 6, 6, (12, 3, 4), (3, 4),
+                   snr_range=(15.0, 40.0), reverb_prob=0.25, rt60_max=0.45),
     "bench": Preset((200, 12, 24), 75, 3, (240, 24, 60), 4, 5, 12, 10, (40, 6, 10), (6, 12)),
 }
 
@@ -100,17 +104,34 @@ class Result:
 
 # --- the worker side --------------------------------------------------------------------------
 
-def _dry_turn(spk: Speaker, utt: Utterance, rng: np.random.Generator) -> tuple[np.ndarray, str | None]:
+@dataclass
+class Turn:
+    samples: np.ndarray
+    phonemes: str | None
+    phoneme_times: list | None  # [symbol, start s, end s] relative to the first sample
+
+
+def _dry_turn(spk: Speaker, utt: Utterance, rng: np.random.Generator) -> Turn:
     p = spk.profile
     pitch = int(np.clip(p.pitch + rng.integers(-p.pitch_jitter, p.pitch_jitter + 1), 0, 99))
     rate = p.rate_wpm * (1 + rng.uniform(-p.rate_jitter, p.rate_jitter))
     voice = spk.voice if utt.language == spk.voice.language else dataclasses.replace(spk.voice, language=utt.language)
     # The warp shortens audio by 1/warp; ask the engine for a slower rate to compensate.
     syn = speak(voice, utt.text, rate_wpm=int(rate / p.warp), pitch=pitch)
-    x = chan.trim_silence(chan.warp_to_16k(syn.samples, syn.rate, p.warp))
+    x, start = chan.trim_silence(chan.warp_to_16k(syn.samples, syn.rate, p.warp))
     if len(x) < SAMPLE_RATE // 10:
         raise EngineError(f"{voice.id} produced no audio for {utt.text!r}")
-    return x / (np.abs(x).max() + 1e-9), syn.phonemes
+    times = None
+    if syn.phoneme_times:
+        # the warp divides every time by `warp`; trimming shifts them by the cut start
+        shift, dur = start / SAMPLE_RATE, len(x) / SAMPLE_RATE
+        times = [[sym, round(max(0.0, a / p.warp - shift), 3), round(min(dur, b / p.warp - shift), 3)]
+                 for sym, a, b in syn.phoneme_times if b / p.warp - shift > 0 and a / p.warp - shift < dur]
+    return Turn(x / (np.abs(x).max() + 1e-9), syn.phonemes, times)
+
+
+def _shifted(times: list | None, offset_s: float) -> list | None:
+    return [[sym, round(a + offset_s, 3), round(b + offset_s, 3)] for sym, a, b in times] if times else None
 
 
 def run_job(job: Job, out_dir: Path) -> Result:
@@ -118,11 +139,12 @@ def run_job(job: Job, out_dir: Path) -> Result:
     try:
         if not job.long:
             spk, sess, utt = job.turns[0]
-            x, ph = _dry_turn(spk, utt, rng)
+            turn = _dry_turn(spk, utt, rng)
             pad = rng.integers(SAMPLE_RATE // 20, SAMPLE_RATE // 4, size=2)
-            x = np.concatenate([np.zeros(pad[0], np.float32), x, np.zeros(pad[1], np.float32)])
+            x = np.concatenate([np.zeros(pad[0], np.float32), turn.samples, np.zeros(pad[1], np.float32)])
             y = chan.apply_channel(x, spk.sessions[sess], rng)
-            segments = [dict(start=0.0, duration=len(y) / SAMPLE_RATE, turn=0, phonemes=ph)]
+            segments = [dict(start=0.0, duration=len(y) / SAMPLE_RATE, turn=0, phonemes=turn.phonemes,
+                             phoneme_times=_shifted(turn.phoneme_times, pad[0] / SAMPLE_RATE))]
         else:
             y, segments = _long_recording(job, rng)
         save_audio(out_dir / "audio" / job.set_name / f"{job.rec_id}.wav", y)
@@ -136,14 +158,15 @@ def _long_recording(job: Job, rng: np.random.Generator) -> tuple[np.ndarray, lis
     pieces, t = [], int(rng.uniform(0.5, 2.0) * SAMPLE_RATE)
     segments = []
     for i, (spk, _, utt) in enumerate(job.turns):
-        x, ph = _dry_turn(spk, utt, rng)
-        x = x * 10 ** (rng.uniform(-4, 0) / 20)
+        turn = _dry_turn(spk, utt, rng)
+        x = turn.samples * 10 ** (rng.uniform(-4, 0) / 20)
         if i and rng.random() < job.overlap_prob:
             start = max(0, t - int(rng.uniform(0.2, 0.8) * SAMPLE_RATE))
         else:
             start = t + int(rng.uniform(0.3, 2.5 if not job.overlap_prob else 1.0) * SAMPLE_RATE)
         pieces.append((start, x))
-        segments.append(dict(start=start / SAMPLE_RATE, duration=len(x) / SAMPLE_RATE, turn=i, phonemes=ph))
+        segments.append(dict(start=start / SAMPLE_RATE, duration=len(x) / SAMPLE_RATE, turn=i,
+                             phonemes=turn.phonemes, phoneme_times=turn.phoneme_times))
         t = max(t, start + len(x))
     total = t + int(rng.uniform(0.5, 2.0) * SAMPLE_RATE)
     mix = np.zeros(total, np.float32)
@@ -209,7 +232,7 @@ class Planner:
         return Speaker(
             id=f"{prefix}{self.n_spk:04d}", voice=native, languages=langs,
             profile=chan.random_profile(self.rng, self.p.jitter),
-            sessions=[chan.random_channel(self.rng, self.p.snr_range) for _ in range(n_sessions)])
+            sessions=[chan.random_channel(self.rng, self.p.snr_range, self.p.reverb_prob, self.p.rt60_max) for _ in range(n_sessions)])
 
     def speakers(self, counts, n_sessions, engines, english_only, prefix) -> dict[str, list[Speaker]]:
         """Train speakers come from the train voices; dev/test half from held-out voices,
@@ -306,7 +329,7 @@ def _supervision(res: Result, seg: dict, spk: Speaker, sess: int, utt: Utterance
         duration=round(seg["duration"], 4), channel=0, text=utt.text, language=utt.language,
         speaker=spk.id, gender=spk.voice.gender,
         custom={"session": f"{spk.id}-s{sess}", "intent": utt.intent, "slots": utt.slots or None,
-                "phonemes": seg["phonemes"], "voice": spk.voice.id, "engine": spk.voice.engine,
+                "phonemes": seg["phonemes"], "phoneme_times": seg.get("phoneme_times"), "voice": spk.voice.id, "engine": spk.voice.engine,
                 "kind": utt.kind})
 
 

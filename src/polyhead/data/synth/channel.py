@@ -47,7 +47,8 @@ def random_profile(rng: np.random.Generator, jitter: float = 1.0) -> SpeakerProf
     )
 
 
-def random_channel(rng: np.random.Generator, snr_range=(8.0, 35.0), reverb_prob=0.5) -> Channel:
+def random_channel(rng: np.random.Generator, snr_range=(8.0, 35.0), reverb_prob=0.5,
+                   rt60_max: float = 0.7) -> Channel:
     n_peaks = int(rng.integers(1, 4))
     peaks = tuple((float(np.exp(rng.uniform(np.log(150), np.log(5000)))),
                    float(rng.uniform(-10, 10)), float(rng.uniform(0.7, 2.5))) for _ in range(n_peaks))
@@ -55,7 +56,7 @@ def random_channel(rng: np.random.Generator, snr_range=(8.0, 35.0), reverb_prob=
         peaks=peaks,
         highpass_hz=float(rng.uniform(40, 300)),
         lowpass_hz=float(rng.choice([3400.0, rng.uniform(4500, 7800)], p=[0.25, 0.75])),
-        rt60_s=float(rng.uniform(0.15, 0.7)) if rng.random() < reverb_prob else 0.0,
+        rt60_s=float(rng.uniform(0.15, rt60_max)) if rng.random() < reverb_prob else 0.0,
         noise_color=float(rng.choice([0.0, 1.0, 2.0])),
         snr_db=float(rng.uniform(*snr_range)),
         level_db=float(rng.uniform(-12, -2)),
@@ -70,18 +71,20 @@ def warp_to_16k(samples: np.ndarray, rate: int, warp: float) -> np.ndarray:
     return soxr.resample(samples, rate * warp, SAMPLE_RATE, quality="HQ").astype(np.float32)
 
 
-def trim_silence(x: np.ndarray, threshold_db: float = -40.0, margin_s: float = 0.05) -> np.ndarray:
-    """Cut leading/trailing silence so speech labels of joined recordings are tight."""
+def trim_silence(x: np.ndarray, threshold_db: float = -40.0, margin_s: float = 0.05) -> tuple[np.ndarray, int]:
+    """Cut leading/trailing silence so speech labels of joined recordings are tight.
+    Returns the trimmed samples and the index of the first kept sample."""
     frame = SAMPLE_RATE // 100
     n = len(x) // frame
     if n == 0:
-        return x
+        return x, 0
     energy = (x[: n * frame].reshape(n, frame) ** 2).mean(axis=1) + 1e-12
     loud = np.nonzero(10 * np.log10(energy / energy.max()) > threshold_db)[0]
     if len(loud) == 0:
-        return x
+        return x, 0
     margin = int(margin_s * SAMPLE_RATE)
-    return x[max(0, loud[0] * frame - margin): min(len(x), (loud[-1] + 1) * frame + margin)]
+    start = max(0, loud[0] * frame - margin)
+    return x[start: min(len(x), (loud[-1] + 1) * frame + margin)], start
 
 
 def coloured_noise(rng: np.random.Generator, n: int, color: float) -> np.ndarray:

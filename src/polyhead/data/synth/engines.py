@@ -73,6 +73,8 @@ class Synthesis:
     samples: np.ndarray  # float32 mono
     rate: int
     phonemes: str | None = None
+    # (symbol, start s, end s) where the engine reports durations (MBROLA's phoneme input)
+    phoneme_times: list[tuple[str, float, float]] | None = None
 
 
 class EngineError(RuntimeError):
@@ -97,15 +99,35 @@ def _read_wav(path: str) -> tuple[np.ndarray, int]:
 def speak_espeak(voice: Voice, text: str, rate_wpm: int, pitch: int) -> Synthesis:
     """espeak-ng formant or MBROLA voice. ``-x`` prints the phonemes while it speaks."""
     if voice.engine == "mbrola":
-        vname = f"mb-{voice.name}" if voice.language != "en" or voice.name in ("us1", "us2", "us3", "en1") \
-            else f"mb-{voice.name}-en"
-    else:
-        vname = voice.name
+        return speak_mbrola(voice, text, rate_wpm, pitch)
     with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
-        out = _run(["espeak-ng", "-v", vname, "-s", str(rate_wpm), "-p", str(pitch),
+        out = _run(["espeak-ng", "-v", voice.name, "-s", str(rate_wpm), "-p", str(pitch),
                     "-x", "-w", tmp.name, "--", text])
         samples, sr = _read_wav(tmp.name)
     return Synthesis(samples, sr, " ".join(out.stdout.split()))
+
+
+def speak_mbrola(voice: Voice, text: str, rate_wpm: int, pitch: int) -> Synthesis:
+    """espeak-ng writes MBROLA's phoneme input (symbol, duration in ms, pitch points) and we
+    run mbrola on it ourselves: the same audio espeak-ng would make, plus phoneme timings."""
+    native = voice.language != "en" or voice.name in ("us1", "us2", "us3", "en1")
+    vname = f"mb-{voice.name}" if native else f"mb-{voice.name}-en"
+    out = _run(["espeak-ng", "-v", vname, "-s", str(rate_wpm), "-p", str(pitch),
+                "-x", "-q", "--pho", "--", text]).stdout.splitlines()
+    pho = [line for line in out if "\t" in line]
+    mnemonics = " ".join(" ".join(line.split()) for line in out if "\t" not in line and line.strip()
+                         and not line.startswith(";"))
+    times, t = [], 0.0
+    for line in pho:
+        sym, dur = line.split("\t")[:2]
+        times.append((sym, round(t, 4), round(t + int(dur) / 1000.0, 4)))
+        t += int(dur) / 1000.0
+    with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
+        # -e: carry on past diphones a voice lacks, as espeak-ng itself does
+        _run(["mbrola", "-e", str(MBROLA_DIR / voice.name / voice.name), "-", tmp.name],
+             text="\n".join(pho) + "\n")
+        samples, sr = _read_wav(tmp.name)
+    return Synthesis(samples, sr, mnemonics, times)
 
 
 def speak_flite(voice: Voice, text: str, rate_wpm: int, pitch: int) -> Synthesis:

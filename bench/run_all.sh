@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Every benchmark, in order; each prints a table and writes JSON under bench/out/.
+# Long: the bench corpus synthesis alone takes about 8 minutes on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PH=.venv/bin/polyhead
+PY=.venv/bin/python
+mkdir -p bench/out
+[ -f corpora/bench/corpus.json ] || /usr/bin/time -v $PH synth --preset bench --out corpora/bench 2>&1 | tee bench/out/synth_bench.log
+$PH data stats corpora/bench | tee bench/out/bench_stats.md
+$PY bench/padding.py corpora/bench | tee bench/out/padding.md
+[ -f corpora/demo/corpus.json ] || $PH synth --preset demo --out corpora/demo
+$PY bench/throughput.py --corpus corpora/demo | tee bench/out/throughput.md
+$PH demo --corpus corpora/demo --run runs/demo | tee bench/out/demo.md
