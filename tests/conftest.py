@@ -27,3 +27,18 @@ def tiny_corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("corpus")
     summary = synthesize(out, "tiny", seed=0, workers=2, progress=False)
     return out, summary
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_corpus, tmp_path_factory):
+    """(corpus folder, run folder) of a tiny demo-config model trained for 3 steps and
+    evaluated (so the run has its calibration.json)."""
+    from polyhead.cli import main
+
+    folder, _ = tiny_corpus
+    run = tmp_path_factory.mktemp("run")
+    assert main(["train", "--config", "demo", "--run", str(run), f"corpus={folder}", "encoder.dim=48",
+                 "encoder.layers=2", "train.steps=3", "train.eval_every=3", "train.time_budget_s=null",
+                 "tasks.speaker.train_sets=[speaker_train]"]) == 0
+    assert main(["evaluate", str(run)]) == 0
+    return folder, run

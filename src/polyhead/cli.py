@@ -76,6 +76,76 @@ def _import(args) -> None:
     print(f"{args.name}: {len(cuts)} utterances -> {out}")
 
 
+def _analyze(args) -> None:
+    from .inference import load
+
+    model = load(args.model)
+    for path in args.files:
+        res = model.analyze(path)
+        if not args.embedding:
+            res.pop("speaker_embedding", None)
+        print(json.dumps({"file": path, **res}, indent=None if len(args.files) > 1 else 2))
+
+
+def _verify(args) -> None:
+    from .inference import load
+
+    print(json.dumps(load(args.model).verify(args.a, args.b), indent=2))
+
+
+def _registry(args):
+    from .inference.registry import SpeakerRegistry
+
+    return SpeakerRegistry(args.registry)
+
+
+def _enroll(args) -> None:
+    from .inference import load
+
+    model = load(args.model)
+    n = _registry(args).enroll(args.name, [model.embed(f) for f in args.files])
+    print(json.dumps({"speaker": args.name, "enrolled_utterances": n}))
+
+
+def _identify(args) -> None:
+    from .inference import load
+
+    model = load(args.model)
+    registry = _registry(args)
+    for path in args.files:
+        print(json.dumps({"file": path, **registry.identify(model.embed(path), model.threshold, args.top_k)}))
+
+
+def _transcribe(args) -> None:
+    from .inference import load
+    from .inference.diarize import transcribe
+    from .inference.formats import render
+    from .inference.registry import SpeakerRegistry
+
+    model = load(args.model)
+    registry = SpeakerRegistry(args.registry) if args.registry and Path(args.registry).is_file() else None
+    res = transcribe(model, args.file, num_speakers=args.num_speakers, registry=registry,
+                     id_threshold=model.threshold, progress=True)
+    if not args.speakers:
+        for seg in res["segments"]:
+            seg.pop("speaker", None)
+    out = render(res, args.format, uri=Path(args.file).stem)
+    if args.output:
+        Path(args.output).write_text(out)
+    else:
+        sys.stdout.write(out)
+
+
+def _serve(args) -> None:
+    import uvicorn
+
+    from .serving import create_app
+
+    app = create_app(args.model, token=args.token, max_upload_mb=args.max_upload_mb,
+                     timeout_s=args.timeout, registry_path=args.registry)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+
+
 def _demo(args) -> None:
     from .demo import run_demo
 
@@ -137,6 +207,51 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", default=None, help="PNG path")
     p.set_defaults(func=_probe)
 
+    model_arg = dict(default="runs/demo/multitask", help="run or checkpoint folder")
+    p = sub.add_parser("analyze", help="every head on each file, from one encoder pass")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--model", **model_arg)
+    p.add_argument("--embedding", action="store_true", help="include the speaker embedding")
+    p.set_defaults(func=_analyze)
+
+    p = sub.add_parser("verify", help="same speaker? score and decision at the calibrated threshold")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--model", **model_arg)
+    p.set_defaults(func=_verify)
+
+    for name, func, help_ in (("enroll", _enroll, "add a named speaker to the registry"),
+                              ("identify", _identify, "who is speaking, from the registry")):
+        p = sub.add_parser(name, help=help_)
+        if name == "enroll":
+            p.add_argument("name")
+        p.add_argument("files", nargs="+")
+        p.add_argument("--model", **model_arg)
+        p.add_argument("--registry", default="runs/speakers.sqlite")
+        if name == "identify":
+            p.add_argument("--top-k", type=int, default=3)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("transcribe", help="transcribe a long recording, optionally by speaker")
+    p.add_argument("file")
+    p.add_argument("--model", **model_arg)
+    p.add_argument("--speakers", action="store_true", help="label segments by speaker (diarize)")
+    p.add_argument("--num-speakers", type=int, default=None, help="known speaker count (else estimated)")
+    p.add_argument("--format", default="json", choices=["json", "srt", "vtt", "rttm", "text"])
+    p.add_argument("--registry", default="runs/speakers.sqlite", help="enrolled names to use where they match")
+    p.add_argument("--output", "-o", default=None)
+    p.set_defaults(func=_transcribe)
+
+    p = sub.add_parser("serve", help="HTTP API (OpenAI-compatible transcriptions, analyze, speakers)")
+    p.add_argument("--model", **model_arg)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on /v1/")
+    p.add_argument("--max-upload-mb", type=float, default=25.0)
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    p.add_argument("--registry", default="runs/speakers.sqlite", help="speaker registry (SQLite)")
+    p.set_defaults(func=_serve)
+
     p = sub.add_parser("demo", help="synthesise, train, evaluate and compare on the demo corpus")
     p.add_argument("--corpus", default="corpora/demo")
     p.add_argument("--run", default="runs/demo")
@@ -150,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out = f"corpora/{args.preset}"
     try:
         args.func(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
+    except (FileNotFoundError, ValueError, RuntimeError, OSError) as e:
         # Expected user errors get one clear line, not a traceback.
         print(f"polyhead: error: {e}", file=sys.stderr)
         return 2

@@ -83,7 +83,7 @@ class TrainConfig(Strict):
     max_duration: float = 60.0  # seconds of audio per batch
     max_utterance: float = 20.0  # longer training utterances are skipped (with a count)
     clip_norm: float = 5.0
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast needs no loss scaling
     spec_augment: bool = True
     seed: int = 0
     eval_every: int = 500

@@ -15,7 +15,7 @@ import json
 import time
 from pathlib import Path
 
-from .config import load_config
+from .config import WeightingConfig, load_config
 from .data.corpus import CORPUS_INFO
 from .evaluation.report import evaluate_run, format_table
 
@@ -37,11 +37,19 @@ def run_demo(corpus: str = "corpora/demo", run: str = "runs/demo", compare: bool
     runs = {"multitask": cfg}
     if compare:
         for name, task in SINGLE_TASK.items():
-            runs[name] = cfg.model_copy(update={"tasks": {task: cfg.tasks[task]}}, deep=True)
+            single = WeightingConfig(name="static")  # one task: no balancing
+            runs[name] = cfg.model_copy(update={"tasks": {task: cfg.tasks[task]},
+                                                "train": cfg.train.model_copy(update={"weighting": single})},
+                                        deep=True)
     rows, summaries = {}, {}
     for name, c in runs.items():
-        print(f"== training {name} ({', '.join(c.tasks)}), {c.train.steps} steps")
-        summaries[name] = train(c, run_dir / name)
+        done = run_dir / name / "train_summary.json"
+        if done.is_file() and (run_dir / name / "best").is_dir():
+            print(f"== {name}: already trained in {run_dir / name}, kept")
+            summaries[name] = json.loads(done.read_text())
+        else:
+            print(f"== training {name} ({', '.join(c.tasks)}), up to {c.train.steps} steps")
+            summaries[name] = train(c, run_dir / name)
         if name == "multitask" and compare:
             # Same budget in steps for the single-task models as the multi-task model used.
             steps = summaries[name]["steps"]

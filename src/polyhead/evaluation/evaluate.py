@@ -25,7 +25,7 @@ EVAL_BATCH_SECONDS = 120.0
 
 def batches_by_duration(cuts: list, max_seconds: float):
     cuts = sorted(cuts, key=lambda c: c.duration)
-    batch, total = [], 0.0
+    batch = []
     for c in cuts:
         if batch and (len(batch) + 1) * c.duration > max_seconds:
             yield batch

@@ -43,6 +43,22 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def calibrate(model: MultiTaskModel, corpus, run: Path) -> float | None:
+    """Verification threshold = the EER threshold on the dev trials; saved in the run folder."""
+    from ..data.corpus import trials_path
+    from .evaluate import evaluate_speaker, tasks_of
+
+    tasks = tasks_of(model, head_type="speaker")
+    if not tasks or not trials_path(corpus, "speaker_dev").is_file():
+        return None
+    res = evaluate_speaker(model, corpus, "speaker_dev", tasks[0])
+    if res["eer"] is None:
+        return None
+    (run / "calibration.json").write_text(json.dumps(
+        {"verify_threshold": float(res["threshold"]), "dev_eer": float(res["eer"]), "set": "speaker_dev"}, indent=2) + "\n")
+    return float(res["threshold"])
+
+
 def evaluate_run(run: str | Path, corpus: str | None = None, sets=None, checkpoint: str = "best",
                  limit: int | None = None) -> dict:
     run = Path(run)
@@ -50,6 +66,7 @@ def evaluate_run(run: str | Path, corpus: str | None = None, sets=None, checkpoi
     model = MultiTaskModel.load(folder)
     corpus = corpus or model.config.corpus
     results = evaluate_model(model, corpus, sets, limit=limit)
+    calibrate(model, corpus, run)
     row = flatten(results, model)
     out = {"run": str(run), "checkpoint": str(folder), "corpus": str(corpus), "results": results,
            "row": row, "table": format_table({run.name: row})}

@@ -3,6 +3,7 @@ language probabilities, intent and speech segments from a single encoder forward
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +24,47 @@ def _resolve(path: str | Path) -> Path:
     raise FileNotFoundError(f"{path}: no polyhead checkpoint (config.json + model.safetensors) found")
 
 
+CALIBRATION_FILE = "calibration.json"  # in the run folder, written by `polyhead evaluate`
+DEFAULT_VERIFY_THRESHOLD = 0.5
+
+
 class Polyhead:
-    def __init__(self, model: MultiTaskModel):
+    def __init__(self, model: MultiTaskModel, threshold: float = DEFAULT_VERIFY_THRESHOLD):
         self.model = model.eval()
         self.config = model.config
+        self.threshold = threshold
 
     @classmethod
     def load(cls, path: str | Path) -> "Polyhead":
-        return cls(MultiTaskModel.load(_resolve(path)))
+        folder = _resolve(path)
+        threshold = DEFAULT_VERIFY_THRESHOLD
+        for cal in (folder / CALIBRATION_FILE, folder.parent / CALIBRATION_FILE):
+            if cal.is_file():
+                threshold = json.loads(cal.read_text())["verify_threshold"]
+                break
+        return cls(MultiTaskModel.load(folder), threshold)
+
+    def _samples(self, audio, sample_rate: int | None = None) -> np.ndarray:
+        if isinstance(audio, np.ndarray):
+            return to_model_audio(audio, sample_rate or SAMPLE_RATE)
+        return load_audio(audio)
+
+    @torch.no_grad()
+    def embed(self, audio, sample_rate: int | None = None) -> np.ndarray:
+        """Unit-length speaker embedding of a whole utterance."""
+        task = next((n for n, t in self.config.tasks.items() if t.head.type == "speaker"), None)
+        if task is None:
+            raise ValueError("this model has no speaker head")
+        inputs, lengths = self._inputs(self._samples(audio, sample_rate))
+        e = self.model(inputs, lengths, [task])[task]["embedding"][0].numpy()
+        return e / (np.linalg.norm(e) + 1e-12)
+
+    def verify(self, a, b) -> dict:
+        """Cosine score of two recordings and the decision at the calibrated threshold
+        (the dev trial list's equal-error-rate threshold)."""
+        score = float(self.embed(a) @ self.embed(b))
+        return {"score": round(score, 4), "same_speaker": score >= self.threshold,
+                "threshold": round(self.threshold, 4)}
 
     def _inputs(self, samples: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         if self.model.encoder.input_kind == "fbank":
@@ -47,10 +81,7 @@ class Polyhead:
     @torch.no_grad()
     def analyze(self, audio, sample_rate: int | None = None) -> dict:
         """``audio``: a path, encoded bytes, or samples (with ``sample_rate``)."""
-        if isinstance(audio, np.ndarray):
-            samples = to_model_audio(audio, sample_rate or SAMPLE_RATE)
-        else:
-            samples = load_audio(audio)
+        samples = self._samples(audio, sample_rate)
         inputs, lengths = self._inputs(samples)
         out = self.model(inputs, lengths)
         fps = self.model.encoder.frames_per_second

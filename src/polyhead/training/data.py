@@ -135,7 +135,9 @@ class Batch:
         return 1.0 - float(self.lengths.sum()) / (len(self.lengths) * float(self.lengths.max()))
 
     def to(self, device) -> "Batch":
-        move = lambda v: v.to(device) if torch.is_tensor(v) else (tuple(move(x) for x in v) if isinstance(v, tuple) else v)  # noqa: E731
+        def move(v):  # targets are tensors or (ids, lengths) pairs
+            return tuple(move(x) for x in v) if isinstance(v, tuple) else v.to(device)
+
         return Batch(self.inputs.to(device), self.lengths.to(device),
                      {k: move(v) for k, v in self.targets.items()}, self.cut_ids, self.seconds)
 
@@ -172,15 +174,23 @@ class Collator:
         self.vocab, self.targets, self.cache = vocab, targets, cache
         self.index = {k: {v: i for i, v in enumerate(vals)} for k, vals in vocab.items()}
         self.crop, self.spec_augment = crop, spec_augment
+        self.bad_audio: dict[str, str] = {}
 
     def rate(self) -> float:
         return 100.0 if self.cache.input_kind == "fbank" else 16000.0
 
     def __call__(self, cuts: list, rng: np.random.Generator | None = None) -> Batch:
         rng = rng or np.random.default_rng(0)
-        items, offsets = [], []
+        items, offsets, kept = [], [], []
         for cut in cuts:
-            x = self.cache.get(cut)
+            try:
+                x = self.cache.get(cut)
+            except AudioError as e:
+                # Corrupt audio found mid-training: drop it from the batch, count it, go on.
+                self.bad_audio[cut.id] = str(e)
+                log.warning("skipping unusable audio (%d so far): %s", len(self.bad_audio), e)
+                continue
+            kept.append(cut)
             off = 0
             if self.crop:
                 n = int(self.crop * self.rate())
@@ -191,6 +201,9 @@ class Collator:
                 x = spec_augment(x, rng)
             items.append(x)
             offsets.append(off / self.rate())
+        if not items:
+            raise AudioError(f"every utterance of a batch is unusable, e.g. {next(iter(self.bad_audio.values()))}")
+        cuts = kept
         lengths = torch.tensor([len(x) for x in items])
         shape = (len(items), int(lengths.max())) + items[0].shape[1:]
         inputs = torch.zeros(shape, dtype=torch.float32)

@@ -118,8 +118,7 @@ class Trainer:
         p = self.config.train.precision
         if p == "fp32":
             return nullcontext()
-        dtype = torch.bfloat16 if p == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def active_tasks(self, step: int) -> list[str]:
         tasks = self.config.tasks

@@ -77,14 +77,13 @@ warmly wisely
 
 PREPOSITIONS = "near behind beside under above inside outside across".split()
 
-TIMES = """
-yesterday today tomorrow tonight this\\ morning last\\ night next\\ week on\\ monday
-on\\ tuesday on\\ wednesday on\\ thursday on\\ friday on\\ saturday on\\ sunday at\\ noon
-""".replace("\\ ", "_").split()
+TIMES = ("yesterday", "today", "tomorrow", "tonight", "this morning", "last night", "next week",
+         "on monday", "on tuesday", "on wednesday", "on thursday", "on friday", "on saturday",
+         "on sunday", "at noon")
 
 RELATIONS = "aunt uncle cousin sister brother neighbor friend grandmother grandfather teacher".split()
 
-ROOMS = "kitchen bedroom bathroom living\\ room office garage hallway basement".replace("\\ ", "_").split()
+ROOMS = ("kitchen", "bedroom", "bathroom", "living room", "office", "garage", "hallway", "basement")
 
 # Faker locales whose person names widen the English vocabulary (espeak reads them fine).
 NAME_LOCALES = ("en_US", "en_GB", "en_IN", "en_IE", "en_NZ", "en_AU", "en_CA", "en_PH")
@@ -192,7 +191,7 @@ class TextSource:
         return f"the {self.rng.choice(NOUNS)}"
 
     def _time(self) -> str:
-        return self.rng.choice(TIMES).replace("_", " ")
+        return self.rng.choice(TIMES)
 
     def sentence(self) -> Utterance:
         c = self.rng.choice
@@ -244,8 +243,8 @@ COMMANDS = [
     lambda s: ("weather", "weather_query", f"what is the weather like in {(c := s.rng.choice(s.cities))} {s._time()}", {"city": c}),
     lambda s: ("nav", "navigate", f"give me directions to {(c := s.rng.choice(s.cities))}", {"destination": c}),
     lambda s: ("list", "add_to_list", f"add {(i := plural(s.rng.choice(NOUNS)))} to my shopping list", {"item": i}),
-    lambda s: ("on", "lights_on", f"turn on the lights in the {(r := s.rng.choice(ROOMS).replace('_', ' '))}", {"room": r}),
-    lambda s: ("off", "lights_off", f"switch off the lights in the {(r := s.rng.choice(ROOMS).replace('_', ' '))}", {"room": r}),
+    lambda s: ("on", "lights_on", f"turn on the lights in the {(r := s.rng.choice(ROOMS))}", {"room": r}),
+    lambda s: ("off", "lights_off", f"switch off the lights in the {(r := s.rng.choice(ROOMS))}", {"room": r}),
     lambda s: ("temp", "set_temperature", f"set the temperature to {(t := spoken_number(s.rng.randint(15, 30)))} degrees", {"temperature": t}),
     lambda s: ("book", "book_table", f"book a table for {(n := spoken_number(s.rng.randint(2, 9)))} people at {(t := _clock(s))}", {"party_size": n, "time": t}),
     lambda s: ("cal", "check_calendar", f"what is on my calendar {(d := s._time())}", {"date": d}),

@@ -1,0 +1,44 @@
+"""Speaker-attributed transcription of the synthetic conversations: DER (0.25 s collar) and
+cpWER, with the speaker count given and estimated.
+
+    .venv/bin/python bench/conversations.py runs/demo/multitask --corpus corpora/demo
+"""
+
+import argparse
+import json
+
+from polyhead.data.corpus import load_set
+from polyhead.evaluation.metrics import cp_wer, der
+from polyhead.inference import load
+from polyhead.inference.diarize import transcribe
+
+parser = argparse.ArgumentParser()
+parser.add_argument("model")
+parser.add_argument("--corpus", default="corpora/demo")
+parser.add_argument("--set", default="conversations_test")
+args = parser.parse_args()
+
+model = load(args.model)
+rows = {}
+for mode in ("known count", "estimated count"):
+    ders, cps = [], []
+    for cut in load_set(args.corpus, args.set):
+        path = cut.recording.sources[0].source
+        sups = cut.supervisions
+        n = len({s.speaker for s in sups}) if mode == "known count" else None
+        hyp = transcribe(model, path, num_speakers=n)["segments"]
+        ref_turns = [(s.start, s.end, s.speaker) for s in sups]
+        hyp_turns = [(s["start"], s["end"], s["speaker"]) for s in hyp]
+        ders.append(der(ref_turns, hyp_turns, collar=0.25)["der"])
+        ref_text = {}
+        for s in sorted(sups, key=lambda s: s.start):
+            ref_text[s.speaker] = (ref_text.get(s.speaker, "") + " " + s.text).strip()
+        hyp_text = {}
+        for s in hyp:
+            hyp_text[s["speaker"]] = (hyp_text.get(s["speaker"], "") + " " + s["text"]).strip()
+        cps.append(cp_wer(ref_text, hyp_text))
+    rows[mode] = {"der": sum(ders) / len(ders), "cpwer": sum(cps) / len(cps), "recordings": len(ders)}
+print("| speakers | DER (0.25 s collar) | cpWER | recordings |\n|---|---|---|---|")
+for mode, r in rows.items():
+    print(f"| {mode} | {100 * r['der']:.1f}% | {100 * r['cpwer']:.1f}% | {r['recordings']} |")
+print(json.dumps(rows))

@@ -1,0 +1,139 @@
+"""Speaker-attributed transcription of long recordings from one model.
+
+The file is read in fixed chunks (bounded memory however long it is); each chunk gets ONE
+encoder pass, from which the VAD head gives speech segments, the CTC head words with times,
+and the speaker head an embedding per segment (pooled over that segment's frames only).
+Segment embeddings are then clustered (speaker count given, or estimated with a distance
+threshold), clusters take enrolled names where they match, and neighbouring segments of the
+same speaker are merged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from tqdm import tqdm
+
+from ..audio import SAMPLE_RATE, AudioError, to_model_audio
+from ..model.heads import HeadInput
+from .pipeline import Polyhead
+
+CHUNK_S = 30.0  # seconds per encoder pass: memory stays bounded for hour-long files
+MIN_SEGMENT_FRAMES = 3
+MERGE_GAP_S = 0.5
+DEFAULT_CLUSTER_THRESHOLD = 0.6  # cosine distance above which segments are different speakers
+
+
+def read_chunks(path: str | Path, chunk_s: float = CHUNK_S):
+    """Yield (start seconds, 16 kHz mono samples) without loading the whole file."""
+    try:
+        info = sf.info(str(path))
+    except Exception as e:  # soundfile raises several types for non-audio
+        raise AudioError(f"{path}: not a readable audio file ({e})") from None
+    frames = int(chunk_s * info.samplerate)
+    with sf.SoundFile(str(path)) as f:
+        start = 0
+        while True:
+            data = f.read(frames, dtype="float32", always_2d=True)
+            if len(data) == 0:
+                break
+            if len(data) >= info.samplerate // 10:  # a tail under 0.1 s carries no speech
+                yield start / info.samplerate, to_model_audio(data, info.samplerate, name=str(path))
+            start += len(data)
+
+
+@torch.no_grad()
+def chunk_segments(ph: Polyhead, samples: np.ndarray, offset: float) -> list[dict]:
+    """Speech segments of one chunk, each with its words and its speaker embedding."""
+    model = ph.model
+    inputs, lengths = ph._inputs(samples)
+    out = model(inputs, lengths)
+    fps = model.encoder.frames_per_second
+    tasks = ph.config.tasks
+    vad = next((t for t in tasks if tasks[t].target == "vad"), None)
+    asr = next((t for t in tasks if tasks[t].target == "text"), None)
+    spk = next((t for t in tasks if tasks[t].head.type == "speaker"), None)
+    words = ph._transcript(out[asr]["logits"][0], fps)["words"] if asr else []
+    segs = ph._segments(out[vad]["logits"][0], fps) if vad else [{"start": 0.0, "end": len(samples) / SAMPLE_RATE}]
+    if spk:
+        states, lens = model._encode(inputs, lengths, [spk])
+        x = states[(model.branch_of(spk), model.layer_index(spk))]
+        if model.cls is not None:
+            x = x[:, 1:]
+    result = []
+    for s in segs:
+        a, b = int(s["start"] * fps), max(int(s["end"] * fps), int(s["start"] * fps) + MIN_SEGMENT_FRAMES)
+        seg_words = [dict(w, start=round(w["start"] + offset, 2), end=round(w["end"] + offset, 2))
+                     for w in words if s["start"] - 0.1 <= w["start"] < s["end"] + 0.1]
+        item = {"start": round(s["start"] + offset, 2), "end": round(s["end"] + offset, 2),
+                "text": " ".join(w["word"] for w in seg_words), "words": seg_words}
+        if spk:
+            piece = x[:, a:b]
+            emb = model.heads[spk](HeadInput(piece, torch.tensor([piece.shape[1]]), frames_per_second=fps))
+            item["embedding"] = emb["embedding"][0].numpy()
+        result.append(item)
+    return result
+
+
+def cluster(embeddings: np.ndarray, num_speakers: int | None, threshold: float) -> np.ndarray:
+    if len(embeddings) == 1:
+        return np.zeros(1, dtype=int)
+    from sklearn.cluster import AgglomerativeClustering
+
+    if num_speakers:
+        algo = AgglomerativeClustering(n_clusters=min(num_speakers, len(embeddings)), metric="cosine",
+                                       linkage="average")
+    else:
+        algo = AgglomerativeClustering(n_clusters=None, distance_threshold=threshold, metric="cosine",
+                                       linkage="average")
+    return algo.fit_predict(embeddings)
+
+
+def transcribe(ph: Polyhead, path: str | Path, num_speakers: int | None = None,
+               threshold: float = DEFAULT_CLUSTER_THRESHOLD, registry=None, id_threshold: float = 0.5,
+               progress: bool = False) -> dict:
+    """Speaker-attributed transcript: {"segments": [{start, end, speaker, text, words}], ...}."""
+    info = sf.info(str(path)) if Path(path).is_file() else None
+    if info is None:
+        raise AudioError(f"{path}: file not found")
+    segments: list[dict] = []
+    total = info.frames / info.samplerate
+    with tqdm(total=round(total), unit="s", desc="transcribe", disable=not progress) as bar:
+        for offset, samples in read_chunks(path):
+            segments += chunk_segments(ph, samples, offset)
+            bar.update(round(len(samples) / SAMPLE_RATE))
+    if segments and "embedding" in segments[0]:
+        embs = np.stack([s.pop("embedding") for s in segments])
+        labels = cluster(embs, num_speakers, threshold)
+        names = {}
+        for k in sorted(set(labels)):
+            centroid = embs[labels == k].mean(axis=0)
+            name = f"SPEAKER_{len(names):02d}"
+            if registry is not None:
+                match = registry.identify(centroid, id_threshold)
+                if match["speaker"] != "unknown":
+                    name = match["speaker"]
+            names[k] = name
+        for s, k in zip(segments, labels):
+            s["speaker"] = names[k]
+            for w in s["words"]:
+                w["speaker"] = names[k]
+    segments = merge_segments(segments)
+    return {"duration": round(total, 2), "segments": segments,
+            "speakers": sorted({s.get("speaker") for s in segments if s.get("speaker")})}
+
+
+def merge_segments(segments: list[dict]) -> list[dict]:
+    merged: list[dict] = []
+    for s in sorted(segments, key=lambda s: s["start"]):
+        if merged and merged[-1].get("speaker") == s.get("speaker") and s["start"] - merged[-1]["end"] < MERGE_GAP_S:
+            m = merged[-1]
+            m["end"] = max(m["end"], s["end"])
+            m["words"] += s["words"]
+            m["text"] = " ".join(w["word"] for w in m["words"])
+        else:
+            merged.append(dict(s))
+    return merged

@@ -1,0 +1,48 @@
+"""Transcript output formats: JSON (whisperX-style segments), SRT, WebVTT, RTTM."""
+
+from __future__ import annotations
+
+import json
+
+
+def _clock(seconds: float, sep: str) -> str:
+    ms = int(round(max(0.0, seconds) * 1000))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def _cue_text(seg: dict) -> str:
+    return f"[{seg['speaker']}] {seg['text']}" if seg.get("speaker") else seg["text"]
+
+
+def to_srt(segments: list[dict]) -> str:
+    cues = [f"{i}\n{_clock(s['start'], ',')} --> {_clock(s['end'], ',')}\n{_cue_text(s)}\n"
+            for i, s in enumerate(segments, 1)]
+    return "\n".join(cues)
+
+
+def to_vtt(segments: list[dict]) -> str:
+    cues = [f"{_clock(s['start'], '.')} --> {_clock(s['end'], '.')}\n{_cue_text(s)}\n" for s in segments]
+    return "WEBVTT\n\n" + "\n".join(cues)
+
+
+def to_rttm(segments: list[dict], uri: str) -> str:
+    uri = "_".join(uri.split()) or "audio"
+    return "".join(f"SPEAKER {uri} 1 {s['start']:.3f} {s['end'] - s['start']:.3f} <NA> <NA> "
+                   f"{s.get('speaker') or 'SPEAKER_00'} <NA> <NA>\n" for s in segments)
+
+
+def to_json(result: dict) -> str:
+    return json.dumps(result, indent=2) + "\n"
+
+
+def render(result: dict, fmt: str, uri: str = "audio") -> str:
+    segments = result["segments"]
+    writers = {"json": lambda: to_json(result), "srt": lambda: to_srt(segments),
+               "vtt": lambda: to_vtt(segments), "rttm": lambda: to_rttm(segments, uri),
+               "text": lambda: " ".join(s["text"] for s in segments) + "\n"}
+    if fmt not in writers:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(writers)}")
+    return writers[fmt]()

@@ -1,0 +1,255 @@
+"""`polyhead serve`: the model behind an HTTP API (FastAPI).
+
+    POST /v1/audio/transcriptions   OpenAI-compatible (the official `openai` client works)
+    POST /v1/audio/analyze          every head, one encoder pass
+    POST /v1/speakers/verify        two files -> score, decision
+    POST /v1/speakers/enroll        name + files -> registry
+    POST /v1/speakers/identify      file -> best enrolled match or "unknown"
+    GET  /health, /metrics (Prometheus)
+
+Uploads larger than the limit are refused from the Content-Length header, or as soon as the
+streamed body passes the limit, before the body is read whole. Errors are JSON in the shape
+OpenAI's API uses: {"error": {"message", "type", "code"}}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from ..audio import AudioError, load_audio
+from ..inference.diarize import transcribe
+from ..inference.formats import to_srt, to_vtt
+from ..inference.pipeline import Polyhead
+from ..inference.registry import SpeakerRegistry
+
+DEFAULT_MAX_UPLOAD_MB = 25.0  # OpenAI's own limit for audio uploads
+DEFAULT_TIMEOUT_S = 120.0
+CACHE_ENTRIES = 256
+LONG_AUDIO_S = 60.0  # longer files go through the chunked long-form path
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+
+
+class UploadLimit:
+    """ASGI middleware: 413 before the handler reads a body over ``max_bytes``."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await _error(413, f"upload of {int(declared)} bytes exceeds the limit of "
+                                     f"{self.max_bytes} bytes")(scope, receive, send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await _error(413, f"upload exceeds the limit of {self.max_bytes} bytes")(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class Service:
+    """The model, a lock that serialises inference (2 cores: parallel forwards only thrash),
+    a response cache keyed by the audio's hash, and the metrics."""
+
+    def __init__(self, model: Polyhead, registry: SpeakerRegistry | None, timeout_s: float):
+        self.model, self.registry, self.timeout_s = model, registry, timeout_s
+        self.lock = threading.Lock()
+        self.cache: OrderedDict[str, object] = OrderedDict()
+        self.metrics = CollectorRegistry()
+        self.requests = Counter("polyhead_requests", "requests by endpoint and status",
+                                ["endpoint", "status"], registry=self.metrics)
+        self.latency = Histogram("polyhead_latency_seconds", "request latency by endpoint", ["endpoint"],
+                                 registry=self.metrics)
+        self.cache_hits = Counter("polyhead_cache_hits", "responses served from the cache", registry=self.metrics)
+
+    async def run(self, key: str, fn, *args):
+        if key in self.cache:
+            self.cache.move_to_end(key)
+            self.cache_hits.inc()
+            return self.cache[key]
+
+        def locked():
+            with self.lock:
+                return fn(*args)
+
+        result = await asyncio.wait_for(asyncio.to_thread(locked), timeout=self.timeout_s)
+        self.cache[key] = result
+        if len(self.cache) > CACHE_ENTRIES:
+            self.cache.popitem(last=False)
+        return result
+
+
+def _key(endpoint: str, data: bytes, **params) -> str:
+    h = hashlib.sha256(data)
+    h.update(json.dumps([endpoint, params], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _decode(data: bytes, name: str):
+    if not data:
+        raise AudioError(f"{name}: empty upload")
+    return load_audio(data, name=name)
+
+
+def _long_form(model: Polyhead, data: bytes, name: str) -> dict:
+    """Files over LONG_AUDIO_S: chunked transcription (bounded memory), no speaker labels."""
+    with tempfile.NamedTemporaryFile(suffix=Path(name).suffix or ".wav") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        res = transcribe(model, tmp.name)
+    words = [w for s in res["segments"] for w in s["words"]]
+    return {"text": " ".join(s["text"] for s in res["segments"]), "words": words,
+            "segments": res["segments"], "duration": res["duration"]}
+
+
+def _transcript(model: Polyhead, data: bytes, name: str) -> dict:
+    samples = _decode(data, name)
+    if len(samples) / 16000 > LONG_AUDIO_S:
+        return _long_form(model, data, name)
+    res = model.analyze(samples)
+    segs = res.get("segments") or [{"start": 0.0, "end": res["duration"]}]
+    words = res.get("words", [])
+    segments = [{"start": s["start"], "end": s["end"],
+                 "text": " ".join(w["word"] for w in words if s["start"] - 0.1 <= w["start"] < s["end"] + 0.1)}
+                for s in segs]
+    return {"text": res.get("text", ""), "words": words, "segments": segments, "duration": res["duration"],
+            "language": res.get("language"), "confidence": res.get("confidence")}
+
+
+def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+               timeout_s: float = DEFAULT_TIMEOUT_S, registry_path: str | Path | None = None) -> FastAPI:
+    model = Polyhead.load(model_path)
+    registry = SpeakerRegistry(registry_path) if registry_path else None
+    svc = Service(model, registry, timeout_s)
+    app = FastAPI(title="polyhead", description="One speech model, many answers.")
+    app.state.service = svc
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        endpoint, start = request.url.path, time.perf_counter()
+        if token and endpoint.startswith("/v1/"):
+            given = request.headers.get("authorization", "")
+            # constant-time comparison: response time must not reveal how much of a token matched
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                svc.requests.labels(endpoint, "401").inc()
+                return _error(401, "missing or invalid bearer token", "authentication_error")
+        response = await call_next(request)
+        svc.requests.labels(endpoint, str(response.status_code)).inc()
+        svc.latency.labels(endpoint).observe(time.perf_counter() - start)
+        return response
+
+    @app.exception_handler(AudioError)
+    async def audio_error(_request, exc: AudioError):
+        return _error(400, str(exc))
+
+    @app.exception_handler(asyncio.TimeoutError)
+    async def timeout_error(_request, _exc):
+        return _error(504, f"processing took longer than {timeout_s:g} s", "timeout")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request, exc: HTTPException):
+        return _error(exc.status_code, str(exc.detail))
+
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request, exc: RequestValidationError):
+        fields = ", ".join(".".join(str(p) for p in e["loc"][1:]) + ": " + e["msg"] for e in exc.errors())
+        return _error(400, f"bad request: {fields}")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": str(model_path), "tasks": list(model.config.tasks)}
+
+    @app.get("/metrics")
+    async def metrics():
+        return Response(generate_latest(svc.metrics), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(file: UploadFile = File(...), model_name: str = Form("polyhead", alias="model"),
+                             language: str | None = Form(None), prompt: str | None = Form(None),
+                             temperature: float = Form(0.0), response_format: str = Form("json"),
+                             granularities: list[str] = Form([], alias="timestamp_granularities[]")):
+        if response_format not in RESPONSE_FORMATS:
+            raise HTTPException(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}")
+        data = await file.read()
+        name = file.filename or "upload"
+        res = await svc.run(_key("transcribe", data), _transcript, model, data, name)
+        if response_format == "text":
+            return PlainTextResponse(res["text"] + "\n")
+        if response_format in ("srt", "vtt"):
+            body = (to_srt if response_format == "srt" else to_vtt)(res["segments"])
+            return PlainTextResponse(body)
+        if response_format == "json":
+            return {"text": res["text"]}
+        body = {"task": "transcribe", "language": res.get("language") or language or "en",
+                "duration": res["duration"], "text": res["text"],
+                "segments": [{"id": i, "seek": 0, "start": s["start"], "end": s["end"], "text": s["text"],
+                              "tokens": [], "temperature": temperature, "avg_logprob": 0.0,
+                              "compression_ratio": 1.0, "no_speech_prob": 0.0}
+                             for i, s in enumerate(res["segments"])]}
+        if "word" in granularities:
+            body["words"] = [{"word": w["word"], "start": w["start"], "end": w["end"]} for w in res["words"]]
+        return body
+
+    @app.post("/v1/audio/analyze")
+    async def analyze(file: UploadFile = File(...)):
+        data = await file.read()
+        res = await svc.run(_key("analyze", data), lambda d: model.analyze(_decode(d, file.filename or "upload")), data)
+        return res
+
+    @app.post("/v1/speakers/verify")
+    async def verify(file_a: UploadFile = File(...), file_b: UploadFile = File(...)):
+        a, b = await file_a.read(), await file_b.read()
+        return await svc.run(_key("verify", a + b, n=len(a)), lambda: model.verify(
+            _decode(a, file_a.filename or "file_a"), _decode(b, file_b.filename or "file_b")))
+
+    @app.post("/v1/speakers/enroll")
+    async def enroll(name: str = Form(...), files: list[UploadFile] = File(...)):
+        if registry is None:
+            raise HTTPException(400, "this server has no speaker registry (start it with --registry)")
+        blobs = [(await f.read(), f.filename or "upload") for f in files]
+        embs = await asyncio.to_thread(lambda: [model.embed(_decode(d, n)) for d, n in blobs])
+        return {"speaker": name, "enrolled_utterances": registry.enroll(name, embs)}
+
+    @app.post("/v1/speakers/identify")
+    async def identify(file: UploadFile = File(...), top_k: int = Form(3)):
+        if registry is None:
+            raise HTTPException(400, "this server has no speaker registry (start it with --registry)")
+        data = await file.read()
+        emb = await asyncio.to_thread(model.embed, _decode(data, file.filename or "upload"))
+        return registry.identify(emb, model.threshold, top_k)
+
+    return UploadLimit(app, int(max_upload_mb * 1024 * 1024))

@@ -1,0 +1,110 @@
+"""Inference: one-pass analysis, verification, the speaker registry, long-form transcription
+by speaker and its output formats, on a tiny model trained for a few steps."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from polyhead.cli import main
+from polyhead.inference import load
+from polyhead.inference.diarize import read_chunks, transcribe
+from polyhead.inference.formats import render, to_srt, to_vtt
+from polyhead.inference.registry import UNKNOWN, SpeakerRegistry
+
+
+def test_verify_uses_the_calibrated_threshold(tiny_run):
+    folder, run = tiny_run
+    cal = json.loads((run / "calibration.json").read_text())
+    model = load(run)
+    assert model.threshold == pytest.approx(cal["verify_threshold"])
+    wavs = sorted((folder / "audio" / "speaker_test").rglob("*.wav"))
+    same = model.verify(wavs[0], wavs[0])
+    assert same["score"] == pytest.approx(1.0, abs=1e-4)
+    assert same["same_speaker"] is (same["score"] >= model.threshold)
+
+
+def test_registry_enroll_identify_and_unknown(tmp_path):
+    reg = SpeakerRegistry(tmp_path / "spk.sqlite")
+    a, b = np.eye(4)[0], np.eye(4)[1]
+    assert reg.enroll("alice", [a, a + 0.01]) == 2
+    reg.enroll("bob", [b])
+    assert reg.identify(a + 0.05, threshold=0.5)["speaker"] == "alice"
+    res = reg.identify(np.eye(4)[2], threshold=0.5)
+    assert res["speaker"] == UNKNOWN and len(res["candidates"]) == 2
+    with pytest.raises(ValueError):
+        reg.enroll("", [a])
+
+
+def test_registry_concurrent_enrolments_lose_nothing(tmp_path):
+    path = tmp_path / "spk.sqlite"
+    SpeakerRegistry(path)
+
+    def worker(k):
+        reg = SpeakerRegistry(path)
+        for i in range(20):
+            reg.enroll(f"s{k}", [np.random.default_rng(k * 100 + i).normal(size=8)])
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    import sqlite3
+
+    n = sqlite3.connect(path).execute("SELECT COUNT(*) FROM enrolment").fetchone()[0]
+    assert n == 80 and set(SpeakerRegistry(path).speakers()) == {"s0", "s1", "s2", "s3"}
+
+
+def test_transcribe_conversation_by_speaker(tiny_run):
+    folder, run = tiny_run
+    wav = next((folder / "audio" / "conversations_test").glob("*.wav"))
+    res = transcribe(load(run), wav, num_speakers=2)
+    assert res["duration"] > 5
+    for seg in res["segments"]:
+        assert 0 <= seg["start"] <= seg["end"] <= res["duration"] + 0.1
+        assert seg["speaker"].startswith("SPEAKER_")
+    assert len(res["speakers"]) <= 2
+
+
+def test_read_chunks_bounds_memory_and_covers_the_file(tmp_path):
+    import soundfile as sf
+
+    path = tmp_path / "long.wav"
+    sf.write(path, np.zeros(16000 * 65, np.float32), 16000)
+    chunks = list(read_chunks(path, chunk_s=30.0))
+    assert [round(o) for o, _ in chunks] == [0, 30, 60]
+    assert max(len(x) for _, x in chunks) == 16000 * 30
+    assert sum(len(x) for _, x in chunks) == 16000 * 65
+
+
+def test_formats():
+    segs = [{"start": 0.5, "end": 3661.25, "speaker": "SPEAKER_00", "text": "hello there", "words": []}]
+    srt = to_srt(segs)
+    assert srt.startswith("1\n00:00:00,500 --> 01:01:01,250\n[SPEAKER_00] hello there")
+    vtt = to_vtt(segs)
+    assert vtt.startswith("WEBVTT\n\n00:00:00.500 --> 01:01:01.250")
+    rttm = render({"segments": segs}, "rttm", uri="my file")
+    assert rttm == "SPEAKER my_file 1 0.500 3660.750 <NA> <NA> SPEAKER_00 <NA> <NA>\n"
+    with pytest.raises(ValueError, match="unknown format"):
+        render({"segments": segs}, "docx")
+
+
+def test_cli_analyze_verify_enroll_identify_transcribe(tiny_run, tmp_path, capsys):
+    folder, run = tiny_run
+    wavs = sorted((folder / "audio" / "speaker_test").rglob("*.wav"))
+    assert main(["analyze", str(wavs[0]), "--model", str(run)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "text" in out and "language" in out and "speaker_embedding" not in out
+    assert main(["verify", str(wavs[0]), str(wavs[1]), "--model", str(run)]) == 0
+    assert "same_speaker" in json.loads(capsys.readouterr().out)
+    reg = str(tmp_path / "r.sqlite")
+    assert main(["enroll", "alice", str(wavs[0]), "--model", str(run), "--registry", reg]) == 0
+    capsys.readouterr()
+    assert main(["identify", str(wavs[0]), "--model", str(run), "--registry", reg]) == 0
+    assert json.loads(capsys.readouterr().out)["speaker"] == "alice"
+    conv = next((folder / "audio" / "conversations_test").glob("*.wav"))
+    assert main(["transcribe", str(conv), "--model", str(run), "--speakers", "--format", "srt",
+                 "--num-speakers", "2"]) == 0
+    assert "-->" in capsys.readouterr().out
+    assert main(["analyze", str(tmp_path / "missing.wav"), "--model", str(run)]) == 2
+    assert "missing.wav" in capsys.readouterr().err

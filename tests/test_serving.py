@@ -1,0 +1,156 @@
+"""The HTTP service: driven with the official `openai` client on loopback, plus malformed,
+oversized and unauthenticated uploads; the server keeps serving through all of them."""
+
+import io
+import socket
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+TOKEN = "s3cret-token"
+LIMIT_MB = 1.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run, tmp_path_factory):
+    import uvicorn
+
+    from polyhead.serving import create_app
+
+    folder, run = tiny_run
+    app = create_app(run, token=TOKEN, max_upload_mb=LIMIT_MB,
+                     registry_path=tmp_path_factory.mktemp("reg") / "speakers.sqlite")
+    port = _free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(100):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", folder
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def _wav_bytes(rate=16000, channels=1, seconds=1.5):
+    buf = io.BytesIO()
+    t = np.arange(int(rate * seconds)) / rate
+    x = 0.1 * np.sin(2 * np.pi * 220 * t)[:, None].repeat(channels, axis=1)
+    sf.write(buf, x, rate, format="WAV")
+    return buf.getvalue()
+
+
+def _speech(folder):
+    return sorted((folder / "audio" / "speech_test").rglob("*.wav"))
+
+
+def test_openai_client_every_response_format(server):
+    from openai import OpenAI
+
+    url, folder = server
+    client = OpenAI(base_url=f"{url}/v1", api_key=TOKEN, max_retries=0)
+    wav = _speech(folder)[0]
+    with open(wav, "rb") as f:
+        res = client.audio.transcriptions.create(model="polyhead", file=f)
+    assert isinstance(res.text, str)
+    with open(wav, "rb") as f:
+        verbose = client.audio.transcriptions.create(model="polyhead", file=f, response_format="verbose_json",
+                                                     timestamp_granularities=["word", "segment"])
+    assert verbose.duration > 0 and verbose.language
+    assert isinstance(verbose.segments, list) and isinstance(verbose.words, list)
+    for fmt, marker in (("text", ""), ("srt", "-->"), ("vtt", "WEBVTT")):
+        with open(wav, "rb") as f:
+            out = client.audio.transcriptions.create(model="polyhead", file=f, response_format=fmt)
+        assert isinstance(out, str) and marker in out
+
+
+def test_auth_is_required_and_checked(server):
+    url, folder = server
+    files = {"file": ("a.wav", _wav_bytes(), "audio/wav")}
+    r = httpx.post(f"{url}/v1/audio/transcriptions", files=files, data={"model": "x"})
+    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    r = httpx.post(f"{url}/v1/audio/transcriptions", files=files, data={"model": "x"},
+                   headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401
+    assert httpx.get(f"{url}/health").status_code == 200  # health needs no token
+
+
+@pytest.mark.parametrize("payload,status,needle", [
+    (b"this is not audio at all", 400, "not a readable audio file"),
+    (b"", 400, "empty"),
+    (b"RIFF\x10\x00\x00\x00WAVEfmt garbage", 400, "readable"),
+])
+def test_malformed_uploads_get_json_4xx_and_server_keeps_serving(server, payload, status, needle):
+    url, _ = server
+    h = {"Authorization": f"Bearer {TOKEN}"}
+    r = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("x.wav", payload)}, data={"model": "m"}, headers=h)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["error"]["message"]
+    assert httpx.get(f"{url}/health").json()["status"] == "ok"
+
+
+def test_missing_field_and_bad_format_are_400(server):
+    url, _ = server
+    h = {"Authorization": f"Bearer {TOKEN}"}
+    r = httpx.post(f"{url}/v1/audio/transcriptions", data={"model": "m"}, headers=h)
+    assert r.status_code == 400 and "file" in r.json()["error"]["message"]
+    r = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("a.wav", _wav_bytes())},
+                   data={"response_format": "docx"}, headers=h)
+    assert r.status_code == 400 and "response_format" in r.json()["error"]["message"]
+
+
+def test_upload_over_the_limit_is_refused_before_reading(server):
+    url, _ = server
+    h = {"Authorization": f"Bearer {TOKEN}"}
+    big = b"\0" * int(LIMIT_MB * 1024 * 1024 + 10)
+    r = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("big.wav", big)}, data={"model": "m"}, headers=h)
+    assert r.status_code == 413 and "limit" in r.json()["error"]["message"]
+
+    def chunked():  # no Content-Length: the streaming guard must stop it
+        for _ in range(int(LIMIT_MB * 4)):
+            yield b"\0" * (512 * 1024)
+
+    r = httpx.post(f"{url}/v1/audio/analyze", content=chunked(), headers={**h, "Content-Type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 413
+    assert httpx.get(f"{url}/health").status_code == 200
+
+
+@pytest.mark.parametrize("rate,channels", [(8000, 1), (44100, 2), (48000, 2)])
+def test_other_rates_and_stereo_are_handled(server, rate, channels):
+    url, _ = server
+    h = {"Authorization": f"Bearer {TOKEN}"}
+    r = httpx.post(f"{url}/v1/audio/analyze", files={"file": ("a.wav", _wav_bytes(rate, channels))}, headers=h)
+    assert r.status_code == 200, r.text
+    assert abs(r.json()["duration"] - 1.5) < 0.01
+
+
+def test_analyze_verify_enroll_identify_metrics(server):
+    url, folder = server
+    h = {"Authorization": f"Bearer {TOKEN}"}
+    wavs = _speech(folder)
+    a, b = wavs[0].read_bytes(), wavs[1].read_bytes()
+    r = httpx.post(f"{url}/v1/audio/analyze", files={"file": ("a.wav", a)}, headers=h)
+    assert r.status_code == 200 and {"text", "language", "segments"} <= set(r.json())
+    r = httpx.post(f"{url}/v1/speakers/verify", files={"file_a": ("a.wav", a), "file_b": ("b.wav", b)}, headers=h)
+    assert r.status_code == 200 and "same_speaker" in r.json()
+    r = httpx.post(f"{url}/v1/speakers/enroll", files=[("files", ("a.wav", a))], data={"name": "alice"}, headers=h)
+    assert r.status_code == 200 and r.json()["enrolled_utterances"] == 1
+    r = httpx.post(f"{url}/v1/speakers/identify", files={"file": ("a.wav", a)}, headers=h)
+    assert r.status_code == 200 and r.json()["speaker"] == "alice"
+    # the second identical analyze is a cache hit
+    httpx.post(f"{url}/v1/audio/analyze", files={"file": ("a.wav", a)}, headers=h)
+    text = httpx.get(f"{url}/metrics").text
+    assert "polyhead_requests_total" in text and "polyhead_cache_hits_total" in text
+    assert 'status="401"' in text or "polyhead_latency_seconds" in text
