@@ -103,8 +103,13 @@ def test_cli_analyze_verify_enroll_identify_transcribe(tiny_run, tmp_path, capsy
     assert main(["identify", str(wavs[0]), "--model", str(run), "--registry", reg]) == 0
     assert json.loads(capsys.readouterr().out)["speaker"] == "alice"
     conv = next((folder / "audio" / "conversations_test").glob("*.wav"))
+    assert main(["transcribe", str(conv), "--model", str(run), "--speakers", "--format", "json",
+                 "--num-speakers", "2"]) == 0
+    segments = json.loads(capsys.readouterr().out)["segments"]
     assert main(["transcribe", str(conv), "--model", str(run), "--speakers", "--format", "srt",
                  "--num-speakers", "2"]) == 0
-    assert "-->" in capsys.readouterr().out
+    srt = capsys.readouterr().out
+    # an untrained VAD head may find no speech; every segment it does find is one SRT cue
+    assert srt.count("-->") == len(segments)
     assert main(["analyze", str(tmp_path / "missing.wav"), "--model", str(run)]) == 2
     assert "missing.wav" in capsys.readouterr().err

@@ -118,7 +118,8 @@ def test_upload_over_the_limit_is_refused_before_reading(server):
     r = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("big.wav", big)}, data={"model": "m"}, headers=h)
     assert r.status_code == 413 and "limit" in r.json()["error"]["message"]
 
-    def chunked():  # no Content-Length: the streaming guard must stop it
+    def chunked():  # a valid multipart start, no Content-Length: the streaming guard must stop it
+        yield b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
         for _ in range(int(LIMIT_MB * 4)):
             yield b"\0" * (512 * 1024)
 

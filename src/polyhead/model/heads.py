@@ -140,7 +140,10 @@ class SpeakerHead(Head):
             self.proj = nn.Identity()
         else:
             pooled = 2 * self.width if pooling == "stats" else self.width
-            self.proj = nn.Linear(pooled, emb_dim)
+            # Batch norm before and after the projection (as x-vector/ECAPA heads do): pooled
+            # encoder states share a large common component, and without removing it every
+            # embedding starts nearly parallel (cosine ~0.99) and AAM training collapses.
+            self.proj = nn.Sequential(nn.BatchNorm1d(pooled), nn.Linear(pooled, emb_dim), nn.BatchNorm1d(emb_dim))
         self.aam = aam_loss(num_classes, emb_dim, margin, scale) if num_classes > 0 else None
 
     def pool(self, inp: HeadInput) -> torch.Tensor:

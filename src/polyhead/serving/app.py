@@ -58,21 +58,35 @@ class UploadLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await _error(413, f"upload of {int(declared)} bytes exceeds the limit of "
                                      f"{self.max_bytes} bytes")(scope, receive, send)
-        seen = 0
+        seen, exceeded, started = 0, False, False
+        message_413 = f"upload exceeds the limit of {self.max_bytes} bytes"
 
         async def limited_receive():
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    exceeded = True
                     raise _TooLarge()
             return message
 
+        async def guarded_send(message):
+            # A framework may turn our exception into its own 400; answer 413 instead.
+            nonlocal started
+            if exceeded:
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await _error(413, message_413)(scope, receive, send)
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, limited_receive, send)
+            await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
-            await _error(413, f"upload exceeds the limit of {self.max_bytes} bytes")(scope, receive, send)
+            if not started:
+                await _error(413, message_413)(scope, receive, send)
 
 
 class _TooLarge(Exception):

@@ -68,6 +68,15 @@ class Distributed:
         for p, g in zip(params, self.average(grads)):
             p.grad = g
 
+    def sync_buffers(self, module: torch.nn.Module) -> None:
+        """Average floating buffers (batch-norm running statistics) so ranks stay identical;
+        integer buffers (batch counters) are equal on every rank already."""
+        if not self.enabled:
+            return
+        bufs = [b for b in module.buffers() if b.is_floating_point()]
+        for b, avg in zip(bufs, self.average(list(bufs))):
+            b.copy_(avg)
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

@@ -177,6 +177,7 @@ class Trainer:
             self.skipped_steps += 1
             self.bad_steps += 1
             log.warning("step %d: non-finite loss or gradient, step skipped (%d in a row)", step, self.bad_steps)
+        self.dist.sync_buffers(self.model)
         self.scheduler.step()
         self.step += 1
         rec = {"step": step, "seconds": seconds, "grad_norm": float(norm),
