@@ -50,7 +50,7 @@ def chunk_segments(ph: Polyhead, samples: np.ndarray, offset: float) -> list[dic
     """Speech segments of one chunk, each with its words and its speaker embedding."""
     model = ph.model
     inputs, lengths = ph._inputs(samples)
-    out = model(inputs, lengths)
+    out, states = model(inputs, lengths, return_states=True)  # the one encoder pass
     fps = model.encoder.frames_per_second
     tasks = ph.config.tasks
     vad = next((t for t in tasks if tasks[t].target == "vad"), None)
@@ -59,7 +59,6 @@ def chunk_segments(ph: Polyhead, samples: np.ndarray, offset: float) -> list[dic
     words = ph._transcript(out[asr]["logits"][0], fps)["words"] if asr else []
     segs = ph._segments(out[vad]["logits"][0], fps) if vad else [{"start": 0.0, "end": len(samples) / SAMPLE_RATE}]
     if spk:
-        states, lens = model._encode(inputs, lengths, [spk])
         x = states[(model.branch_of(spk), model.layer_index(spk))]
         if model.cls is not None:
             x = x[:, 1:]

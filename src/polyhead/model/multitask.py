@@ -90,8 +90,11 @@ class MultiTaskModel(nn.Module):
     # --- forward -----------------------------------------------------------------------------
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor, tasks=None,
-                freeze_encoder: bool = False) -> dict[str, dict]:
-        """Run the encoder once and the heads of ``tasks`` (default: all)."""
+                freeze_encoder: bool = False, return_states: bool = False):
+        """Run the encoder once and the heads of ``tasks`` (default: all).
+
+        With ``return_states`` also returns the layer states the heads read, keyed by
+        (branch, layer), so a caller can pool a head over parts of the same pass."""
         tasks = list(tasks or self.config.tasks)
         need_blank = any(self.heads[t].needs_blank for t in tasks) and self.blank_source
         if need_blank and self.blank_source not in tasks:
@@ -117,7 +120,7 @@ class MultiTaskModel(nn.Module):
                 blank = outputs[task]["logits"].detach().argmax(-1) == 0
         for t in extra:
             outputs.pop(t)
-        return outputs
+        return (outputs, states) if return_states else outputs
 
     def _encode(self, inputs, lengths, tasks):
         x, lens = self.encoder.embed(inputs, lengths)
