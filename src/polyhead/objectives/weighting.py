@@ -12,6 +12,8 @@ whatever is present.
 
 from __future__ import annotations
 
+import abc
+
 import math
 
 import torch
@@ -22,7 +24,7 @@ from polyhead.registry import Registry
 WEIGHTINGS = Registry("loss weighting")
 
 
-class LossWeighting(torch.nn.Module):
+class LossWeighting(torch.nn.Module, abc.ABC):
     """Base class: ``forward(losses, step, shared_params) -> objectives``; ``weights()`` logs."""
 
     def __init__(self, tasks: list[str], **options):
@@ -34,13 +36,14 @@ class LossWeighting(torch.nn.Module):
         self.tasks = list(tasks)
         self._last = {t: 1.0 for t in self.tasks}
 
+    @abc.abstractmethod
     def forward(
         self,
         losses: dict[str, Tensor],
         step: int,
         shared_params: list[torch.nn.Parameter] | None = None,
     ) -> dict[str, Tensor]:
-        raise NotImplementedError
+        """Per-task objectives whose sum (or aggregation) is the training objective."""
 
     def weights(self) -> dict[str, float]:
         """The weights used in the last ``forward``, for logging."""
