@@ -98,6 +98,18 @@ def fbank(samples: np.ndarray, config: FbankConfig = FbankConfig()) -> np.ndarra
     return np.stack([computer.get_frame(i) for i in range(n)]).astype(np.float32)
 
 
+def model_inputs(samples: np.ndarray, input_kind: str) -> np.ndarray:
+    """What an encoder eats: normalised fbank [frames, mels], or the waveform itself.
+
+    Per-utterance mean and variance normalisation: robust to channel gain, and needs no
+    global statistics stored beside the model. Training and inference both call this.
+    """
+    if input_kind == "waveform":
+        return samples
+    x = fbank(samples)
+    return (x - x.mean(0)) / (x.std(0) + 1e-5)
+
+
 def num_frames(num_samples: int) -> int:
     """Number of fbank frames for a given number of samples (snip_edges=False)."""
     hop = int(SAMPLE_RATE * FRAME_SHIFT_S)

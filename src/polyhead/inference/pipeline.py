@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..audio import SAMPLE_RATE, fbank, load_audio, to_model_audio
+from ..audio import SAMPLE_RATE, load_audio, model_inputs, to_model_audio
 from ..model import MultiTaskModel
 
 MIN_SEGMENT_S = 0.2  # VAD segments shorter than this are dropped
@@ -67,11 +67,7 @@ class Polyhead:
                 "threshold": round(self.threshold, 4)}
 
     def _inputs(self, samples: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.model.encoder.input_kind == "fbank":
-            x = fbank(samples)
-            x = (x - x.mean(0)) / (x.std(0) + 1e-5)  # same normalisation as training
-        else:
-            x = samples
+        x = model_inputs(samples, self.model.encoder.input_kind)
         return torch.from_numpy(np.ascontiguousarray(x))[None], torch.tensor([len(x)])
 
     def _tasks(self, head_type: str = None, target: str = None) -> list[str]:

@@ -19,7 +19,7 @@ import torch
 from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 
-from ..audio import AudioError, fbank, load_audio, to_model_audio
+from ..audio import AudioError, model_inputs, to_model_audio
 from ..config import Config, TaskConfig
 from ..data.corpus import ManifestError, label, load_set
 from ..evaluation.metrics import normalize_text, segments_to_frames
@@ -156,11 +156,8 @@ class FeatureCache:
             audio = cut.load_audio()
         except Exception as e:
             raise AudioError(f"{cut.id}: cannot load audio ({e})") from None
-        x = to_model_audio(audio.T if audio.ndim == 2 else audio, cut.sampling_rate, name=cut.id)
-        if self.input_kind == "fbank":
-            x = fbank(x)
-            # per-utterance mean and variance normalisation: channel-robust, no global stats
-            x = (x - x.mean(0)) / (x.std(0) + 1e-5)
+        x = model_inputs(to_model_audio(audio.T if audio.ndim == 2 else audio, cut.sampling_rate, name=cut.id),
+                         self.input_kind)
         if self.enabled:
             self.store[cut.id] = x
         return x
