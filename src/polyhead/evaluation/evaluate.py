@@ -62,11 +62,6 @@ def _row(out: dict, i: int) -> dict:
     return row
 
 
-def tasks_of(model, target: str = None, head_type: str = None) -> list[str]:
-    return [n for n, t in model.config.tasks.items()
-            if (target is None or t.target == target) and (head_type is None or t.head.type == head_type)]
-
-
 def decode_ctc(logits: torch.Tensor, vocab: list[str]) -> str:
     ids = CTCHead.greedy({"logits": logits[None], "lengths": torch.tensor([len(logits)])})[0]
     return "".join(vocab[i - 1] for i in ids)
@@ -146,18 +141,18 @@ def evaluate_model(model, corpus: str | Path, sets: list[str] | None = None, lim
     for set_name in sets:
         cuts = load_set(corpus, set_name)
         r = {}
-        for task in tasks_of(model, target="text"):
+        for task in model.tasks_with(target="text"):
             if set_name.startswith(("speech", "ood")):
                 r[task] = evaluate_asr(model, cuts, task, limit)
-        for task in tasks_of(model, head_type="speaker"):
+        for task in model.tasks_with(head_type="speaker"):
             if trials_path(corpus, set_name).is_file():
                 res = evaluate_speaker(model, corpus, set_name, task)
                 r[task] = {k: v for k, v in res.items() if k not in ("scores", "labels")}
-        for task in tasks_of(model, head_type="classifier"):
+        for task in model.tasks_with(head_type="classifier"):
             res = evaluate_classifier(model, list(cuts)[:limit] if limit else cuts, task)
             if res:
                 r[task] = res
-        for task in tasks_of(model, target="vad"):
+        for task in model.tasks_with(target="vad"):
             if set_name.startswith(("vad", "conversations")):
                 r[task] = evaluate_vad(model, cuts, task)
         if r:

@@ -46,9 +46,9 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
 def calibrate(model: MultiTaskModel, corpus, run: Path) -> float | None:
     """Verification threshold = the EER threshold on the dev trials; saved in the run folder."""
     from ..data.corpus import trials_path
-    from .evaluate import evaluate_speaker, tasks_of
+    from .evaluate import evaluate_speaker
 
-    tasks = tasks_of(model, head_type="speaker")
+    tasks = model.tasks_with(head_type="speaker")
     if not tasks or not trials_path(corpus, "speaker_dev").is_file():
         return None
     res = evaluate_speaker(model, corpus, "speaker_dev", tasks[0])

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ..audio import SAMPLE_RATE, AudioError, to_model_audio
 from ..model.heads import HeadInput
-from .pipeline import Polyhead
+from .pipeline import Polyhead, words_in
 
 CHUNK_S = 30.0  # seconds per encoder pass: memory stays bounded for hour-long files
 MIN_SEGMENT_FRAMES = 3
@@ -52,10 +52,9 @@ def chunk_segments(ph: Polyhead, samples: np.ndarray, offset: float) -> list[dic
     inputs, lengths = ph._inputs(samples)
     out, states = model(inputs, lengths, return_states=True)  # the one encoder pass
     fps = model.encoder.frames_per_second
-    tasks = ph.config.tasks
-    vad = next((t for t in tasks if tasks[t].target == "vad"), None)
-    asr = next((t for t in tasks if tasks[t].target == "text"), None)
-    spk = next((t for t in tasks if tasks[t].head.type == "speaker"), None)
+    first = lambda found: found[0] if found else None  # noqa: E731
+    vad, asr = first(model.tasks_with(target="vad")), first(model.tasks_with(target="text"))
+    spk = first(model.tasks_with(head_type="speaker"))
     words = ph._transcript(out[asr]["logits"][0], fps)["words"] if asr else []
     segs = ph._segments(out[vad]["logits"][0], fps) if vad else [{"start": 0.0, "end": len(samples) / SAMPLE_RATE}]
     if spk:
@@ -66,7 +65,7 @@ def chunk_segments(ph: Polyhead, samples: np.ndarray, offset: float) -> list[dic
     for s in segs:
         a, b = int(s["start"] * fps), max(int(s["end"] * fps), int(s["start"] * fps) + MIN_SEGMENT_FRAMES)
         seg_words = [dict(w, start=round(w["start"] + offset, 2), end=round(w["end"] + offset, 2))
-                     for w in words if s["start"] - 0.1 <= w["start"] < s["end"] + 0.1]
+                     for w in words_in(words, s["start"], s["end"])]
         item = {"start": round(s["start"] + offset, 2), "end": round(s["end"] + offset, 2),
                 "text": " ".join(w["word"] for w in seg_words), "words": seg_words}
         if spk:

@@ -52,9 +52,10 @@ class Polyhead:
     @torch.no_grad()
     def embed(self, audio, sample_rate: int | None = None) -> np.ndarray:
         """Unit-length speaker embedding of a whole utterance."""
-        task = next((n for n, t in self.config.tasks.items() if t.head.type == "speaker"), None)
-        if task is None:
+        tasks = self.model.tasks_with(head_type="speaker")
+        if not tasks:
             raise ValueError("this model has no speaker head")
+        task = tasks[0]
         inputs, lengths = self._inputs(self._samples(audio, sample_rate))
         e = self.model(inputs, lengths, [task])[task]["embedding"][0].numpy()
         return e / (np.linalg.norm(e) + 1e-12)
@@ -70,10 +71,6 @@ class Polyhead:
         x = model_inputs(samples, self.model.encoder.input_kind)
         return torch.from_numpy(np.ascontiguousarray(x))[None], torch.tensor([len(x)])
 
-    def _tasks(self, head_type: str = None, target: str = None) -> list[str]:
-        return [n for n, t in self.config.tasks.items()
-                if (head_type is None or t.head.type == head_type) and (target is None or t.target == target)]
-
     @torch.no_grad()
     def analyze(self, audio, sample_rate: int | None = None) -> dict:
         """``audio``: a path, encoded bytes, or samples (with ``sample_rate``)."""
@@ -82,18 +79,18 @@ class Polyhead:
         out = self.model(inputs, lengths)
         fps = self.model.encoder.frames_per_second
         result: dict = {"duration": round(len(samples) / SAMPLE_RATE, 3)}
-        for task in self._tasks(target="text"):
+        for task in self.model.tasks_with(target="text"):
             result.update(self._transcript(out[task]["logits"][0], fps))
-        for task in self._tasks(head_type="speaker"):
+        for task in self.model.tasks_with(head_type="speaker"):
             result["speaker_embedding"] = out[task]["embedding"][0].tolist()
-        for task in self._tasks(head_type="classifier"):
+        for task in self.model.tasks_with(head_type="classifier"):
             target = self.config.tasks[task].target
             probs = out[task]["logits"][0].softmax(-1).tolist()
             labels = self.config.vocab[target]
             ranked = sorted(zip(labels, probs), key=lambda kv: -kv[1])
             result[target] = ranked[0][0]
             result[f"{target}_probs"] = {k: round(v, 4) for k, v in ranked[:5]}
-        for task in self._tasks(target="vad"):
+        for task in self.model.tasks_with(target="vad"):
             result["segments"] = self._segments(out[task]["logits"][0], fps)
         return result
 
@@ -137,6 +134,12 @@ class Polyhead:
             else:
                 merged.append(s)
         return [{"start": round(a, 2), "end": round(b, 2)} for a, b in merged if b - a >= MIN_SEGMENT_S]
+
+
+def words_in(words: list[dict], start: float, end: float, slack: float = 0.1) -> list[dict]:
+    """The words of a CTC transcript that begin inside [start, end] (with a little slack for
+    frame rounding): how segments get their text."""
+    return [w for w in words if start - slack <= w["start"] < end + slack]
 
 
 def load(path: str | Path) -> Polyhead:

@@ -61,6 +61,11 @@ class MultiTaskModel(nn.Module):
 
     # --- structure ---------------------------------------------------------------------------
 
+    def tasks_with(self, target: str | None = None, head_type: str | None = None) -> list[str]:
+        """Names of the tasks with this target label and/or head type, in config order."""
+        return [n for n, t in self.config.tasks.items()
+                if (target is None or t.target == target) and (head_type is None or t.head.type == head_type)]
+
     def branch_of(self, task: str) -> str:
         return task if task in self.branches else SHARED
 
@@ -103,7 +108,7 @@ class MultiTaskModel(nn.Module):
         else:
             extra = set()
         with torch.set_grad_enabled(torch.is_grad_enabled() and not freeze_encoder):
-            states, lens = self._encode(inputs, lengths, tasks)
+            states, lens = self._encode(inputs, lengths, self._depths(tasks))
         outputs, blank = {}, None
         # CTC heads first, so CTC-pooled speaker heads can use their frame decisions.
         for task in sorted(tasks, key=lambda t: self.config.tasks[t].head.type != "ctc"):
@@ -122,7 +127,16 @@ class MultiTaskModel(nn.Module):
             outputs.pop(t)
         return (outputs, states) if return_states else outputs
 
-    def _encode(self, inputs, lengths, tasks):
+    def _depths(self, tasks) -> dict[str, int]:
+        """Deepest layer each branch must compute for these tasks."""
+        need: dict[str, int] = {}
+        for t in tasks:
+            need[self.branch_of(t)] = max(need.get(self.branch_of(t), 0), self.layer_index(t))
+        return need
+
+    def _encode(self, inputs, lengths, need: dict[str, int]):
+        """Front end, trunk and branches up to the depths in ``need``; states keyed by
+        (branch, layer), with layers up to the trunk shared by every branch."""
         x, lens = self.encoder.embed(inputs, lengths)
         if self.cls is not None:
             x = torch.cat([self.cls.expand(x.shape[0], 1, -1).to(x.dtype), x], dim=1)
@@ -131,9 +145,6 @@ class MultiTaskModel(nn.Module):
             lens_all = lens
         mask = pad_mask(lens_all, x.shape[1])
         k = self.shared_layers
-        need = {}
-        for t in tasks:
-            need[self.branch_of(t)] = max(need.get(self.branch_of(t), 0), self.layer_index(t))
         trunk_depth = min(k, max(need.values()))
         if any(b != SHARED and d > k for b, d in need.items()):
             trunk_depth = k
@@ -151,20 +162,16 @@ class MultiTaskModel(nn.Module):
         return states, lens
 
     def hidden_states(self, inputs, lengths, branch: str = SHARED) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Every layer's output along one branch (the layer-wise speaker probe uses this)."""
-        task = next((t for t in self.config.tasks if self.branch_of(t) == branch), next(iter(self.config.tasks)))
-        x, lens = self.encoder.embed(inputs, lengths)
-        if self.cls is not None:
-            x = torch.cat([self.cls.expand(x.shape[0], 1, -1), x], dim=1)
-        mask = pad_mask(lens + (1 if self.cls is not None else 0), x.shape[1])
-        layers = list(self.encoder.layers) + (list(self.branches[task]) if task in self.branches else [])
-        out = [x]
-        for layer in layers:
-            x = self.encoder.run_layer(layer, x, mask)
-            out.append(x)
+        """Every layer's output along one branch (the layer-wise speaker probe uses this);
+        for a branched model "shared" means the first task's branch."""
+        if self.branches and branch not in self.branches:
+            branch = next(iter(self.branches))
+        states, lens = self._encode(inputs, lengths, {branch: self.num_layers})
+        out = [states[(branch, i)] for i in range(self.num_layers + 1)]
         if self.cls is not None:
             out = [h[:, 1:] for h in out]
         return out, lens
+
 
     # --- checkpoints -------------------------------------------------------------------------
 

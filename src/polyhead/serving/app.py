@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from ..audio import AudioError, load_audio
 from ..inference.diarize import transcribe
 from ..inference.formats import to_srt, to_vtt
-from ..inference.pipeline import Polyhead
+from ..inference.pipeline import Polyhead, words_in
 from ..inference.registry import SpeakerRegistry
 
 DEFAULT_MAX_UPLOAD_MB = 25.0  # OpenAI's own limit for audio uploads
@@ -156,7 +156,7 @@ def _transcript(model: Polyhead, data: bytes, name: str) -> dict:
     segs = res.get("segments") or [{"start": 0.0, "end": res["duration"]}]
     words = res.get("words", [])
     segments = [{"start": s["start"], "end": s["end"],
-                 "text": " ".join(w["word"] for w in words if s["start"] - 0.1 <= w["start"] < s["end"] + 0.1)}
+                 "text": " ".join(w["word"] for w in words_in(words, s["start"], s["end"]))}
                 for s in segs]
     return {"text": res.get("text", ""), "words": words, "segments": segments, "duration": res["duration"],
             "language": res.get("language"), "confidence": res.get("confidence")}

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ..config import Config, save_config
 from ..data.corpus import available_sets, load_set
-from ..evaluation.evaluate import criterion, evaluate_asr, evaluate_speaker, tasks_of
+from ..evaluation.evaluate import criterion, evaluate_asr, evaluate_speaker
 from ..model import MultiTaskModel
 from ..objectives import AGGREGATORS, WEIGHTINGS
 from . import checkpoint as ckpt
@@ -271,12 +271,12 @@ class Trainer:
     def evaluate_dev(self) -> dict:
         results: dict[str, dict] = {}
         have = set(available_sets(self.config.corpus))
-        for t in tasks_of(self.model, target="text"):
+        for t in self.model.tasks_with(target="text"):
             dev = self.config.tasks[t].dev_set
             if dev in have:
                 r = evaluate_asr(self.model, load_set(self.config.corpus, dev), t, limit=DEV_LIMIT)
                 results.setdefault(dev, {})[t] = {k: r[k] for k in ("wer", "cer")}
-        for t in tasks_of(self.model, head_type="speaker"):
+        for t in self.model.tasks_with(head_type="speaker"):
             dev = self.config.tasks[t].dev_set
             if dev in have:
                 r = evaluate_speaker(self.model, self.config.corpus, dev, t)
