@@ -7,14 +7,14 @@ STAMP   := $(VENV)/.installed
 CORPUS  ?= corpora/demo
 RUN     ?= runs/demo
 
-.PHONY: setup engines demo test bench clean
+.PHONY: setup engines browser demo test bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, from the pinned CPU build, so no dependency pulls a CUDA build
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e ".[test,piper]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[test,piper,deploy]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -22,10 +22,13 @@ setup: $(STAMP)
 engines:
 	bash scripts/install_engines.sh
 
+browser:
+	bash scripts/install_browser.sh
+
 demo: setup engines
 	$(BIN)/polyhead demo --corpus $(CORPUS) --run $(RUN)
 
-test: setup engines
+test: setup engines browser
 	$(BIN)/python -m pytest -q tests
 
 bench: setup engines

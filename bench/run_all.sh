@@ -12,3 +12,7 @@ $PY bench/padding.py corpora/bench | tee bench/out/padding.md
 [ -f corpora/demo/corpus.json ] || $PH synth --preset demo --out corpora/demo
 $PY bench/throughput.py --corpus corpora/demo | tee bench/out/throughput.md
 $PH demo --corpus corpora/demo --run runs/demo | tee bench/out/demo.md
+$PY bench/service.py --run runs/demo --seconds 60
+# Pretrained peers on the same test sets (resemblyzer, pocketsphinx, silero-vad, webrtcvad)
+bash bench/install_peers.sh
+$PY bench/peers.py corpora/demo --run runs/demo | tee bench/out/peers_demo.md

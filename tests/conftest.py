@@ -42,3 +42,14 @@ def tiny_run(tiny_corpus, tmp_path_factory):
                  "tasks.speaker.train_sets=[speaker_train]"]) == 0
     assert main(["evaluate", str(run)]) == 0
     return folder, run
+
+
+@pytest.fixture
+def live_server():
+    """``url = live_server(app)``: every server started this way stops when the test ends."""
+    import contextlib
+
+    from liveserver import serving
+
+    with contextlib.ExitStack() as stack:
+        yield lambda app: stack.enter_context(serving(app))[0]

@@ -1,9 +1,6 @@
 """The command line end to end on the tiny corpus: stats, import, train, evaluate, analyze."""
 
 import json
-import shutil
-
-import pytest
 
 from polyhead.cli import main
 

@@ -113,3 +113,32 @@ def test_cli_analyze_verify_enroll_identify_transcribe(tiny_run, tmp_path, capsy
     assert srt.count("-->") == len(segments)
     assert main(["analyze", str(tmp_path / "missing.wav"), "--model", str(run)]) == 2
     assert "missing.wav" in capsys.readouterr().err
+
+
+def _assert_same_analysis(single: dict, batched: dict, tol: float = 1e-4):
+    """Equal strings, lists and keys; numbers within ``tol`` (padding changes float rounding)."""
+    if isinstance(single, dict):
+        assert single.keys() == batched.keys()
+        for k in single:
+            _assert_same_analysis(single[k], batched[k], tol)
+    elif isinstance(single, list):
+        assert len(single) == len(batched)
+        for a, b in zip(single, batched):
+            _assert_same_analysis(a, b, tol)
+    elif isinstance(single, float):
+        assert batched == pytest.approx(single, abs=tol)
+    else:
+        assert single == batched
+
+
+def test_analyze_batch_equals_one_at_a_time(tiny_run):
+    folder, run = tiny_run
+    model = load(run)
+    wavs = sorted((folder / "audio" / "speech_test").rglob("*.wav"))[:3]
+    conversation = next((folder / "audio" / "conversations_test").glob("*.wav"))
+    inputs = [*wavs, conversation]  # lengths differ: every item but the longest is padded
+    batched = model.analyze_batch(inputs)
+    assert len(batched) == len(inputs)
+    for path, result in zip(inputs, batched):
+        _assert_same_analysis(model.analyze(path), result)
+    assert model.analyze_batch([]) == []

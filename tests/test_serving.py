@@ -2,46 +2,26 @@
 oversized and unauthenticated uploads; the server keeps serving through all of them."""
 
 import io
-import socket
-import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from liveserver import serving
 
 TOKEN = "s3cret-token"
 LIMIT_MB = 1.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_run, tmp_path_factory):
-    import uvicorn
-
     from polyhead.serving import create_app
 
     folder, run = tiny_run
     app = create_app(run, token=TOKEN, max_upload_mb=LIMIT_MB,
                      registry_path=tmp_path_factory.mktemp("reg") / "speakers.sqlite")
-    port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", folder
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serving(app) as (url, _):
+        yield url, folder
 
 
 def _wav_bytes(rate=16000, channels=1, seconds=1.5):
@@ -155,3 +135,70 @@ def test_analyze_verify_enroll_identify_metrics(server):
     text = httpx.get(f"{url}/metrics").text
     assert "polyhead_requests_total" in text and "polyhead_cache_hits_total" in text
     assert 'status="401"' in text or "polyhead_latency_seconds" in text
+
+
+def test_diarize_and_the_web_page(server):
+    url, folder = server
+    h = {"Authorization": f"Bearer {TOKEN}"}
+    samples, rate = sf.read(next((folder / "audio" / "conversations_test").glob("*.wav")))
+    buf = io.BytesIO()
+    sf.write(buf, samples[:rate * 20], rate, format="WAV")  # 20 s: under this server's upload limit
+    conversation = buf.getvalue()
+    r = httpx.post(f"{url}/v1/audio/diarize", files={"file": ("c.wav", conversation)}, data={"num_speakers": "2"},
+                   headers=h, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["duration"] > 0 and all({"start", "end", "speaker", "text"} <= set(s) for s in body["segments"])
+    assert {s["speaker"] for s in body["segments"]} <= set(body["speakers"]) and len(body["speakers"]) <= 2
+    r = httpx.post(f"{url}/v1/audio/diarize", files={"file": ("c.wav", conversation)}, data={"num_speakers": "0"},
+                   headers=h)
+    assert r.status_code == 400 and "num_speakers" in r.json()["error"]["message"]
+    r = httpx.post(f"{url}/v1/audio/diarize", files={"file": ("x.wav", b"not audio")}, headers=h)
+    assert r.status_code == 400 and "x.wav" in r.json()["error"]["message"]
+    page = httpx.get(f"{url}/")  # the page and its assets need no token: the page asks for it
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"] and "/static/app.js" in page.text
+    assert httpx.get(f"{url}/static/app.js").status_code == 200
+    assert httpx.get(f"{url}/health").json()["auth"] is True
+
+
+BATCH_WINDOW_MS = 500.0  # long, so concurrent requests meet in one batch even on a busy machine
+CONCURRENT = 6
+
+
+def _batch_histogram(url) -> tuple[float, float]:
+    """(forwards, analyses) from the polyhead_batch_size histogram."""
+    lines = httpx.get(f"{url}/metrics").text.splitlines()
+    value = lambda name: float(next(ln.split()[-1] for ln in lines if ln.startswith(name + " ")))  # noqa: E731
+    return value("polyhead_batch_size_count"), value("polyhead_batch_size_sum")
+
+
+@pytest.mark.parametrize("max_batch", [8, 1])
+def test_concurrent_requests_are_batched_and_answered_as_alone(tiny_run, live_server, max_batch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from polyhead.inference import load
+    from polyhead.serving import create_app
+
+    folder, run = tiny_run
+    url = live_server(create_app(run, max_batch=max_batch, batch_window_ms=BATCH_WINDOW_MS))
+    wavs = _speech(folder)[:CONCURRENT]
+
+    def post(path):
+        r = httpx.post(f"{url}/v1/audio/analyze", files={"file": (path.name, path.read_bytes())}, timeout=120)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    with ThreadPoolExecutor(CONCURRENT) as pool:
+        answers = list(pool.map(post, wavs))
+    forwards, analyses = _batch_histogram(url)
+    assert analyses == CONCURRENT
+    if max_batch == 1:
+        assert forwards == CONCURRENT
+    else:
+        assert forwards < CONCURRENT  # at least two requests shared an encoder pass
+    model = load(run)
+    for path, answer in zip(wavs, answers):
+        alone = model.analyze(path)
+        assert answer["text"] == alone["text"] and answer["segments"] == alone["segments"]
+        assert answer["language"] == alone["language"]
+        np.testing.assert_allclose(answer["speaker_embedding"], alone["speaker_embedding"], atol=1e-4)

@@ -23,7 +23,7 @@ from polyhead.training.data import (
     BatchStream, Collator, FeatureCache, build_vocab, padding_fraction, temperature_weights,
     training_cuts)
 from polyhead.training.schedule import tri_stage
-from polyhead.training.trainer import Trainer
+from polyhead.training.trainer import Trainer, TrainingDiverged
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are using DynamicBucketingSampler:UserWarning")
 
@@ -207,6 +207,62 @@ def test_non_finite_loss_skips_the_step(corpus, tmp_path, monkeypatch, aggregato
     rec = trainer.train_step()
     assert not rec["skipped"] and trainer.skipped_steps == 1 and trainer.bad_steps == 0
     assert any(not torch.equal(p, before[n]) for n, p in parameters(trainer.model).items())
+
+
+def _poison(monkeypatch, trainer, when=lambda step: True):
+    """Make the ASR loss NaN on the steps where ``when(step)`` holds."""
+    head = trainer.model.heads["asr"]
+    real_loss = head.loss
+    monkeypatch.setattr(head, "loss", lambda out, target: real_loss(out, target) * (
+        float("nan") if when(trainer.step) else 1.0))
+
+
+def test_repeated_divergence_rolls_back_with_lower_lr_then_stops(corpus, tmp_path, monkeypatch):
+    trainer = Trainer(small_config(corpus, max_bad_steps=2), tmp_path / "run", progress=False)
+    for _ in range(3):
+        trainer.train_step()
+    trainer.save()
+    good, lr = parameters(trainer.model), trainer.optimizer.param_groups[0]["lr"]
+    _poison(monkeypatch, trainer)
+    for rollback in (1, 2, 3):
+        assert "rolled_back_to" not in trainer.train_step()  # one bad step: skipped only
+        rec = trainer.train_step()  # the second in a row: back to the checkpoint
+        assert rec["skipped"] and rec["rolled_back_to"] == 3 and trainer.step == 3
+        assert trainer.rollbacks == rollback and trainer.skipped_steps == 2 * rollback
+        assert trainer.lr_scale == pytest.approx(0.5 ** rollback)
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(lr * 0.5 ** rollback)
+        for name, p in parameters(trainer.model).items():
+            assert torch.equal(p, good[name]), name
+    trainer.train_step()
+    with pytest.raises(TrainingDiverged, match="still diverging after 3 rollbacks"):
+        trainer.train_step()
+
+
+def test_divergence_report_and_recovery_through_fit(corpus, tmp_path, monkeypatch):
+    """fit(): a short NaN spell is survived by one rollback; lasting divergence ends the run
+    with train_summary.json saying so."""
+    config = small_config(corpus, steps=12, eval_every=3, max_bad_steps=2)
+    trainer = Trainer(config, tmp_path / "spell", progress=False)
+    _poison(monkeypatch, trainer, when=lambda step: step in (7, 8) and trainer.rollbacks == 0)
+    summary = trainer.fit()
+    assert summary["stopped"] == "steps" and summary["steps"] == 12
+    assert summary["rollbacks"] == 1 and summary["skipped_steps"] == 2
+    log = [json.loads(line) for line in (tmp_path / "spell" / "train_log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["skipped"]) for r in log if r["step"] in (7, 8)] == [(7, True), (8, True)]
+    assert [r["step"] for r in log if "rolled_back_to" in r] == [8]
+
+    trainer = Trainer(config, tmp_path / "lasting", progress=False)
+    _poison(monkeypatch, trainer, when=lambda step: step >= 4)
+    with pytest.raises(TrainingDiverged, match="after 3 rollbacks"):
+        trainer.fit()
+    summary = json.loads((tmp_path / "lasting" / "train_summary.json").read_text())
+    assert summary["stopped"] == "diverged" and summary["rollbacks"] == 3
+    assert "lower train.lr" in summary["error"]
+
+    trainer = Trainer(config, tmp_path / "at_once", progress=False)
+    _poison(monkeypatch, trainer)
+    with pytest.raises(TrainingDiverged, match="no checkpoint to roll back to"):
+        trainer.fit()
 
 
 # --- checkpoints ---------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 __version__ = "0.1.0"
 
 
-def load(path):
-    """Load a trained model (run folder or checkpoint folder) for one-pass analysis."""
+def load(path, quantize=None):
+    """Load a trained model (run, checkpoint or `polyhead export` folder) for one-pass
+    analysis; ``quantize="int8"`` quantises a PyTorch checkpoint dynamically."""
     from .inference import load as _load
 
-    return _load(path)
+    return _load(path, quantize)

@@ -24,12 +24,19 @@ class AudioError(ValueError):
     """Audio that cannot be used; the message names the file and what is wrong."""
 
 
+MIN_SAMPLES = 400  # 25 ms: one fbank window, and the receptive field of wav2vec2's first frame
+RATE_RANGE = (1_000, 768_000)  # sample rates outside this are header damage, not audio
+BLOCK_VALUES = 1 << 18  # samples (frames x channels) decoded per block
+
+
 def load_audio(source: str | Path | bytes, *, name: str | None = None,
-               offset: float = 0.0, duration: float | None = None) -> np.ndarray:
+               offset: float = 0.0, duration: float | None = None,
+               max_seconds: float | None = None) -> np.ndarray:
     """Decode a file (path or bytes) to float32 mono at SAMPLE_RATE.
 
     Stereo is down-mixed by averaging, any rate is resampled. Raises AudioError for
-    anything that is not finite, decodable, non-empty audio.
+    anything that is not finite, decodable, non-empty audio, and for audio longer than
+    ``max_seconds`` (decoding stops there: a small compressed file cannot expand without bound).
     """
     label = name or (str(source) if not isinstance(source, bytes) else "<upload>")
     if isinstance(source, (str, Path)) and not Path(source).is_file():
@@ -38,13 +45,35 @@ def load_audio(source: str | Path | bytes, *, name: str | None = None,
     try:
         with sf.SoundFile(handle) as f:
             rate = f.samplerate
+            if not RATE_RANGE[0] <= rate <= RATE_RANGE[1]:
+                raise AudioError(f"{label}: unsupported sample rate {rate} Hz")
             if offset:
                 f.seek(int(round(offset * rate)))
-            frames = -1 if duration is None else int(round(duration * rate))
-            data = f.read(frames, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+            frames = None if duration is None else int(round(duration * rate))
+            limit = None if max_seconds is None else int(max_seconds * rate)
+            data = _read_mono(f, frames, limit, label)
+    except AudioError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         raise AudioError(f"{label}: not a readable audio file ({e})") from None
     return to_model_audio(data, rate, name=label)
+
+
+def _read_mono(f: sf.SoundFile, frames: int | None, limit: int | None, label: str) -> np.ndarray:
+    """Read block by block, down-mixing as we go: memory follows the audio actually there,
+    never the length a (possibly damaged) header claims."""
+    block = max(1, BLOCK_VALUES // f.channels)
+    parts, total = [], 0
+    while frames is None or total < frames:
+        want = block if frames is None else min(block, frames - total)
+        data = f.read(want, dtype="float32", always_2d=True)
+        if len(data) == 0:
+            break
+        parts.append(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
+        total += len(data)
+        if limit is not None and total > limit:
+            raise AudioError(f"{label}: longer than the limit of {limit / f.samplerate:g} s")
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
 def to_model_audio(data: np.ndarray, rate: int, *, name: str = "<audio>") -> np.ndarray:
@@ -62,6 +91,9 @@ def to_model_audio(data: np.ndarray, rate: int, *, name: str = "<audio>") -> np.
         raise AudioError(f"{name}: invalid sample rate {rate}")
     if rate != SAMPLE_RATE:
         data = soxr.resample(data, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+    if len(data) < MIN_SAMPLES:
+        raise AudioError(f"{name}: too short ({len(data) / SAMPLE_RATE * 1000:.1f} ms); "
+                         f"at least {MIN_SAMPLES / SAMPLE_RATE * 1000:g} ms needed")
     return data
 
 

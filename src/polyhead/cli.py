@@ -141,9 +141,20 @@ def _serve(args) -> None:
 
     from .serving import create_app
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     app = create_app(args.model, token=args.token, max_upload_mb=args.max_upload_mb,
-                     timeout_s=args.timeout, registry_path=args.registry)
+                     timeout_s=args.timeout, registry_path=args.registry,
+                     max_batch=1 if args.no_batching else args.max_batch, batch_window_ms=args.batch_window_ms)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+
+
+def _export(args) -> None:
+    from .inference.export import export_model
+
+    print(json.dumps(export_model(args.run, args.format, args.out), indent=2))
 
 
 def _demo(args) -> None:
@@ -250,7 +261,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-upload-mb", type=float, default=25.0)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--registry", default="runs/speakers.sqlite", help="speaker registry (SQLite)")
+    p.add_argument("--max-batch", type=int, default=16, help="most analyses in one encoder pass")
+    p.add_argument("--batch-window-ms", type=float, default=10.0,
+                   help="how long to wait for more requests to batch with the first")
+    p.add_argument("--no-batching", action="store_true", help="one request per encoder pass (same as --max-batch 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads for the model (default: one per core; fewer leaves room for decoding)")
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("export", help="deployable model: ONNX (fp32 or int8) or int8 PyTorch")
+    p.add_argument("run", help="run or checkpoint folder")
+    p.add_argument("--format", default="onnx", choices=["onnx", "onnx-int8", "int8"])
+    p.add_argument("--out", required=True, help="export folder; polyhead.load(OUT) runs it")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("demo", help="synthesise, train, evaluate and compare on the demo corpus")
     p.add_argument("--corpus", default="corpora/demo")

@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names which and why."""
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -113,10 +117,10 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     for k in keys[:-1]:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
-            raise ValueError(f"override {dotted!r}: {k!r} is not a section")
+            raise ConfigError(f"override {dotted!r}: {k!r} is not a section")
     if value is DELETE:
         if keys[-1] not in node:
-            raise ValueError(f"override ~{dotted}: no such key")
+            raise ConfigError(f"override ~{dotted}: no such key")
         del node[keys[-1]]
     else:
         node[keys[-1]] = value
@@ -132,32 +136,51 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
             parsed.append((item[1:].strip(), DELETE))
             continue
         if "=" not in item:
-            raise ValueError(f"override {item!r} must look like key.sub=value")
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
         key, raw = item.split("=", 1)
-        parsed.append((key.strip(), yaml.safe_load(raw) if raw else None))
+        try:
+            value = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({_first_line(e)})") from None
+        parsed.append((key.strip(), value))
     return parsed
 
 
-def resolve_config_path(name_or_path: str) -> Path:
-    """A file path, or the name of a bundled config (``demo``, ``paper/...``)."""
-    p = Path(name_or_path)
-    if p.is_file():
-        return p
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def resolve_config_path(name_or_path: str, near: Path | None = None) -> Path:
+    """A file path (first beside ``near``, the folder of the config naming it as its base),
+    or the name of a bundled config (``demo``, ``paper/...``)."""
     bundled = CONFIG_DIR / f"{name_or_path}.yaml"
-    if bundled.is_file():
-        return bundled
-    raise FileNotFoundError(f"config {name_or_path!r}: no such file, and no bundled config "
-                            f"{bundled.relative_to(CONFIG_DIR.parent)}")
+    candidates = ([near / name_or_path] if near else []) + [Path(name_or_path), bundled]
+    try:
+        found = next((c for c in candidates if c.is_file()), None)
+    except (OSError, ValueError) as e:  # a NUL byte, a name too long for the file system
+        raise ConfigError(f"config {name_or_path!r}: not a usable path ({e})") from None
+    if found is None:
+        raise FileNotFoundError(f"config {name_or_path!r}: no such file, and no bundled config of that name "
+                                f"in {CONFIG_DIR}")
+    return found
 
 
-def load_yaml_tree(path: Path) -> dict:
+def load_yaml_tree(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
     """YAML with an optional ``base: other-config`` key that it overrides, key by key."""
-    tree = yaml.safe_load(path.read_text()) or {}
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid YAML ({_first_line(e)})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(tree).__name__}")
     base = tree.pop("base", None)
-    if base:
-        return merge(load_yaml_tree(resolve_config_path(base) if not (path.parent / base).is_file()
-                                    else path.parent / base), tree)
-    return tree
+    if base in (None, ""):
+        return tree
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'base' must name a config file or bundled config, got {base!r}")
+    return merge(load_yaml_tree(resolve_config_path(base, near=path.parent), (*_seen, path.resolve())), tree)
 
 
 def merge(base: dict, over: dict) -> dict:

@@ -38,7 +38,8 @@ def run_demo(corpus: str = "corpora/demo", run: str = "runs/demo", compare: bool
     if compare:
         for name, task in SINGLE_TASK.items():
             single = WeightingConfig(name="static")  # one task: no balancing
-            runs[name] = cfg.model_copy(update={"tasks": {task: cfg.tasks[task]},
+            alone = cfg.tasks[task].model_copy(update={"start_step": 0})  # no curriculum on its own
+            runs[name] = cfg.model_copy(update={"tasks": {task: alone},
                                                 "train": cfg.train.model_copy(update={"weighting": single})},
                                         deep=True)
     rows, summaries = {}, {}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 from pathlib import Path
 
 import yaml
@@ -46,11 +47,16 @@ def expand(spec: dict) -> dict[str, list[str]]:
 
 
 def is_diverged(summary: dict, dev: dict) -> bool:
-    if summary.get("rollbacks", 0) and summary.get("stopped") == "diverged":
+    """Training stopped on divergence, or the dev metrics are non-finite or all at chance
+    level (WER ~100%, EER ~50%: what the papers saw at too high a learning rate)."""
+    if summary.get("stopped") == "diverged":
         return True
-    wer = next((m["wer"] for s in dev.values() for m in s.values() if "wer" in m), None)
-    eer = next((m["eer"] for s in dev.values() for m in s.values() if "eer" in m), None)
-    return (wer is not None and wer >= DIVERGED_WER) and (eer is None or eer >= DIVERGED_EER)
+    metrics = [(k, v) for per_set in dev.values() for m in per_set.values()
+               for k, v in m.items() if k in ("wer", "eer") and v is not None]
+    if any(not math.isfinite(v) for _, v in metrics):
+        return True
+    at_chance = [v >= (DIVERGED_WER if k == "wer" else DIVERGED_EER) for k, v in metrics]
+    return bool(at_chance) and all(at_chance)
 
 
 def run_sweep(spec_path: str | Path, out: str | Path, extra: list[str] = (), backend: str = "local",
@@ -71,12 +77,16 @@ def run_sweep(spec_path: str | Path, out: str | Path, extra: list[str] = (), bac
         else:
             try:
                 summary = train(load_config(spec["base"], [*overrides, *extra]), run_dir, progress=False)
-            except TrainingDiverged as e:
-                summary = {"stopped": "diverged", "error": str(e), "history": [], "rollbacks": 1}
-        history = summary.get("history") or []
+            except TrainingDiverged as e:  # the trainer wrote its summary (stopped: diverged)
+                summary = json.loads(done.read_text()) if done.is_file() else {"stopped": "diverged"}
+                summary.setdefault("error", str(e))
+        evaluated = summary.get("history") or []
+        history = [h for h in evaluated if math.isfinite(h["criterion"])]
         best = min(history, key=lambda h: h["criterion"]) if history else {"criterion": float("inf"), "dev": {}}
-        diverged = summary.get("stopped") == "diverged" or is_diverged(summary, best["dev"])
-        return {"overrides": overrides, "criterion": best["criterion"], "dev": best["dev"], "diverged": diverged}
+        # every evaluation non-finite is divergence too, even if training never stopped on it
+        diverged = is_diverged(summary, best["dev"]) or (bool(evaluated) and not history)
+        return {"overrides": overrides, "criterion": best["criterion"], "dev": best["dev"], "diverged": diverged,
+                **({"error": summary["error"]} if "error" in summary else {})}
 
     if backend == "optuna":
         import optuna  # optional: pip install optuna

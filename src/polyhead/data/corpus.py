@@ -50,6 +50,11 @@ def trials_path(corpus_dir: str | Path, name: str) -> Path:
     return Path(corpus_dir) / TRIALS_DIR / f"{name}.txt"
 
 
+# lhotse would run a "command" source in a shell and download a "url" one: a manifest is data,
+# so only files (and bytes held in the manifest itself) are audio sources here.
+AUDIO_SOURCES = ("file", "memory")
+
+
 def load_cuts(path: str | Path) -> CutSet:
     """Load a CutSet manifest, with errors that name the file."""
     path = Path(path)
@@ -57,13 +62,40 @@ def load_cuts(path: str | Path) -> CutSet:
         raise ManifestError(f"{path}: manifest not found")
     try:
         cuts = load_manifest(path)
+        if cuts is not None and not isinstance(cuts, CutSet):
+            cuts = CutSet.from_manifests(recordings=cuts)
     except Exception as e:  # lhotse raises many types for malformed JSON
         raise ManifestError(f"{path}: not a valid lhotse manifest ({e})") from None
-    if not isinstance(cuts, CutSet):
-        cuts = CutSet.from_manifests(recordings=cuts) if cuts is not None else None
     if cuts is None:
         raise ManifestError(f"{path}: empty manifest")
+    for cut in cuts:
+        for rec in recordings_of(cut):
+            problem = source_problem(rec)
+            if problem:
+                raise ManifestError(f"{path}: cut {cut.id!r}: {problem}")
     return cuts
+
+
+def source_problem(rec) -> str | None:
+    sources = getattr(rec, "sources", None)
+    if not isinstance(sources, list) or not sources:
+        return "recording without audio sources"
+    for s in sources:
+        if getattr(s, "type", None) not in AUDIO_SOURCES:
+            return (f"audio source type {getattr(s, 'type', None)!r} is not allowed "
+                    f"(only {', '.join(AUDIO_SOURCES)})")
+        if s.type == "file" and not isinstance(s.source, str):
+            return f"audio source must be a path, got {s.source!r}"
+    return None
+
+
+def recordings_of(cut) -> Iterable:
+    """The recordings a cut reads from: its own, or its tracks' (mixed cuts)."""
+    rec = getattr(cut, "recording", None)
+    if rec is not None:
+        yield rec
+    for track in getattr(cut, "tracks", None) or []:
+        yield from recordings_of(track.cut)
 
 
 def load_set(corpus_dir: str | Path, name: str) -> CutSet:

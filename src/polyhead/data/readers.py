@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
@@ -25,7 +26,8 @@ from lhotse import (CutSet, Recording, RecordingSet, SupervisionSegment, Supervi
                     load_manifest)
 from lhotse.cut import Cut, MonoCut, MultiCut
 
-from polyhead.data.corpus import ManifestError, Trial, check_unique_ids, load_cuts, read_trials
+from polyhead.data.corpus import (ManifestError, Trial, check_unique_ids, load_cuts, read_trials,
+                                  source_problem)
 
 logger = logging.getLogger(__name__)
 
@@ -84,20 +86,45 @@ class _Builder:
                             recording=rec, supervisions=[sup]), where or str(audio))
 
     def add_cut(self, cut: Cut, where: str) -> None:
-        """Add a cut read from a lhotse manifest, checking what add() would have checked."""
-        rec = getattr(cut, "recording", None)
-        missing = [s.source for s in rec.sources
-                   if s.type == "file" and not Path(s.source).is_file()] if rec else []
+        """Add a cut read from a lhotse manifest, checking what add() would have checked:
+        lhotse builds cuts from whatever JSON it is given, types unchecked."""
         try:
+            if not isinstance(cut.id, str) or not cut.id.strip():
+                raise ManifestError(f"cut id must be a non-empty string, got {cut.id!r}")
             self._check_new(cut.id)
-            if missing:
-                raise ManifestError(f"{missing[0]}: audio file not found")
-            if cut.duration <= 0:
-                raise ManifestError("zero-length cut")
+            self._check_cut(cut)
         except ManifestError as e:
-            self.fail(f"{where}: cut {cut.id!r}: {e}")
+            self.fail(f"{where}: cut {str(cut.id)[:100]!r}: {e}")
             return
         self._keep(cut, where)
+
+    def _check_cut(self, cut: Cut) -> None:
+        if not (_seconds(cut.start) and _seconds(cut.duration) and cut.duration > 0):
+            raise ManifestError(f"start {cut.start!r} and duration {cut.duration!r} must be seconds, duration > 0")
+        rec = getattr(cut, "recording", None)
+        problem = "no recording" if rec is None else source_problem(rec)
+        if problem:
+            raise ManifestError(problem)
+        if not _seconds(rec.duration) or cut.start + cut.duration > rec.duration + LENGTH_TOLERANCE_S:
+            raise ManifestError(f"{cut.start!r}-{cut.start + cut.duration!r} s runs past the end of its "
+                                f"recording ({rec.duration!r} s)")
+        for source in (s for s in rec.sources if s.type == "file"):
+            audio = Path(source.source)
+            header = self._recording(audio, str(rec.id))
+            if header.sampling_rate != rec.sampling_rate or header.duration + LENGTH_TOLERANCE_S < rec.duration:
+                raise ManifestError(f"{audio}: the manifest says {rec.sampling_rate!r} Hz, {rec.duration!r} s; "
+                                    f"the file has {header.sampling_rate} Hz, {header.duration:.3f} s")
+        if not isinstance(cut.supervisions, list):
+            raise ManifestError("supervisions must be a list")
+        for sup in cut.supervisions:
+            for field in ("text", "speaker", "gender", "language"):
+                if not isinstance(getattr(sup, field, None), (str, type(None))):
+                    raise ManifestError(f"supervision {field} must be a string, got {getattr(sup, field)!r}")
+            if not (_seconds(sup.start, negative=True) and _seconds(sup.duration) and sup.duration > 0):
+                raise ManifestError(f"supervision start {sup.start!r} and duration {sup.duration!r} must be "
+                                    f"seconds, duration > 0")
+            if not isinstance(sup.custom, (dict, type(None))):
+                raise ManifestError(f"supervision custom must be a mapping, got {sup.custom!r}")
 
     def finish(self) -> CutSet:
         if self.skipped:
@@ -132,12 +159,40 @@ class _Builder:
         return found
 
 
+def _seconds(x, negative: bool = False) -> bool:
+    """A finite number of seconds (not a bool, a string or a list that JSON let through)."""
+    return (isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+            and (negative or x >= 0))
+
+
+def _number(x):
+    """A number written as a string ("1.5", as some scripts write NeMo durations) as a float."""
+    try:
+        return float(x) if isinstance(x, str) else x
+    except ValueError:
+        return x
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a NUL byte, a name longer than the file system allows
+        return False
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def _open_recording(audio: Path, recording_id: str) -> Recording:
     """Read the header of one file; ManifestError naming the file if it cannot be used."""
     if audio.suffix.lower() == ".m4a":
         raise ManifestError(f"{audio}: {M4A_HINT}")
-    if not audio.is_file():
-        raise ManifestError(f"{audio}: audio file not found")
+    if not _is_file(audio):
+        raise ManifestError(f"{str(audio)[:300]}: audio file not found")
     try:
         rec = Recording.from_file(audio, recording_id=recording_id)
     except Exception:  # lhotse wraps every backend's error; soundfile's reason is the clear one
@@ -197,11 +252,15 @@ def _table(path: Path, fail: Callable[[str], None]) -> dict[str, str]:
 def _resolve(value: str, *bases: Path) -> Path:
     """A relative path against the first base where it exists (else the first base, so the
     error message names a sensible path)."""
-    path = Path(value).expanduser()
+    path = Path(value)
+    try:
+        path = path.expanduser()
+    except RuntimeError:  # ~user that does not exist: left as written, reported as not found
+        pass
     if path.is_absolute():
         return path
     candidates = [base / path for base in bases]
-    return next((c for c in candidates if c.exists()), candidates[0])
+    return next((c for c in candidates if _exists(c)), candidates[0])
 
 
 def _find(name: str, *folders: Path) -> Path | None:
@@ -368,13 +427,17 @@ def _nemo_entry(line: str) -> tuple[dict, str, float, float]:
     missing = [k for k in ("audio_filepath", "duration") if k not in entry]
     if missing:
         raise ManifestError(f"missing key(s) {', '.join(missing)}")
-    if not str(entry["audio_filepath"]).strip():
-        raise ManifestError("empty audio_filepath")
-    try:
-        return entry, str(entry["audio_filepath"]), float(entry.get("offset") or 0.0), \
-            float(entry["duration"])
-    except (TypeError, ValueError):
-        raise ManifestError("duration and offset must be numbers") from None
+    if not isinstance(entry["audio_filepath"], str) or not entry["audio_filepath"].strip():
+        raise ManifestError(f"audio_filepath must be a non-empty path, got {entry['audio_filepath']!r:.100}")
+    for key in ("text", "lang", "source_lang"):
+        if not isinstance(entry.get(key), (str, type(None))):
+            raise ManifestError(f"{key} must be a string, got {entry[key]!r:.100}")
+    if not isinstance(entry.get("label"), (str, int, type(None))) or isinstance(entry.get("label"), bool):
+        raise ManifestError(f"label must be a string, got {entry['label']!r:.100}")
+    offset, duration = (_number(entry.get("offset") or 0.0), _number(entry["duration"]))
+    if not (_seconds(offset) and _seconds(duration)):
+        raise ManifestError(f"duration and offset must be seconds, got {duration!r:.50} and {offset!r:.50}")
+    return entry, entry["audio_filepath"], float(offset), float(duration)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ language probabilities, intent and speech segments from a single encoder forward
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,15 @@ CALIBRATION_FILE = "calibration.json"  # in the run folder, written by `polyhead
 DEFAULT_VERIFY_THRESHOLD = 0.5
 
 
+@dataclass(frozen=True)
+class Features:
+    """One input ready for the encoder: ``inputs`` [frames, mels] (or [samples] for a
+    waveform encoder) and the audio's duration in seconds."""
+
+    inputs: np.ndarray
+    duration: float
+
+
 class Polyhead:
     def __init__(self, model: MultiTaskModel, threshold: float = DEFAULT_VERIFY_THRESHOLD):
         self.model = model.eval()
@@ -35,14 +45,20 @@ class Polyhead:
         self.threshold = threshold
 
     @classmethod
-    def load(cls, path: str | Path) -> "Polyhead":
-        folder = _resolve(path)
+    def load(cls, path: str | Path, quantize: str | None = None) -> "Polyhead":
+        """A run or checkpoint folder, or a `polyhead export` folder (ONNX or int8);
+        ``quantize="int8"`` quantises a PyTorch checkpoint on loading."""
+        from .export import is_export, load_export
+        from .export import quantize as quantized
+
+        folder = Path(path) if is_export(path) else _resolve(path)
         threshold = DEFAULT_VERIFY_THRESHOLD
         for cal in (folder / CALIBRATION_FILE, folder.parent / CALIBRATION_FILE):
             if cal.is_file():
                 threshold = json.loads(cal.read_text())["verify_threshold"]
                 break
-        return cls(MultiTaskModel.load(folder), threshold)
+        model = load_export(folder) if is_export(folder) else MultiTaskModel.load(folder)
+        return cls(quantized(model, quantize), threshold)
 
     def _samples(self, audio, sample_rate: int | None = None) -> np.ndarray:
         if isinstance(audio, np.ndarray):
@@ -71,34 +87,60 @@ class Polyhead:
         x = model_inputs(samples, self.model.encoder.input_kind)
         return torch.from_numpy(np.ascontiguousarray(x))[None], torch.tensor([len(x)])
 
-    @torch.no_grad()
+    def features(self, audio, sample_rate: int | None = None) -> Features:
+        """Decode and featurise one input; the model itself is not touched, so a server can
+        do this on any thread while another one runs the model."""
+        samples = self._samples(audio, sample_rate)
+        inputs = np.ascontiguousarray(model_inputs(samples, self.model.encoder.input_kind), dtype=np.float32)
+        return Features(inputs, round(len(samples) / SAMPLE_RATE, 3))
+
     def analyze(self, audio, sample_rate: int | None = None) -> dict:
         """``audio``: a path, encoded bytes, or samples (with ``sample_rate``)."""
-        samples = self._samples(audio, sample_rate)
-        inputs, lengths = self._inputs(samples)
-        out = self.model(inputs, lengths)
+        return self.analyze_batch([audio], sample_rate)[0]
+
+    def analyze_batch(self, audios: list, sample_rate: int | None = None) -> list[dict]:
+        """``analyze`` for several inputs with ONE padded encoder pass; item i's answer is
+        what ``analyze(audios[i])`` returns, up to float rounding (fbank encoders mask the
+        padding everywhere; a waveform encoder with a group-normed front end does not)."""
+        return self.analyze_features([self.features(a, sample_rate) for a in audios])
+
+    @torch.no_grad()
+    def analyze_features(self, items: list[Features]) -> list[dict]:
+        """``analyze_batch`` for inputs already through ``features``."""
+        if not items:
+            return []
+        longest = max(len(f.inputs) for f in items)
+        batch = np.zeros((len(items), longest, *items[0].inputs.shape[1:]), dtype=np.float32)
+        for i, f in enumerate(items):
+            batch[i, :len(f.inputs)] = f.inputs
+        out = self.model(torch.from_numpy(batch), torch.tensor([len(f.inputs) for f in items]))
         fps = self.model.encoder.frames_per_second
-        result: dict = {"duration": round(len(samples) / SAMPLE_RATE, 3)}
-        for task in self.model.tasks_with(target="text"):
-            result.update(self._transcript(out[task]["logits"][0], fps))
-        for task in self.model.tasks_with(head_type="speaker"):
-            result["speaker_embedding"] = out[task]["embedding"][0].tolist()
-        for task in self.model.tasks_with(head_type="classifier"):
-            target = self.config.tasks[task].target
-            probs = out[task]["logits"][0].softmax(-1).tolist()
-            labels = self.config.vocab[target]
-            ranked = sorted(zip(labels, probs), key=lambda kv: -kv[1])
-            result[target] = ranked[0][0]
-            result[f"{target}_probs"] = {k: round(v, 4) for k, v in ranked[:5]}
-        for task in self.model.tasks_with(target="vad"):
-            result["segments"] = self._segments(out[task]["logits"][0], fps)
-        return result
+        results = []
+        for i, f in enumerate(items):
+            result: dict = {"duration": f.duration}
+            for task in self.model.tasks_with(target="text"):
+                n = int(out[task]["lengths"][i])
+                result.update(self._transcript(out[task]["logits"][i, :n], fps))
+            for task in self.model.tasks_with(head_type="speaker"):
+                result["speaker_embedding"] = out[task]["embedding"][i].tolist()
+            for task in self.model.tasks_with(head_type="classifier"):
+                target = self.config.tasks[task].target
+                probs = out[task]["logits"][i].softmax(-1).tolist()
+                labels = self.config.vocab[target]
+                ranked = sorted(zip(labels, probs), key=lambda kv: -kv[1])
+                result[target] = ranked[0][0]
+                result[f"{target}_probs"] = {k: round(v, 4) for k, v in ranked[:5]}
+            for task in self.model.tasks_with(target="vad"):
+                n = int(out[task]["lengths"][i])
+                result["segments"] = self._segments(out[task]["logits"][i, :n], fps)
+            results.append(result)
+        return results
 
     def _transcript(self, logits: torch.Tensor, fps: float) -> dict:
         vocab = self.config.vocab["text"]
         probs = logits.float().softmax(-1)
         best = probs.argmax(-1).tolist()
-        words, cur, start, prev, confs = [], "", None, 0, []
+        words, cur, start, last, prev, confs = [], "", None, 0, 0, []
         for t, tok in enumerate(best + [0]):
             if tok != 0 and tok != prev:
                 ch = vocab[tok - 1] if t < len(best) else " "
@@ -142,9 +184,9 @@ def words_in(words: list[dict], start: float, end: float, slack: float = 0.1) ->
     return [w for w in words if start - slack <= w["start"] < end + slack]
 
 
-def load(path: str | Path) -> Polyhead:
-    """``polyhead.load(run_or_checkpoint_folder)``."""
-    return Polyhead.load(path)
+def load(path: str | Path, quantize: str | None = None) -> Polyhead:
+    """``polyhead.load(run_or_checkpoint_or_export_folder, quantize=None | "int8")``."""
+    return Polyhead.load(path, quantize)
 
 
 def analyze_file(path: str | Path, audio: str | Path) -> dict:

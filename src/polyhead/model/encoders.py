@@ -122,7 +122,9 @@ class Wav2Vec2Encoder(Encoder):
         from transformers import Wav2Vec2Config, Wav2Vec2Model
 
         if pretrained:
-            self.w2v = Wav2Vec2Model.from_pretrained(pretrained, **(config or {}))
+            # safetensors only: a pytorch_model.bin would be unpickled
+            self.w2v = Wav2Vec2Model.from_pretrained(pretrained, use_safetensors=True, local_files_only=True,
+                                                     **(config or {}))
         else:
             self.w2v = Wav2Vec2Model(Wav2Vec2Config(**(config or {})))
         self.w2v.config.layerdrop = 0.0  # layers are run one by one; layerdrop is not applied

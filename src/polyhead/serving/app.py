@@ -5,7 +5,11 @@
     POST /v1/speakers/verify        two files -> score, decision
     POST /v1/speakers/enroll        name + files -> registry
     POST /v1/speakers/identify      file -> best enrolled match or "unknown"
-    GET  /health, /metrics (Prometheus)
+    POST /v1/audio/diarize          file -> who said what (long-form, clustered speakers)
+    GET  /health, /metrics (Prometheus), / (a web page that drives the API)
+
+One worker thread owns the model (serving/batcher.py): analyses that arrive together are run
+as one padded batch; everything else waits its turn on the same queue.
 
 Uploads larger than the limit are refused from the Content-Length header, or as soon as the
 streamed body passes the limit, before the body is read whole. Errors are JSON in the shape
@@ -18,27 +22,37 @@ import asyncio
 import hashlib
 import hmac
 import json
+import re
 import tempfile
-import threading
 import time
 from collections import OrderedDict
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from ..audio import AudioError, load_audio
+from ..audio import SAMPLE_RATE, AudioError, load_audio
 from ..inference.diarize import transcribe
 from ..inference.formats import to_srt, to_vtt
 from ..inference.pipeline import Polyhead, words_in
 from ..inference.registry import SpeakerRegistry
+from .batcher import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_S, ModelWorker
 
 DEFAULT_MAX_UPLOAD_MB = 25.0  # OpenAI's own limit for audio uploads
 DEFAULT_TIMEOUT_S = 120.0
 CACHE_ENTRIES = 256
 LONG_AUDIO_S = 60.0  # longer files go through the chunked long-form path
+MAX_AUDIO_S = 3600.0  # decoded length refused beyond this (a small compressed upload can expand)
+MAX_NAME_CHARS = 128
+MAX_SPEAKERS = 32  # most speakers a diarisation request may ask for
+AUDIO_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")  # what of an upload's name may reach a temp file name
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+STATIC = Path(__file__).with_name("static")  # the web page, shipped as package data
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
@@ -94,12 +108,13 @@ class _TooLarge(Exception):
 
 
 class Service:
-    """The model, a lock that serialises inference (2 cores: parallel forwards only thrash),
-    a response cache keyed by the audio's hash, and the metrics."""
+    """The model behind its worker thread (one forward at a time: on 2 cores parallel
+    forwards only thrash; concurrent analyses are batched instead), a response cache keyed by
+    the audio's hash, and the metrics."""
 
-    def __init__(self, model: Polyhead, registry: SpeakerRegistry | None, timeout_s: float):
+    def __init__(self, model: Polyhead, registry: SpeakerRegistry | None, timeout_s: float,
+                 max_batch: int = DEFAULT_MAX_BATCH, window_s: float = DEFAULT_WINDOW_S):
         self.model, self.registry, self.timeout_s = model, registry, timeout_s
-        self.lock = threading.Lock()
         self.cache: OrderedDict[str, object] = OrderedDict()
         self.metrics = CollectorRegistry()
         self.requests = Counter("polyhead_requests", "requests by endpoint and status",
@@ -107,22 +122,41 @@ class Service:
         self.latency = Histogram("polyhead_latency_seconds", "request latency by endpoint", ["endpoint"],
                                  registry=self.metrics)
         self.cache_hits = Counter("polyhead_cache_hits", "responses served from the cache", registry=self.metrics)
+        self.batch_size = Histogram("polyhead_batch_size", "analyses per encoder forward", buckets=BATCH_BUCKETS,
+                                    registry=self.metrics)
+        self.worker = ModelWorker(model, max_batch, window_s, on_batch=self.batch_size.observe)
 
-    async def run(self, key: str, fn, *args):
+    async def run(self, key: str, compute):
+        """``await compute()`` within the timeout, answered from the cache when it can be."""
         if key in self.cache:
             self.cache.move_to_end(key)
             self.cache_hits.inc()
             return self.cache[key]
-
-        def locked():
-            with self.lock:
-                return fn(*args)
-
-        result = await asyncio.wait_for(asyncio.to_thread(locked), timeout=self.timeout_s)
+        result = await asyncio.wait_for(compute(), timeout=self.timeout_s)
         self.cache[key] = result
         if len(self.cache) > CACHE_ENTRIES:
             self.cache.popitem(last=False)
         return result
+
+    async def call(self, fn, *args):
+        """``fn(*args)`` on the model's thread, in turn with everything else."""
+        return await asyncio.wrap_future(self.worker.call(fn, *args))
+
+    async def analysis(self, data: bytes, name: str) -> dict:
+        """Every head on one upload, batched with whatever else arrives meanwhile; decoding
+        and features are computed on a pool thread while the model works on other requests."""
+        samples = await asyncio.to_thread(_decode, data, name)
+        return await self._analyze_samples(samples)
+
+    async def transcript(self, data: bytes, name: str) -> dict:
+        samples = await asyncio.to_thread(_decode, data, name)
+        if len(samples) / SAMPLE_RATE > LONG_AUDIO_S:
+            return await self.call(_long_form, self.model, data, name)
+        return _transcript_of(await self._analyze_samples(samples))
+
+    async def _analyze_samples(self, samples) -> dict:
+        features = await asyncio.to_thread(self.model.features, samples, SAMPLE_RATE)
+        return await asyncio.wrap_future(self.worker.analyze(features))
 
 
 def _key(endpoint: str, data: bytes, **params) -> str:
@@ -134,25 +168,44 @@ def _key(endpoint: str, data: bytes, **params) -> str:
 def _decode(data: bytes, name: str):
     if not data:
         raise AudioError(f"{name}: empty upload")
-    return load_audio(data, name=name)
+    return load_audio(data, name=name, max_seconds=MAX_AUDIO_S)
+
+
+def _suffix(name: str) -> str:
+    """The upload's extension for the temporary file, if it looks like one; never a path."""
+    suffix = Path(name).suffix
+    return suffix if AUDIO_SUFFIX.fullmatch(suffix) else ".wav"
+
+
+def _speaker_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > MAX_NAME_CHARS or not name.isprintable():
+        raise HTTPException(400, f"speaker name must be 1 to {MAX_NAME_CHARS} printable characters")
+    return name
+
+
+def _diarize(model: Polyhead, data: bytes, name: str, num_speakers: int | None = None) -> dict:
+    """Chunked long-form transcription by speaker (it reads a file: bounded memory)."""
+    with tempfile.NamedTemporaryFile(suffix=_suffix(name)) as tmp:
+        tmp.write(data)
+        tmp.flush()
+        return transcribe(model, tmp.name, num_speakers=num_speakers)
 
 
 def _long_form(model: Polyhead, data: bytes, name: str) -> dict:
     """Files over LONG_AUDIO_S: chunked transcription (bounded memory), no speaker labels."""
-    with tempfile.NamedTemporaryFile(suffix=Path(name).suffix or ".wav") as tmp:
-        tmp.write(data)
-        tmp.flush()
-        res = transcribe(model, tmp.name)
+    res = _diarize(model, data, name)
+    for s in res["segments"]:
+        s.pop("speaker", None)
+        for w in s["words"]:
+            w.pop("speaker", None)
     words = [w for s in res["segments"] for w in s["words"]]
     return {"text": " ".join(s["text"] for s in res["segments"]), "words": words,
             "segments": res["segments"], "duration": res["duration"]}
 
 
-def _transcript(model: Polyhead, data: bytes, name: str) -> dict:
-    samples = _decode(data, name)
-    if len(samples) / 16000 > LONG_AUDIO_S:
-        return _long_form(model, data, name)
-    res = model.analyze(samples)
+def _transcript_of(res: dict) -> dict:
+    """An analysis as a transcript: VAD segments carry the words that begin inside them."""
     segs = res.get("segments") or [{"start": 0.0, "end": res["duration"]}]
     words = res.get("words", [])
     segments = [{"start": s["start"], "end": s["end"],
@@ -163,12 +216,22 @@ def _transcript(model: Polyhead, data: bytes, name: str) -> dict:
 
 
 def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
-               timeout_s: float = DEFAULT_TIMEOUT_S, registry_path: str | Path | None = None) -> FastAPI:
+               timeout_s: float = DEFAULT_TIMEOUT_S, registry_path: str | Path | None = None,
+               max_batch: int = DEFAULT_MAX_BATCH, batch_window_ms: float = 1000 * DEFAULT_WINDOW_S) -> FastAPI:
+    """``max_batch=1`` switches batching off; ``batch_window_ms`` is how long the worker waits
+    for more analyses after the first before it runs the batch."""
     model = Polyhead.load(model_path)
     registry = SpeakerRegistry(registry_path) if registry_path else None
-    svc = Service(model, registry, timeout_s)
-    app = FastAPI(title="polyhead", description="One speech model, many answers.")
+    svc = Service(model, registry, timeout_s, max_batch, batch_window_ms / 1000)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        await asyncio.to_thread(svc.worker.close)
+
+    app = FastAPI(title="polyhead", description="One speech model, many answers.", lifespan=lifespan)
     app.state.service = svc
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -192,8 +255,9 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
     async def timeout_error(_request, _exc):
         return _error(504, f"processing took longer than {timeout_s:g} s", "timeout")
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_request, exc: HTTPException):
+    # starlette's class, so the router's own 404 / 405 get the same JSON shape as ours
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request, exc: StarletteHTTPException):
         return _error(exc.status_code, str(exc.detail))
 
     from fastapi.exceptions import RequestValidationError
@@ -203,9 +267,14 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
         fields = ", ".join(".".join(str(p) for p in e["loc"][1:]) + ": " + e["msg"] for e in exc.errors())
         return _error(400, f"bad request: {fields}")
 
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html")
+
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": str(model_path), "tasks": list(model.config.tasks)}
+        return {"status": "ok", "model": str(model_path), "tasks": list(model.config.tasks),
+                "auth": bool(token), "max_batch": max_batch}
 
     @app.get("/metrics")
     async def metrics():
@@ -214,13 +283,13 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
     @app.post("/v1/audio/transcriptions")
     async def transcriptions(file: UploadFile = File(...), model_name: str = Form("polyhead", alias="model"),
                              language: str | None = Form(None), prompt: str | None = Form(None),
-                             temperature: float = Form(0.0), response_format: str = Form("json"),
+                             temperature: float = Form(0.0, ge=0.0, le=1.0), response_format: str = Form("json"),
                              granularities: list[str] = Form([], alias="timestamp_granularities[]")):
         if response_format not in RESPONSE_FORMATS:
             raise HTTPException(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}")
         data = await file.read()
         name = file.filename or "upload"
-        res = await svc.run(_key("transcribe", data), _transcript, model, data, name)
+        res = await svc.run(_key("transcribe", data), lambda: svc.transcript(data, name))
         if response_format == "text":
             return PlainTextResponse(res["text"] + "\n")
         if response_format in ("srt", "vtt"):
@@ -241,29 +310,46 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
     @app.post("/v1/audio/analyze")
     async def analyze(file: UploadFile = File(...)):
         data = await file.read()
-        res = await svc.run(_key("analyze", data), lambda d: model.analyze(_decode(d, file.filename or "upload")), data)
-        return res
+        return await svc.run(_key("analyze", data), lambda: svc.analysis(data, file.filename or "upload"))
+
+    @app.post("/v1/audio/diarize")
+    async def diarize(file: UploadFile = File(...), num_speakers: int | None = Form(None, ge=1, le=MAX_SPEAKERS)):
+        data = await file.read()
+        name = file.filename or "upload"
+        await asyncio.to_thread(_decode, data, name)  # a clear 400 for what is not audio
+        return await svc.run(_key("diarize", data, n=num_speakers),
+                             lambda: svc.call(_diarize, model, data, name, num_speakers))
+
+    def _need_speaker_head():
+        if not model.model.tasks_with(head_type="speaker"):
+            raise HTTPException(400, "this model has no speaker head")
 
     @app.post("/v1/speakers/verify")
     async def verify(file_a: UploadFile = File(...), file_b: UploadFile = File(...)):
+        _need_speaker_head()
         a, b = await file_a.read(), await file_b.read()
-        return await svc.run(_key("verify", a + b, n=len(a)), lambda: model.verify(
-            _decode(a, file_a.filename or "file_a"), _decode(b, file_b.filename or "file_b")))
+        sa, sb = await asyncio.gather(asyncio.to_thread(_decode, a, file_a.filename or "file_a"),
+                                      asyncio.to_thread(_decode, b, file_b.filename or "file_b"))
+        return await svc.run(_key("verify", a + b, n=len(a)), lambda: svc.call(model.verify, sa, sb))
 
     @app.post("/v1/speakers/enroll")
     async def enroll(name: str = Form(...), files: list[UploadFile] = File(...)):
         if registry is None:
             raise HTTPException(400, "this server has no speaker registry (start it with --registry)")
+        name = _speaker_name(name)
+        _need_speaker_head()
         blobs = [(await f.read(), f.filename or "upload") for f in files]
-        embs = await asyncio.to_thread(lambda: [model.embed(_decode(d, n)) for d, n in blobs])
+        samples = await asyncio.to_thread(lambda: [_decode(d, n) for d, n in blobs])
+        embs = await svc.call(lambda: [model.embed(x) for x in samples])
         return {"speaker": name, "enrolled_utterances": registry.enroll(name, embs)}
 
     @app.post("/v1/speakers/identify")
-    async def identify(file: UploadFile = File(...), top_k: int = Form(3)):
+    async def identify(file: UploadFile = File(...), top_k: int = Form(3, ge=1, le=100)):
         if registry is None:
             raise HTTPException(400, "this server has no speaker registry (start it with --registry)")
+        _need_speaker_head()
         data = await file.read()
-        emb = await asyncio.to_thread(model.embed, _decode(data, file.filename or "upload"))
+        emb = await svc.call(model.embed, await asyncio.to_thread(_decode, data, file.filename or "upload"))
         return registry.identify(emb, model.threshold, top_k)
 
     return UploadLimit(app, int(max_upload_mb * 1024 * 1024))

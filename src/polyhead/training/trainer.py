@@ -33,9 +33,11 @@ from .schedule import tri_stage
 log = logging.getLogger(__name__)
 MAX_ROLLBACKS = 3
 ROLLBACK_LR_FACTOR = 0.5
-# Steps after which the schedule is fitted to train.time_budget_s: early, then again once the
-# feature cache is warm (the first epoch also decodes audio, so it runs slower).
-BUDGET_PROBE_STEPS = (20, 300)
+# The schedule is fitted to train.time_budget_s after the first steps, then again every
+# BUDGET_REFIT_EVERY steps until the decay starts: the first epoch also decodes audio (slower),
+# and tasks that join later (tasks.X.start_step) make later steps dearer than the first ones.
+BUDGET_FIRST_PROBE = 20
+BUDGET_REFIT_EVERY = 100
 EVAL_TIME_SHARE = 0.08  # share of a time budget reserved for dev evaluations
 DEV_LIMIT = 200  # dev utterances decoded per evaluation: enough to rank checkpoints, cheap
 
@@ -76,7 +78,7 @@ class Trainer:
         self.streams = self._streams(on_error)
         self.step, self.best, self.bad_steps, self.skipped_steps, self.rollbacks = 0, math.inf, 0, 0, 0
         self.evals_since_best, self.history = 0, []
-        self._budget_mark, self._configured_steps = None, None
+        self._budget_mark, self._configured_steps, self._eval_seconds = None, None, 0.0
         self.seconds_seen = {t: 0.0 for t in self.tasks}
         if resume_from is not None:
             self._restore(resume_from)
@@ -189,6 +191,7 @@ class Trainer:
             rec.update({f"agg/{t}": float(w) for t, w in zip(objectives, task_weights)})
         if self.bad_steps >= tc.max_bad_steps:
             self._rollback()
+            rec["rolled_back_to"] = self.step
         return rec
 
     def _aggregate(self, objectives: dict[str, torch.Tensor], params: list) -> torch.Tensor:
@@ -217,19 +220,29 @@ class Trainer:
         return weights
 
     def _rollback(self) -> None:
-        """Repeated divergence: back to the last good checkpoint with a lower learning rate."""
-        self.rollbacks += 1
+        """Repeated divergence: back to the last good checkpoint with a lower learning rate;
+        after MAX_ROLLBACKS of them (or with no checkpoint yet) training stops."""
         folder = ckpt.find_resumable(self.run_dir)
-        if self.rollbacks > MAX_ROLLBACKS or folder is None:
+        lr_now = self.config.train.lr * self.lr_scale
+        if folder is None:
             raise TrainingDiverged(
-                f"training diverged at step {self.step}: {self.skipped_steps} non-finite steps, "
-                f"{self.rollbacks - 1} rollbacks; lower train.lr (now {self.config.train.lr * self.lr_scale:g})")
-        scale = self.lr_scale * ROLLBACK_LR_FACTOR
+                f"training diverged at step {self.step}: {self.bad_steps} non-finite steps in a row "
+                f"and no checkpoint to roll back to yet; lower train.lr (now {lr_now:g})")
+        if self.rollbacks >= MAX_ROLLBACKS:
+            raise TrainingDiverged(
+                f"training diverged at step {self.step}: {self.skipped_steps} non-finite steps, still "
+                f"diverging after {MAX_ROLLBACKS} rollbacks; lower train.lr (now {lr_now:g})")
+        # The checkpoint's counters predate this divergence: keep ours, or the rollback limit
+        # would reset with every restore and a run that always diverges would never stop.
+        rollbacks, skipped, scale = self.rollbacks + 1, self.skipped_steps, self.lr_scale * ROLLBACK_LR_FACTOR
         self._restore(folder)
-        self.lr_scale = scale
-        self.scheduler.step(self.step)  # re-apply the schedule with the new scale
-        self.bad_steps = 0
-        log.warning("rolled back to step %d with learning-rate scale %.3g", self.step, self.lr_scale)
+        self.rollbacks, self.skipped_steps, self.lr_scale, self.bad_steps = rollbacks, skipped, scale, 0
+        # LambdaLR computes learning rates only when stepped: step it onto the same position
+        # again so the lower scale applies from the next step on.
+        self.scheduler.last_epoch -= 1
+        self.scheduler.step()
+        log.warning("rolled back to step %d (rollback %d of %d), learning rate now %.3g",
+                    self.step, self.rollbacks, MAX_ROLLBACKS, self.optimizer.param_groups[0]["lr"])
 
     # --- checkpoints -------------------------------------------------------------------------
 
@@ -295,40 +308,57 @@ class Trainer:
         start = time.time()
         bar = tqdm(total=tc.steps, initial=self.step, desc="train", disable=not self.progress, unit="step")
         log_path = self.run_dir / "train_log.jsonl"
-        stopped = "steps"
+        stopped, error = "steps", None
         first_step = self.step
         while self.step < self.config.train.steps:
-            rec = self.train_step()
-            if tc.time_budget_s and self.step - first_step in BUDGET_PROBE_STEPS:
+            try:
+                rec = self.train_step()
+            except TrainingDiverged as e:
+                stopped, error = "diverged", str(e)
+                log.error("%s", e)
+                break
+            since = self.step - first_step
+            if tc.time_budget_s and (since == BUDGET_FIRST_PROBE
+                                     or (since > BUDGET_FIRST_PROBE and since % BUDGET_REFIT_EVERY == 0)):
                 self._fit_schedule_to_budget(time.time() - start, first_step)
                 bar.total = self.config.train.steps
-            if self.dist.is_main and (rec["step"] % tc.log_every == 0):
+            # skipped steps and rollbacks are always logged: they are what a post-mortem needs
+            if self.dist.is_main and (rec["step"] % tc.log_every == 0 or rec["skipped"]):
                 with open(log_path, "a") as f:
                     f.write(json.dumps(rec) + "\n")
                 for k, v in rec.items():
                     if isinstance(v, float):
                         self.writer.add_scalar(k, v, rec["step"])
             bar.update(1)
+            if "rolled_back_to" in rec:  # back at a checkpoint step: no second evaluation of it
+                bar.n = self.step
+                continue
             bar.set_postfix({k.split("/")[-1] + ("" if k.startswith("loss") else "_w"): f"{v:.3g}"
                              for k, v in rec.items() if k.startswith(("loss/", "weight/"))})
             at_eval = self.step % tc.eval_every == 0 or self.step == self.config.train.steps
             out_of_time = tc.time_budget_s is not None and time.time() - start > tc.time_budget_s
             if at_eval or out_of_time:
-                if self._evaluate_and_checkpoint():
+                eval_start = time.time()
+                stop_early = self._evaluate_and_checkpoint()
+                self._eval_seconds += time.time() - eval_start
+                if stop_early:
                     stopped = "early stop"
                     break
             if out_of_time:
                 stopped = "time budget"
                 break
         bar.close()
-        summary = {"steps": self.step, "stopped": stopped, "best_criterion": self.best,
+        summary = {"steps": self.step, "stopped": stopped, **({"error": error} if error else {}),
+                   "best_criterion": self.best,
                    "skipped_steps": self.skipped_steps, "rollbacks": self.rollbacks,
                    "train_seconds": round(time.time() - start, 1), "audio_seconds_seen": self.seconds_seen,
                    "parameters": self.model.parameter_counts(), "history": self.history}
         if self.dist.is_main:
-            (self.run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            ckpt.write_text_atomic(self.run_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
             self.writer.close()
         self.dist.barrier()
+        if error:  # the summary above is the report; the caller still learns it failed
+            raise TrainingDiverged(error)
         return summary
 
     def _fit_schedule_to_budget(self, elapsed: float, first_step: int) -> None:
@@ -338,15 +368,16 @@ class Trainer:
         tc = self.config.train
         if self.step >= (tc.schedule[0] + tc.schedule[1]) * tc.steps:
             return
-        recent = elapsed if not self._budget_mark else elapsed - self._budget_mark[1]
-        per_step = recent / (self.step - (self._budget_mark[0] if self._budget_mark else first_step))
-        self._budget_mark = (self.step, elapsed)
+        training = elapsed - self._eval_seconds  # evaluations have their own share below
+        mark_step, mark_seconds = self._budget_mark or (first_step, 0.0)
+        per_step = (training - mark_seconds) / (self.step - mark_step)
+        self._budget_mark = (self.step, training)
         if self._configured_steps is None:
             self._configured_steps, self._n_evals = tc.steps, max(1, tc.steps // tc.eval_every)
         affordable = self.step + int((tc.time_budget_s - elapsed) / per_step * (1 - EVAL_TIME_SHARE))
         affordable = min(affordable, self._configured_steps)
         if affordable != tc.steps:
-            log.warning("time budget %.0f s allows about %d steps (%.2f s/step): train.steps %d -> %d",
+            log.info("time budget %.0f s allows about %d steps (%.2f s/step): train.steps %d -> %d",
                         tc.time_budget_s, affordable, per_step, tc.steps, affordable)
             tc.steps = affordable
             tc.eval_every = max(1, affordable // self._n_evals)

@@ -1,0 +1,283 @@
+"""Deployment: int8 dynamic quantisation and ONNX export of the whole model.
+
+    polyhead export RUN --format onnx|onnx-int8|int8 --out DIR
+
+The ONNX graph holds the encoder and every head: inputs ``features`` [B, T, F] (fbank
+encoders; ``waveform`` [B, S] for wav2vec2) and ``lengths`` [B]; outputs one tensor per
+task (CTC log-probabilities, speaker embedding, classifier logits, VAD frame logits) and
+``frame_lengths`` [B], with batch and time dynamic. An export folder also holds the run's
+config.json (label vocabularies) and calibration.json, and export.json saying what is in
+it, so ``polyhead.load(DIR)`` answers through the same ``Polyhead`` API.
+
+int8 is dynamic quantisation of every nn.Linear (int8 weights, activations quantised per
+call): no calibration data needed, and it covers the feed-forward layers that dominate the
+encoder's cost. Attention projections stay fp32 (torch leaves MultiheadAttention's out_proj
+out on purpose), as do convolutions, which dynamic quantisation does not cover.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..audio import N_MELS
+from ..config import read_config_json
+from ..model import MultiTaskModel
+from ..model.multitask import CONFIG_FILE
+
+FORMATS = ("onnx", "onnx-int8", "int8")
+QUANTIZE_CHOICES = ("int8",)
+EXPORT_FILE = "export.json"
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model_int8.pt"
+CALIBRATION_FILE = "calibration.json"
+FRAME_LENGTHS = "frame_lengths"
+# Tracing input: batch 2 so the batch axis is not specialised to 1, unequal lengths so the
+# padding masks are traced, 4 s so every layer sees a real sequence.
+EXAMPLE_FRAMES = 400
+EXAMPLE_SAMPLES = 64_000
+MIN_TIME = 2  # shortest input (frames or samples) the graph is exported for
+# Per head type: (name of its ONNX output after the task name, key in the head's output dict).
+HEAD_OUTPUTS = {"ctc": ("log_probs", "logits"), "speaker": ("embedding", "embedding"),
+                "classifier": ("logits", "logits"), "frame": ("logits", "logits")}
+PARITY_TOLERANCE = 1e-3  # max |ONNX - PyTorch| accepted right after export (fp32 graph)
+
+
+# --- int8 (PyTorch) ------------------------------------------------------------------------
+
+def quantize_int8(model: MultiTaskModel) -> MultiTaskModel:
+    """Dynamic int8 quantisation of every nn.Linear (a copy; the model itself is kept)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    # torch.ao.quantization is deprecated in favour of torchao (not installed here); the
+    # pinned torch still ships it and its fbgemm/x86 int8 kernels.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation.*")
+        return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=False).eval()
+
+
+def quantize(model: MultiTaskModel, how: str | None) -> MultiTaskModel:
+    if how is None:
+        return model
+    if how not in QUANTIZE_CHOICES:
+        raise ValueError(f"unknown quantisation {how!r}; choose one of {', '.join(QUANTIZE_CHOICES)}")
+    if not isinstance(model, MultiTaskModel):
+        raise ValueError("quantize applies to a PyTorch checkpoint; for ONNX export with --format onnx-int8")
+    return quantize_int8(model)
+
+
+# --- ONNX graph ------------------------------------------------------------------------------
+
+def output_names(config) -> list[tuple[str, str, str]]:
+    """(ONNX output name, task, key in that task's output dict), in graph order."""
+    names = []
+    for task, cfg in config.tasks.items():
+        suffix, key = HEAD_OUTPUTS[cfg.head.type]
+        names.append((f"{task}.{suffix}", task, key))
+    return names
+
+
+class ExportGraph(nn.Module):
+    """The model with flat tensor outputs, as an ONNX graph wants them."""
+
+    def __init__(self, model: MultiTaskModel):
+        super().__init__()
+        self.model = model
+        self.names = output_names(model.config)
+        self.ctc = set(model.tasks_with(head_type="ctc"))
+
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(inputs, lengths)
+        # CTC decoders (greedy, beam search, k2, pyctcdecode) take log-probabilities.
+        flat = [out[t][k].log_softmax(-1) if t in self.ctc else out[t][k] for _, t, k in self.names]
+        frames = next((o["lengths"] for o in out.values() if "lengths" in o), None)
+        return (*flat, frames if frames is not None else lengths)
+
+
+def input_name(kind: str) -> str:
+    return "waveform" if kind == "waveform" else "features"
+
+
+def example_inputs(model: MultiTaskModel) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    if model.encoder.input_kind == "waveform":
+        x = 0.1 * torch.randn(2, EXAMPLE_SAMPLES, generator=gen)
+    else:
+        x = torch.randn(2, EXAMPLE_FRAMES, N_MELS, generator=gen)
+    n = x.shape[1]
+    return x, torch.tensor([n, n * 3 // 4])
+
+
+def export_onnx(model: MultiTaskModel, path: str | Path) -> list[str]:
+    """Write the whole model as one ONNX file; returns its output names.
+
+    The dynamo exporter (torch.export + onnxscript), not the legacy TorchScript one: tracing
+    bakes the example's sequence length into nn.MultiheadAttention's reshapes (torch 2.13:
+    a graph traced at 75 frames fails at 130), while torch.export keeps time symbolic.
+    """
+    model = model.eval()
+    graph = ExportGraph(model)
+    names = [n for n, _, _ in graph.names] + [FRAME_LENGTHS]
+    batch, time = torch.export.Dim("batch", min=1), torch.export.Dim("time", min=MIN_TIME)
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)  # it warns about every torchvision op it cannot register
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(graph, example_inputs(model), str(path), dynamo=True, verbose=False,
+                              input_names=[input_name(model.encoder.input_kind), "lengths"], output_names=names,
+                              dynamic_shapes=({0: batch, 1: time}, {0: batch}), external_data=False)
+    finally:
+        onnx_log.setLevel(level)
+    return names
+
+
+def quantize_onnx(src: str | Path, dst: str | Path) -> None:
+    """onnxruntime's dynamic int8 quantisation (MatMul/Gemm weights) of an exported graph."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    proto = onnx.load(str(src))
+    # The quantiser re-runs onnx shape inference, which rejects some of the shapes the
+    # exporter annotated; they are optional hints, so they go and inference starts afresh.
+    del proto.graph.value_info[:]
+    plain = Path(dst).with_suffix(".fp32.onnx")
+    onnx.save(proto, str(plain))
+    try:
+        quantize_dynamic(str(plain), str(dst), weight_type=QuantType.QInt8)
+    finally:
+        plain.unlink(missing_ok=True)
+
+
+# --- export folders --------------------------------------------------------------------------
+
+def export_model(run: str | Path, fmt: str, out: str | Path) -> dict:
+    """``polyhead export``: write an export folder; returns what export.json says."""
+    from .pipeline import _resolve
+
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    folder = _resolve(run)
+    model = MultiTaskModel.load(folder)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / EXPORT_FILE).unlink(missing_ok=True)  # written last: a failed export is no export
+    shutil.copyfile(folder / CONFIG_FILE, out / CONFIG_FILE)
+    for cal in (folder / CALIBRATION_FILE, folder.parent / CALIBRATION_FILE):
+        if cal.is_file():
+            shutil.copyfile(cal, out / CALIBRATION_FILE)
+            break
+    info = {"format": fmt, "source": str(folder), "input_kind": model.encoder.input_kind,
+            "frames_per_second": model.encoder.frames_per_second}
+    if fmt == "int8":
+        torch.save(quantize_int8(model).state_dict(), out / INT8_FILE)
+        info["file"] = INT8_FILE
+    else:
+        target = out / ONNX_FILE
+        info["outputs"] = export_onnx(model, target)
+        info["max_abs_diff"] = parity(model, OnnxModel(out, info=info))
+        if info["max_abs_diff"] > PARITY_TOLERANCE:
+            raise RuntimeError(f"ONNX export differs from PyTorch by {info['max_abs_diff']:.2g}")
+        if fmt == "onnx-int8":
+            quantize_onnx(target, target)
+        info["file"] = ONNX_FILE
+    info["bytes"] = (out / info["file"]).stat().st_size
+    (out / EXPORT_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def is_export(folder: str | Path) -> bool:
+    return (Path(folder) / EXPORT_FILE).is_file()
+
+
+def load_export(folder: str | Path, threads: int | None = None):
+    """The model in an export folder: an OnnxModel, or a quantised MultiTaskModel."""
+    folder = Path(folder)
+    info = json.loads((folder / EXPORT_FILE).read_text())
+    if info["format"] != "int8":
+        return OnnxModel(folder, info=info, threads=threads)
+    config = read_config_json(folder / CONFIG_FILE)
+    model = quantize_int8(MultiTaskModel(config).eval())
+    with warnings.catch_warnings():  # torch's own qint8 unpickling touches TypedStorage
+        warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+        state = torch.load(folder / INT8_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+@torch.no_grad()
+def parity(model: MultiTaskModel, onnx_model: "OnnxModel") -> float:
+    """Largest |ONNX - PyTorch| over every output, on an input shorter than the traced one."""
+    x, lengths = example_inputs(model)
+    x, lengths = x[:, : x.shape[1] * 3 // 4], lengths * 3 // 4
+    ref, got = model(x, lengths), onnx_model(x, lengths)
+    diffs = []
+    for _, task, key in onnx_model.names:
+        expected = ref[task][key].log_softmax(-1) if task in onnx_model.ctc else ref[task][key]
+        diffs.append(float((expected - got[task][key]).abs().max()))
+    return max(diffs)
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What Polyhead asks of an encoder: what to feed it and its output frame rate."""
+
+    input_kind: str
+    frames_per_second: float
+
+
+class OnnxModel:
+    """An exported graph on onnxruntime, behind the part of MultiTaskModel's interface that
+    inference uses (``config``, ``encoder``, ``tasks_with``, ``model(inputs, lengths, tasks)``),
+    so ``Polyhead`` runs it unchanged. CTC "logits" are log-probabilities: the same softmax."""
+
+    tasks_with = MultiTaskModel.tasks_with  # reads self.config only
+
+    def __init__(self, folder: str | Path, info: dict | None = None, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RuntimeError("ONNX models need onnxruntime: pip install 'polyhead[deploy]'") from None
+        folder = Path(folder)
+        info = info or json.loads((folder / EXPORT_FILE).read_text())
+        self.config = read_config_json(folder / CONFIG_FILE)
+        self.encoder = EncoderInfo(info["input_kind"], float(info["frames_per_second"]))
+        self.ctc = set(self.tasks_with(head_type="ctc"))
+        self.names = output_names(self.config)
+        opts = ort.SessionOptions()
+        # Same thread budget as torch, so torch.set_num_threads governs both back ends.
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(folder / ONNX_FILE), opts, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def eval(self) -> "OnnxModel":
+        return self
+
+    def __call__(self, inputs: torch.Tensor, lengths: torch.Tensor, tasks=None, return_states: bool = False):
+        if return_states:
+            raise ValueError("an ONNX export gives head outputs only, no encoder states; "
+                             "speaker-attributed transcription needs the PyTorch checkpoint")
+        feed = {self.input_names[0]: np.ascontiguousarray(inputs.numpy(), dtype=np.float32),
+                self.input_names[1]: lengths.numpy().astype(np.int64)}
+        values = self.session.run(None, feed)
+        frames = torch.from_numpy(values[-1])
+        wanted = set(tasks or self.config.tasks)
+        out: dict[str, dict] = {}
+        for (_, task, key), value in zip(self.names, values):
+            if task not in wanted:
+                continue
+            out[task] = {key: torch.from_numpy(value)}
+            if self.config.tasks[task].head.type in ("ctc", "frame"):
+                out[task].update(lengths=frames, frames_per_second=self.encoder.frames_per_second)
+        return out
