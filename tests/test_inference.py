@@ -9,7 +9,7 @@ import pytest
 
 from polyhead.cli import main
 from polyhead.inference import load
-from polyhead.inference.diarize import read_chunks, transcribe
+from polyhead.inference.diarize import MAX_PIECE_S, read_chunks, split_segment, transcribe
 from polyhead.inference.formats import render, to_srt, to_vtt
 from polyhead.inference.registry import UNKNOWN, SpeakerRegistry
 
@@ -64,6 +64,17 @@ def test_transcribe_conversation_by_speaker(tiny_run):
         assert 0 <= seg["start"] <= seg["end"] <= res["duration"] + 0.1
         assert seg["speaker"].startswith("SPEAKER_")
     assert len(res["speakers"]) <= 2
+
+
+def test_segments_are_cut_at_word_pauses_and_into_short_pieces():
+    words = [{"word": "a", "start": 0.2, "end": 0.6}, {"word": "b", "start": 0.7, "end": 1.0},
+             {"word": "c", "start": 2.0, "end": 2.4}]
+    pieces = split_segment({"start": 0.0, "end": 2.5}, words)
+    # the 1.0 s pause between "b" and "c" is a cut (in its middle); the 0.1 s gap is not
+    assert [(p["start"], p["end"]) for p in pieces] == [(0.0, 1.5), (1.5, 2.5)]
+    long = split_segment({"start": 10.0, "end": 10.0 + 3.5 * MAX_PIECE_S}, [])
+    assert len(long) == 4 and long[0]["start"] == 10.0 and long[-1]["end"] == 10.0 + 3.5 * MAX_PIECE_S
+    assert all(p["end"] - p["start"] <= MAX_PIECE_S + 1e-9 for p in long)
 
 
 def test_read_chunks_bounds_memory_and_covers_the_file(tmp_path):

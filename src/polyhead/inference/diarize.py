@@ -24,6 +24,11 @@ from .pipeline import Polyhead, words_in
 CHUNK_S = 30.0  # seconds per encoder pass: memory stays bounded for hour-long files
 MIN_SEGMENT_FRAMES = 3
 MERGE_GAP_S = 0.5
+# A VAD segment may hold several turns when speakers follow each other closely (or when the VAD
+# head marks everything speech): it is cut again at pauses between CTC words, and into pieces
+# of at most MAX_PIECE_S, so each embedding covers one speaker; clustering then re-joins them.
+PAUSE_S = 0.3
+MAX_PIECE_S = 1.5
 DEFAULT_CLUSTER_THRESHOLD = 0.6  # cosine distance above which segments are different speakers
 
 
@@ -62,7 +67,7 @@ def chunk_segments(ph: Polyhead, samples: np.ndarray, offset: float) -> list[dic
         if model.cls is not None:
             x = x[:, 1:]
     result = []
-    for s in segs:
+    for s in (piece for seg in segs for piece in split_segment(seg, words)):
         a, b = int(s["start"] * fps), max(int(s["end"] * fps), int(s["start"] * fps) + MIN_SEGMENT_FRAMES)
         seg_words = [dict(w, start=round(w["start"] + offset, 2), end=round(w["end"] + offset, 2))
                      for w in words_in(words, s["start"], s["end"])]
@@ -74,6 +79,23 @@ def chunk_segments(ph: Polyhead, samples: np.ndarray, offset: float) -> list[dic
             item["embedding"] = emb["embedding"][0].numpy()
         result.append(item)
     return result
+
+
+def split_segment(seg: dict, words: list[dict]) -> list[dict]:
+    """Cut a speech segment at word pauses of PAUSE_S or more (the cut in the middle of the
+    pause), then into pieces no longer than MAX_PIECE_S."""
+    inner = words_in(words, seg["start"], seg["end"])
+    cuts = [seg["start"]]
+    for prev, nxt in zip(inner, inner[1:]):
+        if nxt["start"] - prev["end"] >= PAUSE_S:
+            cuts.append((prev["end"] + nxt["start"]) / 2)
+    cuts.append(seg["end"])
+    pieces = []
+    for a, b in zip(cuts, cuts[1:]):
+        n = max(1, int(np.ceil((b - a) / MAX_PIECE_S - 1e-9)))
+        step = (b - a) / n
+        pieces += [{"start": a + i * step, "end": a + (i + 1) * step} for i in range(n)]
+    return pieces
 
 
 def cluster(embeddings: np.ndarray, num_speakers: int | None, threshold: float) -> np.ndarray:
