@@ -72,6 +72,11 @@ def test_segments_are_cut_at_word_pauses_and_into_short_pieces():
     pieces = split_segment({"start": 0.0, "end": 2.5}, words)
     # the 1.0 s pause between "b" and "c" is a cut (in its middle); the 0.1 s gap is not
     assert [(p["start"], p["end"]) for p in pieces] == [(0.0, 1.5), (1.5, 2.5)]
+    assert [[w["word"] for w in p["words"]] for p in pieces] == [["a", "b"], ["c"]]
+    # a word starting just after a uniform cut belongs to one piece only, never to both
+    near = split_segment({"start": 0.0, "end": 2 * MAX_PIECE_S}, [{"word": "x", "start": MAX_PIECE_S + 0.05,
+                                                                  "end": MAX_PIECE_S + 0.3}])
+    assert sum(len(p["words"]) for p in near) == 1
     long = split_segment({"start": 10.0, "end": 10.0 + 3.5 * MAX_PIECE_S}, [])
     assert len(long) == 4 and long[0]["start"] == 10.0 and long[-1]["end"] == 10.0 + 3.5 * MAX_PIECE_S
     assert all(p["end"] - p["start"] <= MAX_PIECE_S + 1e-9 for p in long)

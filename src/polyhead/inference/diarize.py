@@ -70,7 +70,7 @@ def chunk_segments(ph: Polyhead, samples: np.ndarray, offset: float) -> list[dic
     for s in (piece for seg in segs for piece in split_segment(seg, words)):
         a, b = int(s["start"] * fps), max(int(s["end"] * fps), int(s["start"] * fps) + MIN_SEGMENT_FRAMES)
         seg_words = [dict(w, start=round(w["start"] + offset, 2), end=round(w["end"] + offset, 2))
-                     for w in words_in(words, s["start"], s["end"])]
+                     for w in s["words"]]
         item = {"start": round(s["start"] + offset, 2), "end": round(s["end"] + offset, 2),
                 "text": " ".join(w["word"] for w in seg_words), "words": seg_words}
         if spk:
@@ -83,7 +83,7 @@ def chunk_segments(ph: Polyhead, samples: np.ndarray, offset: float) -> list[dic
 
 def split_segment(seg: dict, words: list[dict]) -> list[dict]:
     """Cut a speech segment at word pauses of PAUSE_S or more (the cut in the middle of the
-    pause), then into pieces no longer than MAX_PIECE_S."""
+    pause), then into pieces no longer than MAX_PIECE_S; each piece carries its words."""
     inner = words_in(words, seg["start"], seg["end"])
     cuts = [seg["start"]]
     for prev, nxt in zip(inner, inner[1:]):
@@ -94,7 +94,11 @@ def split_segment(seg: dict, words: list[dict]) -> list[dict]:
     for a, b in zip(cuts, cuts[1:]):
         n = max(1, int(np.ceil((b - a) / MAX_PIECE_S - 1e-9)))
         step = (b - a) / n
-        pieces += [{"start": a + i * step, "end": a + (i + 1) * step} for i in range(n)]
+        pieces += [{"start": a + i * step, "end": a + (i + 1) * step, "words": []} for i in range(n)]
+    # each word goes to exactly one piece (the one its start falls in), so none is repeated
+    starts = [p["start"] for p in pieces]
+    for w in inner:
+        pieces[max(0, int(np.searchsorted(starts, w["start"], side="right")) - 1)]["words"].append(w)
     return pieces
 
 
