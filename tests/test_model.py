@@ -404,6 +404,37 @@ def test_load_rejects_incomplete_folder(tmp_path):
         MultiTaskModel.load(tmp_path / "ckpt")
 
 
+def test_init_from_starts_encoder_and_every_branch_from_a_saved_model(tmp_path):
+    """encoder.init_from: the pretrained-encoder start of the bench recipes. The trunk and each
+    branch copy get the saved layers, heads start fresh, and the result loads without the source."""
+    source = build(make_config("mean", layers=2), seed=1)
+    source.save(tmp_path / "run" / "best")  # a run folder: its best/ checkpoint is used
+    config = make_config("stats", layers=2, shared_layers=1, init_from=str(tmp_path / "run"))
+    model = build(config, seed=2)
+    src = source.encoder.state_dict()
+    for name, value in model.encoder.state_dict().items():  # front end + the 1 shared layer
+        assert torch.equal(value, src[name]), name
+    for task in ("asr", "spk"):
+        for name, value in model.branches[task][0].state_dict().items():
+            assert torch.equal(value, src[f"layers.1.{name}"]), (task, name)
+    fresh = build(make_config("stats", layers=2, shared_layers=1), seed=2)
+    assert torch.equal(model.heads["asr"].state_dict()["proj.weight"], fresh.heads["asr"].state_dict()["proj.weight"])
+
+    model.save(tmp_path / "tuned")
+    (tmp_path / "run" / "best" / WEIGHTS_FILE).unlink()  # the source is gone: the checkpoint still loads
+    loaded = MultiTaskModel.load(tmp_path / "tuned")
+    for (n1, p1), (n2, p2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert n1 == n2 and torch.equal(p1, p2), n1
+
+
+def test_init_from_mismatch_names_the_source(tmp_path):
+    build(make_config("mean", dim=48)).save(tmp_path / "wide")
+    with pytest.raises(ValueError, match="init_from=.*wide.*does not fit"):
+        MultiTaskModel(make_config("mean", dim=32, init_from=str(tmp_path / "wide")))
+    with pytest.raises(FileNotFoundError, match="init_from=.*missing"):
+        MultiTaskModel(make_config("mean", init_from=str(tmp_path / "missing")))
+
+
 # --- registries ----------------------------------------------------------------------------------
 
 def test_unknown_encoder_lists_choices():

@@ -36,6 +36,9 @@ class EncoderConfig(Strict):
     pretrained: str | None = None  # wav2vec2: a local save_pretrained folder
     w2v_config: dict[str, Any] = Field(default_factory=dict)  # wav2vec2: Wav2Vec2Config overrides
     freeze_feature_extractor: bool = True
+    # A polyhead run or checkpoint folder whose encoder weights start this model (the fbank
+    # encoders' stand-in for a pretrained wav2vec2; heads still start from scratch).
+    init_from: str | None = None
 
     def options(self) -> dict[str, Any]:
         if self.name == "wav2vec2":

@@ -11,13 +11,16 @@ A sweep file names a base config and either a grid (every combination) or named 
       dynamic:    [train.weighting.name=dynamic]
 
 Runs go to ``<out>/<variant>__<key>=<value>...``; finished runs are skipped, so a sweep can
-be resumed. Diverged runs (non-finite training, or WER ~100% and EER ~50% as the papers saw
+be resumed, and several `polyhead sweep` processes on the same ``--out`` share the work (each run
+is locked while one process trains it; a crashed process's lock goes with it). Diverged runs (non-finite training, or WER ~100% and EER ~50% as the papers saw
 at high learning rates) are marked as diverged and never selected. ``--backend optuna``
 samples the same grid with Optuna (installed separately) instead of enumerating it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
 import json
 import logging
@@ -61,6 +64,7 @@ def is_diverged(summary: dict, dev: dict) -> bool:
 
 def run_sweep(spec_path: str | Path, out: str | Path, extra: list[str] = (), backend: str = "local",
               trials: int | None = None) -> dict:
+    from .training.checkpoint import find_resumable
     from .training.trainer import TrainingDiverged, train
 
     spec = yaml.safe_load(Path(spec_path).read_text())
@@ -69,14 +73,23 @@ def run_sweep(spec_path: str | Path, out: str | Path, extra: list[str] = (), bac
     out.mkdir(parents=True, exist_ok=True)
     results = {}
 
-    def one(name: str, overrides: list[str]) -> dict:
+    def one(name: str, overrides: list[str], wait: bool = True) -> dict | None:
         run_dir = out / name
         done = run_dir / "train_summary.json"
+        with _run_lock(out / f".{name}.lock", wait) as mine:
+            if not mine:
+                return None  # another process is training it; collected at the end
+            return _result(name, overrides, run_dir, done)
+
+    def _result(name, overrides, run_dir, done) -> dict:
         if done.is_file():
             summary = json.loads(done.read_text())
         else:
             try:
-                summary = train(load_config(spec["base"], [*overrides, *extra]), run_dir, progress=False)
+                # resume: a run a killed sweep left half done continues from its last checkpoint
+                summary = train(load_config(spec["base"], [*overrides, *extra]), run_dir,
+                                resume=find_resumable(run_dir) is not None,
+                                progress=False)
             except TrainingDiverged as e:  # the trainer wrote its summary (stopped: diverged)
                 summary = json.loads(done.read_text()) if done.is_file() else {"stopped": "diverged"}
                 summary.setdefault("error", str(e))
@@ -101,12 +114,36 @@ def run_sweep(spec_path: str | Path, out: str | Path, extra: list[str] = (), bac
 
         study.optimize(objective, n_trials=trials or len(names))
     else:
+        busy = []
         for name, overrides in runs.items():
-            results[name] = one(name, overrides)
+            r = one(name, overrides, wait=False)
+            if r is None:
+                busy.append(name)
+                continue
+            results[name] = r
             log.info("%s: criterion %.4f%s", name, results[name]["criterion"],
                      " (diverged)" if results[name]["diverged"] else "")
+        for name in busy:  # wait for the other processes' runs
+            results[name] = one(name, runs[name])
+        results = {name: results[name] for name in runs}
     valid = {k: v for k, v in results.items() if not v["diverged"]}
     best = min(valid, key=lambda k: valid[k]["criterion"]) if valid else None
     summary = {"best": best, "runs": results}
     (out / "sweep.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     return summary
+
+
+@contextlib.contextmanager
+def _run_lock(path: Path, wait: bool):
+    """An exclusive lock on ``path`` for the duration (flock: released if the process dies);
+    yields False at once if another process holds it and ``wait`` is off."""
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -11,7 +11,9 @@ import numpy as np
 import torch
 
 from ..data.corpus import load_set, read_trials, trials_path
+from ..config import read_config_json
 from ..model import MultiTaskModel
+from ..model.multitask import CONFIG_FILE
 from ..model.heads import masked_mean, pad_mask
 from ..training.data import Collator, FeatureCache
 from .evaluate import batches_by_duration, evaluate_trials
@@ -41,14 +43,23 @@ def layer_eers(model: MultiTaskModel, corpus, set_name: str, branch: str = "shar
 def layer_probe(run: str | Path, corpus: str | None = None, set_name: str = "speaker_test",
                 plot: str | None = None, checkpoint: str = "best") -> dict:
     run = Path(run)
-    trained = MultiTaskModel.load(run / checkpoint if (run / checkpoint).is_dir() else run)
+    folder = run / checkpoint if (run / checkpoint).is_dir() else run
+    trained = MultiTaskModel.load(folder)
     corpus = corpus or trained.config.corpus
     torch.manual_seed(trained.config.train.seed)
-    untrained = MultiTaskModel(trained.config).eval()
+    untrained = MultiTaskModel(trained.config).eval()  # load() dropped init_from: random weights
     res = {"set": set_name, "trained": layer_eers(trained, corpus, set_name),
            "initial": layer_eers(untrained, corpus, set_name)}
+    curves = {run.name: res["trained"], "random initialisation": res["initial"]}
+    # A fine-tuned run also shows its starting point (the papers' pretrained wav2vec2 curve).
+    source = read_config_json(folder / CONFIG_FILE).encoder.init_from
+    if source and Path(source).exists():
+        torch.manual_seed(trained.config.train.seed)
+        start = MultiTaskModel(read_config_json(folder / CONFIG_FILE)).eval()
+        res["pretrained"] = curves[f"pretrained start ({source})"] = layer_eers(start, corpus, set_name)
+        res["pretrained_from"] = source
     if plot:
-        plot_probe({run.name: res["trained"], "at initialisation": res["initial"]}, plot)
+        plot_probe(curves, plot)
         res["plot"] = str(plot)
     (run / "layer_probe.json").write_text(json.dumps(res, indent=2) + "\n")
     return res

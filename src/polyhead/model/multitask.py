@@ -37,6 +37,9 @@ class MultiTaskModel(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = ENCODERS.build(config.encoder.name, **config.encoder.options())
+        if config.encoder.init_from:
+            # before the split below, so every branch copy starts from the pretrained layers too
+            load_encoder_weights(self.encoder, config.encoder.init_from)
         layers = list(self.encoder.layers)
         self.num_layers = len(layers)
         k = self.num_layers if config.shared_layers is None else config.shared_layers
@@ -193,9 +196,30 @@ class MultiTaskModel(nn.Module):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder}: no {name}; not a polyhead checkpoint")
         config = read_config_json(folder / CONFIG_FILE)
-        if config.encoder.name == "wav2vec2":
+        if config.encoder.pretrained or config.encoder.init_from:
             config = config.model_copy(deep=True)
-            config.encoder.pretrained = None  # the weights below replace the pretrained ones
+            # the weights below replace the pretrained ones (which need not exist here)
+            config.encoder.pretrained = config.encoder.init_from = None
         model = cls(config)
         model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device=map_location))
         return model.eval()
+
+
+def load_encoder_weights(encoder: nn.Module, source: str | Path) -> None:
+    """Copy the encoder of a saved polyhead model (a checkpoint folder, or a run folder whose
+    ``best/`` is used) into ``encoder``; the architectures must match exactly."""
+    folder = Path(source)
+    if not (folder / WEIGHTS_FILE).is_file() and (folder / "best" / WEIGHTS_FILE).is_file():
+        folder = folder / "best"
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(f"encoder.init_from={source}: no {WEIGHTS_FILE} there (nor in best/)")
+    src = read_config_json(folder / CONFIG_FILE)
+    if src.shared_layers is not None and src.shared_layers < src.encoder.layers:
+        raise ValueError(f"encoder.init_from={source}: a branched model; start from an unbranched one")
+    weights = load_file(str(folder / WEIGHTS_FILE))
+    state = {k[len("encoder."):]: v for k, v in weights.items() if k.startswith("encoder.")}
+    try:
+        encoder.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"encoder.init_from={source}: its encoder ({src.encoder.name}, "
+                         f"dim {src.encoder.dim}, {src.encoder.layers} layers) does not fit this one: {e}") from None
