@@ -98,3 +98,17 @@ def test_two_sweep_processes_share_the_runs(tiny_corpus, tmp_path):
     assert result["runs"][theirs]["criterion"] == 0.5
     assert not (out / theirs / "last").exists()  # never trained here
     assert (out / "base__lr=0.001" / "last").is_dir()
+
+
+def test_single_task_baselines_are_not_picked_over_shared_models(tmp_path):
+    """A speech-only run's criterion is 1/4 WER with no EER term: never comparable with a shared
+    model's 1/4 WER + 3/4 EER, so the sweep picks among the runs that measure both."""
+    spec = tmp_path / "t.sweep.yaml"
+    spec.write_text(yaml.safe_dump(dict(base="unused", variants=dict(stl=[], mtl=[]))))
+    out = tmp_path / "sweep"
+    for name, criterion, dev in (("stl", 0.2, {"d": {"asr": {"wer": 0.8}}}),
+                                 ("mtl", 0.45, {"d": {"asr": {"wer": 0.9}}, "s": {"spk": {"eer": 0.3}}})):
+        (out / name).mkdir(parents=True)
+        history = [{"step": 2, "criterion": criterion, "dev": dev}]
+        (out / name / "train_summary.json").write_text(json.dumps({"stopped": "steps", "history": history}))
+    assert run_sweep(spec, out)["best"] == "mtl"

@@ -62,6 +62,12 @@ def is_diverged(summary: dict, dev: dict) -> bool:
     return bool(at_chance) and all(at_chance)
 
 
+def measured(dev: dict) -> set[str]:
+    """The criterion metrics (wer, eer) a run's dev results contain."""
+    return {k for per_set in dev.values() for m in per_set.values() for k, v in m.items()
+            if k in ("wer", "eer") and v is not None}
+
+
 def run_sweep(spec_path: str | Path, out: str | Path, extra: list[str] = (), backend: str = "local",
               trials: int | None = None) -> dict:
     from .training.checkpoint import find_resumable
@@ -127,6 +133,10 @@ def run_sweep(spec_path: str | Path, out: str | Path, extra: list[str] = (), bac
             results[name] = one(name, runs[name])
         results = {name: results[name] for name in runs}
     valid = {k: v for k, v in results.items() if not v["diverged"]}
+    # A single-task baseline's criterion covers only its own metric (e.g. 1/4 WER, no EER
+    # term): it is not comparable with the shared models', so pick among the most complete.
+    most = max((len(measured(v["dev"])) for v in valid.values()), default=0)
+    valid = {k: v for k, v in valid.items() if len(measured(v["dev"])) == most}
     best = min(valid, key=lambda k: valid[k]["criterion"]) if valid else None
     summary = {"best": best, "runs": results}
     (out / "sweep.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
