@@ -112,24 +112,25 @@ def pct(v) -> str:
 
 
 def rel(v, ref) -> str:
-    return "-" if v is None or not ref else f"{100 * (v - ref) / ref:+.0f}%"
+    return "-" if v is None or not ref else f"{100 * (v - ref) / ref:+.1f}%"
 
 
 def render(title: str, rows: list[tuple[str, str]], results: dict) -> str:
-    stl_wer = results.get(STL_SPEECH, {}).get("wer")
+    stl_wer, stl_cer = (results.get(STL_SPEECH, {}).get(k) for k in ("wer", "cer"))
     stl_eer = results.get(STL_SPEAKER, {}).get("eer")
     lines = [f"#### {title}", "",
-             "| model | WER | CER | vs STL WER | EER | minDCF 0.01 | vs STL EER | OOD WER | OOD EER | params | s/step |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | WER | CER | vs STL WER / CER | EER | minDCF 0.01 | vs STL EER | OOD WER | OOD EER | params |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for label, key in rows:
         r = results.get(key)
         if r is None:
-            lines.append(f"| {label} | not run | | | | | | | | | |")
+            lines.append(f"| {label} | not run | | | | | | | | |")
             continue
         dcf = "-" if r.get("min_dcf") is None else f"{r['min_dcf']:.3f}"
-        lines.append(f"| {label} | {pct(r.get('wer'))} | {pct(r.get('cer'))} | {rel(r.get('wer'), stl_wer)} | "
+        vs_speech = f"{rel(r.get('wer'), stl_wer)} / {rel(r.get('cer'), stl_cer)}" if r.get("wer") is not None else "-"
+        lines.append(f"| {label} | {pct(r.get('wer'))} | {pct(r.get('cer'))} | {vs_speech} | "
                      f"{pct(r.get('eer'))} | {dcf} | {rel(r.get('eer'), stl_eer)} | {pct(r.get('ood_wer'))} | "
-                     f"{pct(r.get('ood_eer'))} | {r['parameters'] / 1e6:.2f} M | {r['s_per_step']:.2f} |")
+                     f"{pct(r.get('ood_eer'))} | {r['parameters'] / 1e6:.2f} M |")
     return "\n".join(lines)
 
 

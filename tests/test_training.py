@@ -366,6 +366,18 @@ def test_batch_stream_restore_continues(tiny_corpus, crop):
     assert [resumed.next(step).cut_ids for step in range(11, 25)] == reference[11:]
 
 
+@pytest.mark.parametrize("crop", [0.5, 100.0])
+def test_cropped_batches_fill_the_budget(tiny_corpus, crop):
+    """A cropped task's batch holds about max_duration seconds of audio whether the crop is
+    shorter than the utterances or longer (then they are taken whole, and more fit)."""
+    cuts = load_set(tiny_corpus[0], "speech_train")
+    mean = sum(min(crop, c.duration) for c in cuts) / len(cuts)
+    budget = 4.5 * mean  # 4 crops fit, a fifth does not
+    stream = BatchStream(cuts, Collator({}, [], FeatureCache("fbank"), crop=crop), budget, seed=0, crop=crop)
+    assert stream.crops_per_batch() == 4
+    assert len(stream.next(0).cut_ids) == 4
+
+
 def test_batch_stream_smaller_than_one_batch(corpus):
     """8 utterances, a batch of 100 s: every batch holds all of them (no endless empty epochs,
     no bucketing error for too few cuts)."""

@@ -25,6 +25,7 @@ import itertools
 import json
 import logging
 import math
+import shutil
 from pathlib import Path
 
 import yaml
@@ -91,10 +92,12 @@ def run_sweep(spec_path: str | Path, out: str | Path, extra: list[str] = (), bac
         if done.is_file():
             summary = json.loads(done.read_text())
         else:
+            resume = find_resumable(run_dir) is not None
+            if not resume and run_dir.exists():
+                shutil.rmtree(run_dir)  # killed before its first checkpoint: its log starts over
             try:
                 # resume: a run a killed sweep left half done continues from its last checkpoint
-                summary = train(load_config(spec["base"], [*overrides, *extra]), run_dir,
-                                resume=find_resumable(run_dir) is not None,
+                summary = train(load_config(spec["base"], [*overrides, *extra]), run_dir, resume=resume,
                                 progress=False)
             except TrainingDiverged as e:  # the trainer wrote its summary (stopped: diverged)
                 summary = json.loads(done.read_text()) if done.is_file() else {"stopped": "diverged"}
