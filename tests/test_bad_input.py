@@ -50,3 +50,20 @@ def test_unusable_inputs_name_the_culprit(tmp_path):
         load_audio(b"this is not audio")
     with pytest.raises(AudioError, match="empty audio"):
         to_model_audio(np.zeros(0), 16000, name="z")
+
+
+def test_float_wav_with_absurd_samples_is_refused(tmp_path):
+    """A float WAV whose samples are finite but astronomically large (a corrupt file the fuzzer
+    found) is refused by name, instead of overflowing the features into NaN downstream."""
+    import soundfile as sf
+
+    from polyhead.audio import AudioError, load_audio
+
+    path = tmp_path / "huge.wav"
+    samples = np.zeros(16000, np.float32)
+    samples[100] = 3.0e38
+    sf.write(str(path), samples, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="huge.wav: samples up to 3e\\+38"):
+        load_audio(str(path))
+    sf.write(str(path), samples.clip(-1.5, 1.5), 16000, subtype="FLOAT")  # mild overs are audio
+    assert load_audio(str(path)).shape == (16000,)

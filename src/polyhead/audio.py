@@ -26,6 +26,8 @@ class AudioError(ValueError):
 
 MIN_SAMPLES = 400  # 25 ms: one fbank window, and the receptive field of wav2vec2's first frame
 RATE_RANGE = (1_000, 768_000)  # sample rates outside this are header damage, not audio
+MAX_PEAK = 1000.0  # float audio is nominally within [-1, 1]; 60 dB over full scale is a corrupt file
+# (and such values overflow the features and the model into NaN)
 BLOCK_VALUES = 1 << 18  # samples (frames x channels) decoded per block
 
 
@@ -87,6 +89,10 @@ def to_model_audio(data: np.ndarray, rate: int, *, name: str = "<audio>") -> np.
         raise AudioError(f"{name}: empty audio (0 samples)")
     if not np.isfinite(data).all():
         raise AudioError(f"{name}: contains NaN or infinite samples")
+    peak = float(np.abs(data).max())
+    if peak > MAX_PEAK:
+        raise AudioError(f"{name}: samples up to {peak:.3g}, far outside the [-1, 1] of audio "
+                         f"(limit {MAX_PEAK:g}); a corrupt or mislabelled float file")
     if rate <= 0:
         raise AudioError(f"{name}: invalid sample rate {rate}")
     if rate != SAMPLE_RATE:
