@@ -16,7 +16,7 @@ $PY bench/padding.py corpora/bench | tee bench/out/padding.md
     tasks.lid.start_step=250 tasks.vad.start_step=250
 bash bench/tables.sh & WORKER=2 bash bench/tables.sh; wait
 OMP_NUM_THREADS=1 $PY bench/tables.py --speech-limit 600
-OMP_NUM_THREADS=1 $PH probe runs/bench/paper1_table1/mtl_9s_dynamic --set speaker_test --plot docs/img/bench_probe.png
+OMP_NUM_THREADS=1 $PH probe runs/bench/paper1_table1/mtl_3s_dynamic --set speaker_test --plot docs/img/bench_probe.png
 OMP_NUM_THREADS=1 $PY bench/arch_peers.py --corpus corpora/bench --steps 200
 [ -f corpora/demo/corpus.json ] || $PH synth --preset demo --out corpora/demo
 $PY bench/throughput.py --corpus corpora/demo | tee bench/out/throughput.md

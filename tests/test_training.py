@@ -374,7 +374,7 @@ def test_cropped_batches_fill_the_budget(tiny_corpus, crop):
     mean = sum(min(crop, c.duration) for c in cuts) / len(cuts)
     budget = 4.5 * mean  # 4 crops fit, a fifth does not
     stream = BatchStream(cuts, Collator({}, [], FeatureCache("fbank"), crop=crop), budget, seed=0, crop=crop)
-    assert stream.crops_per_batch() == 4
+    assert stream.crops_per_batch == 4
     assert len(stream.next(0).cut_ids) == 4
 
 

@@ -11,9 +11,9 @@ A sweep file names a base config and either a grid (every combination) or named 
       dynamic:    [train.weighting.name=dynamic]
 
 Runs go to ``<out>/<variant>__<key>=<value>...``; finished runs are skipped, so a sweep can
-be resumed, and several `polyhead sweep` processes on the same ``--out`` share the work (each run
-is locked while one process trains it; a crashed process's lock goes with it). Diverged runs (non-finite training, or WER ~100% and EER ~50% as the papers saw
-at high learning rates) are marked as diverged and never selected. ``--backend optuna``
+be resumed, and several `polyhead sweep` processes on the same ``--out`` share the work (each
+run is locked while one process trains it; a crashed process's lock goes with it). Diverged
+runs (non-finite training, or WER ~100% and EER ~50% as the papers saw at high learning rates) are marked as diverged and never selected. ``--backend optuna``
 samples the same grid with Optuna (installed separately) instead of enumerating it.
 """
 
@@ -81,14 +81,12 @@ def run_sweep(spec_path: str | Path, out: str | Path, extra: list[str] = (), bac
     results = {}
 
     def one(name: str, overrides: list[str], wait: bool = True) -> dict | None:
-        run_dir = out / name
-        done = run_dir / "train_summary.json"
         with _run_lock(out / f".{name}.lock", wait) as mine:
-            if not mine:
-                return None  # another process is training it; collected at the end
-            return _result(name, overrides, run_dir, done)
+            # None: another process is training it; collected at the end
+            return _result(out / name, overrides) if mine else None
 
-    def _result(name, overrides, run_dir, done) -> dict:
+    def _result(run_dir: Path, overrides: list[str]) -> dict:
+        done = run_dir / "train_summary.json"
         if done.is_file():
             summary = json.loads(done.read_text())
         else:

@@ -52,10 +52,11 @@ def layer_probe(run: str | Path, corpus: str | None = None, set_name: str = "spe
            "initial": layer_eers(untrained, corpus, set_name)}
     curves = {run.name: res["trained"], "random initialisation": res["initial"]}
     # A fine-tuned run also shows its starting point (the papers' pretrained wav2vec2 curve).
-    source = read_config_json(folder / CONFIG_FILE).encoder.init_from
+    saved = read_config_json(folder / CONFIG_FILE)  # load() dropped init_from; the file keeps it
+    source = saved.encoder.init_from
     if source and Path(source).exists():
         torch.manual_seed(trained.config.train.seed)
-        start = MultiTaskModel(read_config_json(folder / CONFIG_FILE)).eval()
+        start = MultiTaskModel(saved).eval()
         res["pretrained"] = curves[f"pretrained start ({source})"] = layer_eers(start, corpus, set_name)
         res["pretrained_from"] = source
     if plot:

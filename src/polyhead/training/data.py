@@ -250,12 +250,21 @@ def spec_augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x
 
 
+def crops_per_batch(cuts, crop: float, max_duration: float) -> int:
+    """Items per batch of a cropped task: max_duration over the mean cropped length, as an
+    utterance shorter than the crop is taken whole. Counting every item as a full crop would
+    give 9 s crops of 3.7 s utterances a third of the audio the budget allows."""
+    mean = sum(min(crop, c.duration) for c in cuts) / max(len(cuts), 1)
+    return max(1, int(max_duration // max(mean, 1e-3)))
+
+
 class BatchStream:
     """An endless, resumable stream of batches over one CutSet.
 
     Full utterances are bucketed by duration (lhotse DynamicBucketingSampler, capped by
     seconds of audio); cropped tasks use a plain sampler capped by count, the count that fills
-    ``max_duration`` on average (see ``crops_per_batch``). Position = (epoch, batches taken in this epoch): enough to resume.
+    ``max_duration`` on average (``crops_per_batch``). Position = (epoch, batches taken in
+    this epoch): enough to resume.
     """
 
     def __init__(self, cuts: CutSet, collator: Collator, max_duration: float, seed: int,
@@ -267,18 +276,12 @@ class BatchStream:
         # drop_last drops incomplete batches; a set smaller than one batch would then give
         # empty epochs forever, so after one empty epoch incomplete batches are kept.
         self._drop_last = True
-
-    def crops_per_batch(self) -> int:
-        """Crops per batch of a cropped task: max_duration over the mean cropped length, as an
-        utterance shorter than the crop is taken whole. Counting every item as a full crop
-        would give 9 s crops of 3.7 s utterances a third of the audio the budget allows."""
-        mean = sum(min(self.crop, c.duration) for c in self.cuts) / max(len(self.cuts), 1)
-        return max(1, int(self.max_duration // max(mean, 1e-3)))
+        self.crops_per_batch = crops_per_batch(cuts, crop, max_duration) if crop else None
 
     def _sampler(self):
         buckets = min(NUM_BUCKETS, len(self.cuts) // 8)
         if self.crop:
-            s = SimpleCutSampler(self.cuts, max_cuts=self.crops_per_batch(),
+            s = SimpleCutSampler(self.cuts, max_cuts=self.crops_per_batch,
                                  shuffle=True, seed=self.seed, drop_last=self._drop_last,
                                  rank=self.rank, world_size=self.world_size)
         elif buckets < 2:  # lhotse's bucketing needs two buckets; too few cuts to bucket anyway
