@@ -114,7 +114,7 @@ def _seeds() -> dict[str, list[bytes]]:
     return {
         "audio": [wav, ft.sine_wav(0.3, 44100, channels=2), ft.sine_wav(0.3, fmt="FLAC")],
         "trials": [b"1 a b\n0 a c\n", b"a b target\nb c nontarget\n"],
-        "config": [(CONFIG_DIR / "demo.yaml").read_bytes() + b"\x00train.lr=3e-4"],
+        "config": [(CONFIG_DIR / "scratch.yaml").read_bytes() + b"\x00train.lr=3e-4"],
         "nemo": [b'{"audio_filepath": "a.wav", "duration": 1.0, "text": "hi"}\n'],
         "kaldi": [b"utt1 a.wav\x00\x00utt1 hello\x00utt1 s1"],
         "http": [wav],

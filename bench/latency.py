@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from clips import latency_summary, load_clips, median_time, seconds, timed
 
-from polyhead.audio import load_audio, model_inputs
+from polyhead.audio import load_audio
 from polyhead.inference.pipeline import Polyhead, _resolve
 from polyhead.model import MultiTaskModel
 
@@ -79,7 +79,7 @@ singles = {task: Polyhead(single_task(task)) for task in multi.config.tasks}
 one_pass = []
 for length in CLIP_SECONDS:
     samples = clip(length)
-    feats = median_time(model_inputs, samples, multi.encoder.input_kind, repeats=args.repeats)
+    feats = median_time(multi.encoder.features, samples, repeats=args.repeats)
     row = {"clip_s": length,
            "multi_analyze_s": median_time(full.analyze, samples, repeats=args.repeats),
            "multi_forward_s": forward_time(full, samples), "multi_features_s": feats,

@@ -11,7 +11,7 @@ $PH data stats corpora/bench | tee bench/out/bench_stats.md
 $PY bench/padding.py corpora/bench | tee bench/out/padding.md
 # The papers' tables on the bench corpus: the pretrained encoder they all start from, every
 # sweep (two workers sharing the runs), then test-set tables, Pareto/DET plots and the probe
-[ -f runs/demo_long/best/model.safetensors ] || OMP_NUM_THREADS=1 $PH train --config demo --run runs/demo_long \
+[ -f runs/demo_long/best/model.safetensors ] || OMP_NUM_THREADS=1 $PH train --config scratch --run runs/demo_long \
     train.steps=4000 train.eval_every=400 '~train.time_budget_s' tasks.speaker.start_step=250 \
     tasks.lid.start_step=250 tasks.vad.start_step=250
 bash bench/tables.sh & WORKER=2 bash bench/tables.sh; wait

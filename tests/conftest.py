@@ -37,7 +37,7 @@ def tiny_run(tiny_corpus, tmp_path_factory):
 
     folder, _ = tiny_corpus
     run = tmp_path_factory.mktemp("run")
-    assert main(["train", "--config", "demo", "--run", str(run), f"corpus={folder}", "encoder.dim=48",
+    assert main(["train", "--config", "scratch", "--run", str(run), f"corpus={folder}", "encoder.dim=48",
                  "encoder.layers=2", "train.steps=3", "train.eval_every=3", "train.time_budget_s=null",
                  "tasks.speaker.train_sets=[speaker_train]"]) == 0
     assert main(["evaluate", str(run)]) == 0

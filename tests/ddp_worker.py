@@ -11,7 +11,7 @@ from polyhead.training.trainer import Trainer
 
 corpus, run, out, aggregator = sys.argv[1:5]
 torch.set_num_threads(1)
-cfg = load_config("demo", [f"corpus={corpus}", "encoder.dim=48", "encoder.layers=2", "train.steps=3",
+cfg = load_config("scratch", [f"corpus={corpus}", "encoder.dim=48", "encoder.layers=2", "train.steps=3",
                            "train.eval_every=1000", "train.time_budget_s=null", "~tasks.lid", "~tasks.vad",
                            "~train.weighting.options.weights.lid", "~train.weighting.options.weights.vad",
                            "tasks.speaker.train_sets=[speaker_train]", f"train.aggregator.name={aggregator}"])

@@ -395,7 +395,7 @@ class ConfigTarget(_ReaderTarget):
     def base_tree(self) -> dict:
         from polyhead.config import CONFIG_DIR
 
-        return yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
+        return yaml.safe_load((CONFIG_DIR / "scratch.yaml").read_text())
 
     def strategy(self):
         tree_text = mutated_json_lines(self.base_tree(), max_lines=1).map(

@@ -37,7 +37,7 @@ def test_train_evaluate_analyze(tiny_corpus, tmp_path, capsys):
     run = tmp_path / "run"
     overrides = [f"corpus={folder}", "encoder.dim=64", "encoder.layers=2", "train.steps=4",
                  "train.eval_every=4", "train.time_budget_s=null", "tasks.speaker.train_sets=[speaker_train]"]
-    assert main(["train", "--config", "demo", "--run", str(run), *overrides]) == 0
+    assert main(["train", "--config", "scratch", "--run", str(run), *overrides]) == 0
     for name in ("config.json", "model.safetensors"):
         assert (run / "best" / name).is_file() and (run / "last" / name).is_file()
     assert (run / "last" / "trainer_state.pt").is_file()
@@ -64,9 +64,9 @@ def test_resume_continues_to_the_configured_steps(tiny_corpus, tmp_path):
     base = [f"corpus={folder}", "encoder.dim=64", "encoder.layers=2", "train.eval_every=2",
             "train.time_budget_s=null", "~tasks.lid", "~tasks.vad", "tasks.speaker.train_sets=[speaker_train]",
             "~train.weighting.options.weights.lid", "~train.weighting.options.weights.vad"]
-    assert main(["train", "--config", "demo", "--run", str(run), *base, "train.steps=2"]) == 0
+    assert main(["train", "--config", "scratch", "--run", str(run), *base, "train.steps=2"]) == 0
     state = json.loads((run / "train_summary.json").read_text())
     assert state["steps"] == 2
     # a resumed run keeps its saved config (steps=2): nothing more to do, and nothing lost
-    assert main(["train", "--config", "demo", "--run", str(run), "--resume"]) == 0
+    assert main(["train", "--config", "scratch", "--run", str(run), "--resume"]) == 0
     assert json.loads((run / "train_summary.json").read_text())["steps"] == 2

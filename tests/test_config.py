@@ -17,7 +17,7 @@ def test_bundled_configs_all_validate():
 
 
 def test_dotted_overrides_types_and_nesting():
-    cfg = load_config("demo", ["train.lr=3e-4", "tasks.speaker.crop=9", "train.step=joint",
+    cfg = load_config("scratch", ["train.lr=3e-4", "tasks.speaker.crop=9", "train.step=joint",
                                "tasks.asr.head.dims=[0, 48]", "encoder.layers=4"])
     assert cfg.train.lr == pytest.approx(3e-4)
     assert cfg.tasks["speaker"].crop == 9.0
@@ -27,19 +27,19 @@ def test_dotted_overrides_types_and_nesting():
 
 
 def test_delete_override_removes_a_task():
-    cfg = load_config("demo", ["~tasks.speaker", "~tasks.lid"])
+    cfg = load_config("scratch", ["~tasks.speaker", "~tasks.lid"])
     assert set(cfg.tasks) == {"asr", "vad"}
     with pytest.raises(ValueError, match="no such key"):
-        load_config("demo", ["~tasks.nothing"])
+        load_config("scratch", ["~tasks.nothing"])
 
 
 def test_unknown_keys_and_bad_values_are_errors():
     with pytest.raises(ValidationError):
-        load_config("demo", ["train.lrr=1"])
+        load_config("scratch", ["train.lrr=1"])
     with pytest.raises(ValidationError):
-        load_config("demo", ["train.step=sometimes"])
+        load_config("scratch", ["train.step=sometimes"])
     with pytest.raises(ValueError, match="key.sub=value"):
-        load_config("demo", ["train.lr"])
+        load_config("scratch", ["train.lr"])
     with pytest.raises(FileNotFoundError, match="no bundled config"):
         load_config("nope")
 

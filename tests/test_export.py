@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import polyhead
-from polyhead.audio import N_MELS
+from polyhead.features import N_MELS
 from polyhead.cli import main
 from polyhead.inference.export import EXPORT_FILE, load_export, output_names
 from polyhead.model import MultiTaskModel

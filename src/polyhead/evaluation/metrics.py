@@ -23,7 +23,7 @@ from sklearn.metrics import roc_curve
 P_TARGET_VOXSRC = 0.05
 P_TARGET_DEFAULT = 0.01
 DER_COLLAR_S = 0.25  # the usual NIST md-eval forgiveness collar, each side of a boundary
-DEFAULT_FRAME_SHIFT_S = 0.010  # same 10 ms hop as the feature frames (polyhead.audio)
+DEFAULT_FRAME_SHIFT_S = 0.010  # same 10 ms hop as the feature frames (polyhead.features)
 
 # Probabilities shown on DET axes; the axes themselves are in standard-normal deviates.
 DET_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)

@@ -25,7 +25,7 @@ def layer_eers(model: MultiTaskModel, corpus, set_name: str, branch: str = "shar
     cuts = load_set(corpus, set_name)
     trials = read_trials(trials_path(corpus, set_name), known_ids={c.id for c in cuts})
     needed = {t.enrol for t in trials} | {t.test for t in trials}
-    collate = Collator(model.config.vocab, [], FeatureCache(model.encoder.input_kind, enabled=False))
+    collate = Collator(model.config.vocab, [], FeatureCache(model.encoder.features, enabled=False))
     per_layer: list[dict[str, np.ndarray]] = []
     for group in batches_by_duration([c for c in cuts if c.id in needed], 120.0):
         b = collate(group)

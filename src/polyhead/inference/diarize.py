@@ -60,7 +60,7 @@ def chunk_segments(ph: Polyhead, samples: np.ndarray, offset: float) -> list[dic
     first = lambda found: found[0] if found else None  # noqa: E731
     vad, asr = first(model.tasks_with(target="vad")), first(model.tasks_with(target="text"))
     spk = first(model.tasks_with(head_type="speaker"))
-    words = ph._transcript(out[asr]["logits"][0], fps)["words"] if asr else []
+    words = ph._transcript_of(asr, out[asr], 0, ph._decode(asr, out[asr]), fps)["words"] if asr else []
     segs = ph._segments(out[vad]["logits"][0], fps) if vad else [{"start": 0.0, "end": len(samples) / SAMPLE_RATE}]
     if spk:
         x = states[(model.branch_of(spk), model.layer_index(spk))]

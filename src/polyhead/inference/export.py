@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..audio import N_MELS
 from ..config import read_config_json
+from ..features import FeatureExtractor, from_spec
 from ..model import MultiTaskModel
 from ..model.multitask import CONFIG_FILE
 
@@ -109,10 +109,10 @@ def input_name(kind: str) -> str:
 
 def example_inputs(model: MultiTaskModel) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
-    if model.encoder.input_kind == "waveform":
+    if model.encoder.features.dim is None:  # the waveform
         x = 0.1 * torch.randn(2, EXAMPLE_SAMPLES, generator=gen)
     else:
-        x = torch.randn(2, EXAMPLE_FRAMES, N_MELS, generator=gen)
+        x = torch.randn(2, EXAMPLE_FRAMES, model.encoder.features.dim, generator=gen)
     n = x.shape[1]
     return x, torch.tensor([n, n * 3 // 4])
 
@@ -169,6 +169,11 @@ def export_model(run: str | Path, fmt: str, out: str | Path) -> dict:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     folder = _resolve(run)
     model = MultiTaskModel.load(folder)
+    decoders = [t for t in model.config.tasks if model.heads[t].reads_encoder_source]
+    if decoders:
+        # autoregressive decoding is a loop with a cache, not one graph of the encoder pass
+        raise ValueError(f"{folder}: task {decoders[0]!r} has a Whisper decoder head; export covers "
+                         "models whose heads all read one encoder pass (CTC, speaker, classifier, frame)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / EXPORT_FILE).unlink(missing_ok=True)  # written last: a failed export is no export
@@ -177,7 +182,7 @@ def export_model(run: str | Path, fmt: str, out: str | Path) -> dict:
         if cal.is_file():
             shutil.copyfile(cal, out / CALIBRATION_FILE)
             break
-    info = {"format": fmt, "source": str(folder), "input_kind": model.encoder.input_kind,
+    info = {"format": fmt, "source": str(folder), "features": model.encoder.features.spec(),
             "frames_per_second": model.encoder.frames_per_second}
     if fmt == "int8":
         torch.save(quantize_int8(model).state_dict(), out / INT8_FILE)
@@ -232,8 +237,13 @@ def parity(model: MultiTaskModel, onnx_model: "OnnxModel") -> float:
 class EncoderInfo:
     """What Polyhead asks of an encoder: what to feed it and its output frame rate."""
 
-    input_kind: str
+    features: FeatureExtractor
     frames_per_second: float
+    max_input_seconds: float | None = None
+
+    @property
+    def input_kind(self) -> str:
+        return self.features.name
 
 
 class OnnxModel:
@@ -251,7 +261,9 @@ class OnnxModel:
         folder = Path(folder)
         info = info or json.loads((folder / EXPORT_FILE).read_text())
         self.config = read_config_json(folder / CONFIG_FILE)
-        self.encoder = EncoderInfo(info["input_kind"], float(info["frames_per_second"]))
+        # exports written before features had a spec name their kind only
+        self.encoder = EncoderInfo(from_spec(info.get("features") or info["input_kind"]),
+                                   float(info["frames_per_second"]))
         self.ctc = set(self.tasks_with(head_type="ctc"))
         self.names = output_names(self.config)
         opts = ort.SessionOptions()

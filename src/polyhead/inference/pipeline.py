@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..audio import SAMPLE_RATE, load_audio, model_inputs, to_model_audio
+from ..audio import SAMPLE_RATE, AudioError, load_audio, to_model_audio
 from ..model import MultiTaskModel
 
 MIN_SEGMENT_S = 0.2  # VAD segments shorter than this are dropped
@@ -60,6 +60,11 @@ class Polyhead:
         model = load_export(folder) if is_export(folder) else MultiTaskModel.load(folder)
         return cls(quantized(model, quantize), threshold)
 
+    @property
+    def max_seconds(self) -> float:
+        """Longest input one encoder pass takes (Whisper: 30 s); inf when unbounded."""
+        return getattr(self.model.encoder, "max_input_seconds", None) or float("inf")
+
     def _samples(self, audio, sample_rate: int | None = None) -> np.ndarray:
         if isinstance(audio, np.ndarray):
             return to_model_audio(audio, sample_rate or SAMPLE_RATE)
@@ -84,14 +89,19 @@ class Polyhead:
                 "threshold": round(self.threshold, 4)}
 
     def _inputs(self, samples: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        x = model_inputs(samples, self.model.encoder.input_kind)
+        x = self.model.encoder.features(samples)
         return torch.from_numpy(np.ascontiguousarray(x))[None], torch.tensor([len(x)])
 
     def features(self, audio, sample_rate: int | None = None) -> Features:
         """Decode and featurise one input; the model itself is not touched, so a server can
         do this on any thread while another one runs the model."""
         samples = self._samples(audio, sample_rate)
-        inputs = np.ascontiguousarray(model_inputs(samples, self.model.encoder.input_kind), dtype=np.float32)
+        if len(samples) / SAMPLE_RATE > self.max_seconds:
+            raise AudioError(f"{audio if isinstance(audio, (str, Path)) else 'audio'}: "
+                             f"{len(samples) / SAMPLE_RATE:.1f} s is longer than this model's "
+                             f"{self.max_seconds:g} s window; long recordings go through "
+                             "`polyhead transcribe` (chunked)")
+        inputs = np.ascontiguousarray(self.model.encoder.features(samples), dtype=np.float32)
         return Features(inputs, round(len(samples) / SAMPLE_RATE, 3))
 
     def analyze(self, audio, sample_rate: int | None = None) -> dict:
@@ -115,12 +125,12 @@ class Polyhead:
             batch[i, :len(f.inputs)] = f.inputs
         out = self.model(torch.from_numpy(batch), torch.tensor([len(f.inputs) for f in items]))
         fps = self.model.encoder.frames_per_second
+        texts = {t: self._decode(t, out[t]) for t in self.model.tasks_with(target="text")}
         results = []
         for i, f in enumerate(items):
             result: dict = {"duration": f.duration}
             for task in self.model.tasks_with(target="text"):
-                n = int(out[task]["lengths"][i])
-                result.update(self._transcript(out[task]["logits"][i, :n], fps))
+                result.update(self._transcript_of(task, out[task], i, texts[task], fps))
             for task in self.model.tasks_with(head_type="speaker"):
                 result["speaker_embedding"] = out[task]["embedding"][i].tolist()
             for task in self.model.tasks_with(head_type="classifier"):
@@ -135,6 +145,31 @@ class Polyhead:
                 result["segments"] = self._segments(out[task]["logits"][i, :n], fps)
             results.append(result)
         return results
+
+    def _decode(self, task: str, out: dict) -> list[dict] | None:
+        """The decoder's transcripts of a batch (None for a CTC-only speech head)."""
+        head = self.model.heads[task] if hasattr(self.model, "heads") else None
+        if head is None or not hasattr(head, "generate"):
+            return None
+        return head.generate(out["memory"], out["lengths"])
+
+    def _transcript_of(self, task: str, out: dict, i: int, decoded: list[dict] | None, fps: float) -> dict:
+        """Text, words with times and a confidence for item i: the decoder's text with word
+        times from CTC forced alignment, or the CTC head's own greedy transcript."""
+        n = int(out["lengths"][i])
+        logits = out["logits"][i, :n] if "logits" in out else None
+        if decoded is None:
+            return self._transcript(logits, fps)
+        d = decoded[i]
+        result = {"text": d["text"], "avg_logprob": d["avg_logprob"],
+                  "confidence": round(float(np.exp(d["avg_logprob"])), 4), "words": []}
+        if logits is not None:
+            from .align import word_times
+
+            logp = logits.float().log_softmax(-1).numpy()
+            words = word_times(d["text"], logp, self.config.vocab["text"], fps)
+            result["words"] = words if words is not None else self._transcript(logits, fps)["words"]
+        return result
 
     def _transcript(self, logits: torch.Tensor, fps: float) -> dict:
         vocab = self.config.vocab["text"]

@@ -6,8 +6,10 @@ copy the rest per task (branched encoder, paper 1 Table 3):
     embed(inputs, lengths) -> (x [B, T, D], lengths)   front end, before the first layer
     layers: nn.ModuleList of blocks, each  block(x, pad_mask) -> x   (pad_mask True = padding)
 
-``fbank_conformer`` / ``fbank_transformer`` learn from scratch on CPU in minutes (the demo
-default); ``wav2vec2`` is the transformers model the papers fine-tune.
+Each encoder owns its input features (``encoder.features``, a ``FeatureExtractor``).
+``conformer`` / ``transformer`` read fbank and learn from scratch; ``wav2vec2`` is the
+transformers model the papers fine-tune; ``whisper`` (whisper.py) is OpenAI's pretrained
+encoder, the default.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import math
 import torch
 from torch import nn
 
-from ..audio import N_MELS, SAMPLE_RATE
+from ..audio import SAMPLE_RATE
+from ..features import N_MELS, FeatureExtractor, KaldiFbank, Waveform
 from ..registry import Registry
 from .blocks import ConformerBlock, TransformerBlock
 
@@ -26,12 +29,22 @@ ENCODERS = Registry("encoder")
 
 
 class Encoder(nn.Module, abc.ABC):
-    """Base class. ``input_kind`` tells the data pipeline what to feed: fbank or waveform."""
+    """Base class. ``features`` computes what the encoder eats from the samples."""
 
-    input_kind = "fbank"
+    features: FeatureExtractor
     dim: int
     layers: nn.ModuleList
     frames_per_second: float
+    max_input_seconds: float | None = None  # longer inputs are processed in windows
+
+    @property
+    def input_kind(self) -> str:
+        return self.features.name
+
+    def resolved_options(self) -> dict:
+        """EncoderConfig fields to store with a checkpoint so it rebuilds without the
+        pretrained source (e.g. the full transformers config); empty when nothing to add."""
+        return {}
 
     @abc.abstractmethod
     def embed(self, inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,12 +90,12 @@ def sinusoidal_positions(length: int, dim: int, device) -> torch.Tensor:
 
 
 class FbankEncoder(Encoder):
-    input_kind = "fbank"
     frames_per_second = 25.0
 
     def __init__(self, block: type[nn.Module], dim: int = 192, layers: int = 6, heads: int = 4,
                  ff_mult: int = 4, dropout: float = 0.1, n_mels: int = N_MELS, **block_options):
         super().__init__()
+        self.features = KaldiFbank(n_mels)
         self.dim = dim
         self.subsample = ConvSubsampling(n_mels, dim)
         self.dropout = nn.Dropout(dropout)
@@ -114,11 +127,10 @@ class Wav2Vec2Encoder(Encoder):
     otherwise random init from ``config`` overrides of Wav2Vec2Config (base by default).
     """
 
-    input_kind = "waveform"
-
     def __init__(self, pretrained: str | None = None, config: dict | None = None,
                  freeze_feature_extractor: bool = True, **_unused):
         super().__init__()
+        self.features = Waveform()
         from transformers import Wav2Vec2Config, Wav2Vec2Model
 
         if pretrained:
@@ -137,6 +149,10 @@ class Wav2Vec2Encoder(Encoder):
         self.w2v.encoder.layers = nn.ModuleList()
         stride = math.prod(self.w2v.config.conv_stride)
         self.frames_per_second = SAMPLE_RATE / stride
+
+    def resolved_options(self):
+        # a large or stable-layer-norm model must not come back as base-sized
+        return {"w2v_config": self.w2v.config.to_diff_dict()}
 
     def embed(self, wave, lengths):
         enc = self.w2v.encoder

@@ -60,6 +60,8 @@ class Head(nn.Module):
 
     needs_cls = False
     needs_blank = False
+    has_ctc = False  # gives CTC "logits" over the text vocabulary (index 0 = blank)
+    reads_encoder_source = False  # built from the encoder's pretrained checkpoint too
 
     def __init__(self, in_dim: int, dims: tuple[int, int] | None = None, grad_reverse: float = 0.0):
         super().__init__()
@@ -80,6 +82,8 @@ class Head(nn.Module):
 class CTCHead(Head):
     """Linear projection to tokens; index 0 is the CTC blank."""
 
+    has_ctc = True
+
     def __init__(self, in_dim: int, num_classes: int, dropout: float = 0.1, **common):
         super().__init__(in_dim, **common)
         self.dropout = nn.Dropout(dropout)
@@ -89,11 +93,14 @@ class CTCHead(Head):
         logits = self.proj(self.dropout(self.prepare(inp.x)))
         return {"logits": logits, "lengths": inp.lengths}
 
-    def loss(self, out: dict, target: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        ids, id_lengths = target
+    def loss(self, out: dict, target) -> torch.Tensor:
+        ids, id_lengths = target.ids, target.lengths
         logp = out["logits"].float().log_softmax(-1).transpose(0, 1)
         # zero_infinity: an utterance too fast for the frame rate must not poison the batch
         return F.ctc_loss(logp, ids, out["lengths"], id_lengths, blank=0, zero_infinity=True)
+
+    def transcribe(self, out: dict, vocab: list[str], **_options) -> list[str]:
+        return ["".join(vocab[i - 1] for i in seq) for seq in self.greedy(out)]
 
     @staticmethod
     def greedy(out: dict) -> list[list[int]]:

@@ -33,10 +33,17 @@ def num_classes(config: Config, target: str) -> int:
 
 
 class MultiTaskModel(nn.Module):
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, assets: str | Path | None = None):
+        """``assets``: a checkpoint folder whose head files (a tokenizer) replace the
+        pretrained source's."""
         super().__init__()
-        self.config = config
         self.encoder = ENCODERS.build(config.encoder.name, **config.encoder.options())
+        # What the encoder resolved (a pretrained model's full config) goes into the saved
+        # config, so a checkpoint rebuilds anywhere without the pretrained source.
+        resolved = self.encoder.resolved_options()
+        if resolved:
+            config = config.model_copy(update={"encoder": config.encoder.model_copy(update=resolved)})
+        self.config = config
         if config.encoder.init_from:
             # before the split below, so every branch copy starts from the pretrained layers too
             load_encoder_weights(self.encoder, config.encoder.init_from)
@@ -56,11 +63,22 @@ class MultiTaskModel(nn.Module):
             h = task.head
             self.heads[name] = HEADS.build(h.type, in_dim=self.encoder.dim,
                                            num_classes=num_classes(config, task.target),
-                                           dims=h.dims, grad_reverse=h.grad_reverse, **h.options)
+                                           dims=h.dims, grad_reverse=h.grad_reverse,
+                                           **self._head_options(h, assets))
         needs_cls = any(getattr(h, "needs_cls", False) for h in self.heads.values())
         self.cls = nn.Parameter(torch.randn(self.encoder.dim) * 0.02) if needs_cls else None
         # CTC-pooled speaker heads select frames by the argmax of this task's CTC head.
-        self.blank_source = next((n for n, t in config.tasks.items() if t.head.type == "ctc"), None)
+        self.blank_source = next((n for n in config.tasks if self.heads[n].has_ctc), None)
+
+    def _head_options(self, head, assets) -> dict:
+        options = dict(head.options)
+        if HEADS.get(head.type).reads_encoder_source:
+            # the Whisper decoder comes from the same checkpoint as the encoder
+            options.setdefault("pretrained", self.config.encoder.pretrained)
+            options.setdefault("whisper_config", self.config.encoder.whisper_config)
+            if assets is not None and (Path(assets) / "tokenizer").is_dir():
+                options["tokenizer"] = str(Path(assets) / "tokenizer")
+        return options
 
     # --- structure ---------------------------------------------------------------------------
 
@@ -114,7 +132,7 @@ class MultiTaskModel(nn.Module):
             states, lens = self._encode(inputs, lengths, self._depths(tasks))
         outputs, blank = {}, None
         # CTC heads first, so CTC-pooled speaker heads can use their frame decisions.
-        for task in sorted(tasks, key=lambda t: self.config.tasks[t].head.type != "ctc"):
+        for task in sorted(tasks, key=lambda t: not self.heads[t].has_ctc):
             x = states[(self.branch_of(task), self.layer_index(task))]
             cls, x_heads = (x[:, 0], x[:, 1:]) if self.cls is not None else (None, x)
             inp = HeadInput(x_heads, lens, cls=cls, blank=blank,
@@ -186,6 +204,9 @@ class MultiTaskModel(nn.Module):
         save_config(self.config, tmp_cfg)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, str(tmp_w), metadata={"format": "pt", "library": "polyhead"})
+        for head in self.heads.values():
+            if hasattr(head, "save_assets"):
+                head.save_assets(folder)
         tmp_w.replace(folder / WEIGHTS_FILE)
         tmp_cfg.replace(folder / CONFIG_FILE)
 
@@ -200,7 +221,7 @@ class MultiTaskModel(nn.Module):
             config = config.model_copy(deep=True)
             # the weights below replace the pretrained ones (which need not exist here)
             config.encoder.pretrained = config.encoder.init_from = None
-        model = cls(config)
+        model = cls(config, assets=folder)
         model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device=map_location))
         return model.eval()
 

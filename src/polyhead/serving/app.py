@@ -150,7 +150,7 @@ class Service:
 
     async def transcript(self, data: bytes, name: str) -> dict:
         samples = await asyncio.to_thread(_decode, data, name)
-        if len(samples) / SAMPLE_RATE > LONG_AUDIO_S:
+        if len(samples) / SAMPLE_RATE > min(LONG_AUDIO_S, self.model.max_seconds):
             return await self.call(_long_form, self.model, data, name)
         return _transcript_of(await self._analyze_samples(samples))
 

@@ -19,8 +19,9 @@ import torch
 from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 
-from ..audio import AudioError, model_inputs, to_model_audio
+from ..audio import AudioError, to_model_audio
 from ..config import Config, TaskConfig
+from ..features import FeatureExtractor, from_spec
 from ..data.corpus import ManifestError, label, load_set
 from ..evaluation.metrics import normalize_text, segments_to_frames
 
@@ -36,6 +37,13 @@ SPEC_AUG_TIME = (2, 0.05)  # masks, max width as a fraction of the utterance
 def text_of(cut) -> str | None:
     t = label(cut, "text")
     return normalize_text(t) if t else None
+
+
+def raw_text_of(cut) -> str | None:
+    """The transcript as the corpus writes it (case, punctuation): what Whisper's decoder
+    learns to write; ``text_of`` is what CTC learns and what WER scores."""
+    t = label(cut, "text")
+    return " ".join(t.split()) if t else None
 
 
 def phonemes_of(cut) -> str | None:
@@ -122,8 +130,21 @@ def training_cuts(config: Config, task_name: str, on_error: str = "skip") -> Cut
 # --- batches ------------------------------------------------------------------------------------
 
 @dataclass
+class TextTarget:
+    """Transcripts of a batch: CTC label ids (padded) and their lengths, and the text itself
+    (as written in the corpus) for heads with a tokenizer of their own (Whisper's decoder)."""
+
+    ids: torch.Tensor  # [B, L], 0-padded; characters or phonemes, 1-based (0 = blank)
+    lengths: torch.Tensor  # [B]
+    texts: list[str]
+
+    def to(self, device) -> "TextTarget":
+        return TextTarget(self.ids.to(device), self.lengths.to(device), self.texts)
+
+
+@dataclass
 class Batch:
-    inputs: torch.Tensor  # [B, T, n_mels] fbank or [B, S] waveform
+    inputs: torch.Tensor  # [B, T, F] features or [B, S] waveform
     lengths: torch.Tensor
     targets: dict[str, object]  # per target name
     cut_ids: list[str]
@@ -135,8 +156,8 @@ class Batch:
         return 1.0 - float(self.lengths.sum()) / (len(self.lengths) * float(self.lengths.max()))
 
     def to(self, device) -> "Batch":
-        def move(v):  # targets are tensors or (ids, lengths) pairs
-            return tuple(move(x) for x in v) if isinstance(v, tuple) else v.to(device)
+        def move(v):  # tensors or TextTargets
+            return v.to(device)
 
         return Batch(self.inputs.to(device), self.lengths.to(device),
                      {k: move(v) for k, v in self.targets.items()}, self.cut_ids, self.seconds)
@@ -144,10 +165,10 @@ class Batch:
 
 class FeatureCache:
     """Decoded audio / features per cut id. Small corpora are re-read every epoch, and on
-    CPU decoding plus fbank would otherwise cost a large share of each step."""
+    CPU decoding plus features would otherwise cost a large share of each step."""
 
-    def __init__(self, input_kind: str, enabled: bool = True):
-        self.input_kind, self.enabled, self.store = input_kind, enabled, {}
+    def __init__(self, features: str | FeatureExtractor, enabled: bool = True):
+        self.features, self.enabled, self.store = from_spec(features), enabled, {}
 
     def get(self, cut) -> np.ndarray:
         if cut.id in self.store:
@@ -156,8 +177,7 @@ class FeatureCache:
             audio = cut.load_audio()
         except Exception as e:
             raise AudioError(f"{cut.id}: cannot load audio ({e})") from None
-        x = model_inputs(to_model_audio(audio.T if audio.ndim == 2 else audio, cut.sampling_rate, name=cut.id),
-                         self.input_kind)
+        x = self.features(to_model_audio(audio.T if audio.ndim == 2 else audio, cut.sampling_rate, name=cut.id))
         if self.enabled:
             self.store[cut.id] = x
         return x
@@ -174,7 +194,7 @@ class Collator:
         self.bad_audio: dict[str, str] = {}
 
     def rate(self) -> float:
-        return 100.0 if self.cache.input_kind == "fbank" else 16000.0
+        return self.cache.features.rate
 
     def __call__(self, cuts: list, rng: np.random.Generator | None = None) -> Batch:
         rng = rng or np.random.default_rng(0)
@@ -194,7 +214,7 @@ class Collator:
                 if len(x) > n:
                     off = int(rng.integers(0, len(x) - n + 1))
                     x = x[off:off + n]
-            if self.spec_augment and self.cache.input_kind == "fbank":
+            if self.spec_augment and self.cache.features.augmentable:
                 x = spec_augment(x, rng)
             items.append(x)
             offsets.append(off / self.rate())
@@ -218,7 +238,7 @@ class Collator:
             padded = torch.zeros(len(ids), max(1, int(lens.max())), dtype=torch.long)
             for i, s in enumerate(ids):
                 padded[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-            return padded, lens
+            return TextTarget(padded, lens, [raw_text_of(c) or "" for c in cuts])
         if target in UTTERANCE_TARGETS:
             idx = self.index.get(target, {})
             return torch.tensor([idx.get(label(c, target), -1) for c in cuts])

@@ -46,6 +46,19 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
+def param_groups(model, lr: float, scales: dict[str, float]) -> list[dict]:
+    """One optimiser group per learning rate: ``scales`` maps parameter-name prefixes
+    (``encoder``, ``heads.asr.decoder``) to multiples of ``lr``, the longest prefix winning,
+    so pretrained parts can move slower than heads that start from scratch."""
+    groups: dict[float, list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        match = max((k for k in scales if name == k or name.startswith(k + ".")), key=len, default=None)
+        groups.setdefault(scales[match] if match else 1.0, []).append(p)
+    return [{"params": ps, "lr": lr * scale} for scale, ps in sorted(groups.items(), reverse=True)]
+
+
 class Trainer:
     def __init__(self, config: Config, run_dir: str | Path, resume: bool = False,
                  progress: bool = True, on_error: str = "skip"):
@@ -66,15 +79,16 @@ class Trainer:
         self.tasks = list(config.tasks)
         torch.manual_seed(tc.seed)
         self.model = MultiTaskModel(config).to(self.device)
+        self.config = config = self.model.config  # with what the encoder resolved
         self.dist.broadcast_parameters(self.model)
         self.weighting = WEIGHTINGS.build(tc.weighting.name, self.tasks, **tc.weighting.options).to(self.device)
         self.aggregator = AGGREGATORS.build(tc.aggregator.name, **tc.aggregator.options)
         self.optimizer = torch.optim.Adam(
-            [{"params": [p for p in self.model.parameters() if p.requires_grad]},
-             {"params": list(self.weighting.parameters())}], lr=tc.lr, weight_decay=tc.weight_decay)
+            param_groups(self.model, tc.lr, tc.lr_scales) + [{"params": list(self.weighting.parameters())}],
+            lr=tc.lr, weight_decay=tc.weight_decay)
         self.lr_scale = 1.0
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_lambda)
-        self.cache = FeatureCache(self.model.encoder.input_kind, enabled=tc.cache_features)
+        self.cache = FeatureCache(self.model.encoder.features, enabled=tc.cache_features)
         self.streams = self._streams(on_error)
         self.step, self.best, self.bad_steps, self.skipped_steps, self.rollbacks = 0, math.inf, 0, 0, 0
         self.evals_since_best, self.history = 0, []

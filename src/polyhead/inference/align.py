@@ -1,0 +1,78 @@
+"""Word times for a transcript that the CTC head did not write (Whisper's decoder's):
+Viterbi forced alignment of its characters on the CTC head's frame posteriors.
+
+Written by hand: torchaudio's ``forced_align`` does not run here, and the alignment is a
+small dynamic programme over (frames x 2 * characters + 1) states.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..evaluation.metrics import normalize_text
+
+
+def ctc_forced_align(logp: np.ndarray, labels: list[int]) -> list[tuple[int, int]] | None:
+    """Frames [first, last] of each label in the best CTC path through ``labels``
+    (blank = 0), or None when the frames are too few to hold them."""
+    t_max, n = len(logp), len(labels)
+    if n == 0:
+        return []
+    ext = np.zeros(2 * n + 1, dtype=np.int64)
+    ext[1::2] = labels
+    s_max = len(ext)
+    # a label may follow the one two states back unless it repeats it (a blank must separate)
+    skip = np.zeros(s_max, dtype=bool)
+    skip[3::2] = ext[3::2] != ext[1:-2:2]
+    neg = -np.inf
+    score = np.full(s_max, neg)
+    score[0], score[1] = logp[0, ext[0]], logp[0, ext[1]]
+    back = np.zeros((t_max, s_max), dtype=np.int8)  # 0 stay, 1 from s-1, 2 from s-2
+    for t in range(1, t_max):
+        prev1 = np.concatenate([[neg], score[:-1]])
+        prev2 = np.where(skip, np.concatenate([[neg, neg], score[:-2]]), neg)
+        stacked = np.stack([score, prev1, prev2])
+        choice = stacked.argmax(0)
+        score = stacked[choice, np.arange(s_max)] + logp[t, ext]
+        back[t] = choice
+    end = s_max - 1 if score[-1] >= score[-2] else s_max - 2
+    if not np.isfinite(score[end]):
+        return None
+    spans: list[list[int]] = [[-1, -1] for _ in range(n)]
+    s = end
+    for t in range(t_max - 1, -1, -1):
+        if s % 2 == 1:
+            k = s // 2
+            spans[k][0] = t
+            if spans[k][1] < 0:
+                spans[k][1] = t
+        s -= int(back[t, s]) if t > 0 else 0
+    if any(a < 0 for a, _ in spans):
+        return None
+    return [(a, b) for a, b in spans]
+
+
+def word_times(text: str, logp: np.ndarray, vocab: list[str], fps: float) -> list[dict] | None:
+    """``[{"word", "start", "end"}]`` for the words of ``text`` (normalised as scored) on
+    the CTC log-probabilities ``logp`` [frames, 1 + len(vocab)]; None if they do not fit."""
+    index = {ch: i + 1 for i, ch in enumerate(vocab)}
+    words = normalize_text(text).split()
+    space = index.get(" ")
+    chars, owner = [], []  # owner: the word each character belongs to (-1: a space)
+    for w, word in enumerate(words):
+        if w and space is not None:
+            chars.append(space)
+            owner.append(-1)
+        for ch in word:
+            if ch in index:
+                chars.append(index[ch])
+                owner.append(w)
+    spans = ctc_forced_align(logp, chars)
+    if spans is None:
+        return None
+    out = []
+    for w, word in enumerate(words):
+        mine = [spans[i] for i, o in enumerate(owner) if o == w]
+        if mine:
+            out.append({"word": word, "start": round(mine[0][0] / fps, 2), "end": round((mine[-1][1] + 1) / fps, 2)})
+    return out

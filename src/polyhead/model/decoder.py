@@ -1,0 +1,203 @@
+"""Whisper's pretrained decoder as the speech head, trained jointly with a CTC head.
+
+    L = a * CTC + (1 - a) * attention        (joint CTC/attention, a = ``ctc_weight``)
+
+The CTC branch (characters, on the same encoder states) regularises the encoder towards
+monotonic alignments and gives word times; the decoder writes the transcript. Whisper's
+task prompt comes first: ``<|startoftranscript|> <|en|> <|transcribe|> <|notimestamps|>``
+(English-only models have no language or task token).
+
+The decoder layers run one by one, as the encoder's do, because transformers'
+``WhisperDecoder.forward`` has no mask for the encoder states: a batch of utterances of
+different lengths would attend to each other's padding. Decoding is batched, with a
+key/value cache (transformers' ``EncoderDecoderCache``), greedy or sampled.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .heads import HEADS, Head, HeadInput, pad_mask
+
+IGNORE = -100  # cross-entropy ignore index: prompt and padding positions
+TOKENIZER_DIR = "tokenizer"
+DEFAULT_MAX_NEW_TOKENS = 200
+MULTILINGUAL_VOCAB = 51865  # English-only Whisper models have one token fewer
+
+
+def text_to_target(text: str) -> str:
+    """Whisper's tokens carry their leading space: the first word is " word"."""
+    return " " + " ".join(text.split())
+
+
+@HEADS.register("whisper_decoder")
+class WhisperDecoderHead(Head):
+    reads_encoder_source = True  # built from the same Whisper checkpoint as the encoder
+
+    def __init__(self, in_dim: int, num_classes: int, pretrained: str | None = None,
+                 whisper_config: dict | None = None, tokenizer: str | None = None,
+                 ctc_weight: float = 0.3, language: str = "en", freeze: bool = False,
+                 label_smoothing: float = 0.0, dropout: float = 0.1,
+                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, **common):
+        super().__init__(in_dim, **common)
+        from transformers import WhisperTokenizerFast
+        from transformers.models.whisper.modeling_whisper import WhisperDecoder
+
+        from .whisper import load_whisper_weights, whisper_config as build_config, whisper_folder
+
+        if not 0.0 <= ctc_weight < 1.0:
+            raise ValueError(f"whisper_decoder: ctc_weight={ctc_weight} must be in [0, 1)")
+        # The decoder was trained on the encoder's final layer norm output: no extra norm here.
+        self.norm = nn.Identity()
+        self.config = build_config(pretrained, whisper_config)
+        self.decoder = WhisperDecoder(self.config)
+        if pretrained:
+            load_whisper_weights(self.decoder, pretrained, "decoder")
+        if freeze:
+            self.decoder.requires_grad_(False)
+        source = tokenizer or (str(whisper_folder(pretrained)) if pretrained else None)
+        if source is None:
+            raise ValueError("whisper_decoder: needs a tokenizer folder or a pretrained model")
+        self.tokenizer = WhisperTokenizerFast.from_pretrained(source, local_files_only=True)
+        self.ctc_weight, self.label_smoothing = ctc_weight, label_smoothing
+        self.has_ctc = ctc_weight > 0  # a CTC head too: word times, blank decisions
+        self.language, self.max_new_tokens = language, max_new_tokens
+        self.ctc_norm = nn.LayerNorm(self.width)
+        self.ctc_dropout = nn.Dropout(dropout)
+        self.ctc = nn.Linear(self.width, num_classes)
+        tok = self.tokenizer.convert_tokens_to_ids
+        self.sot, self.eot = tok("<|startoftranscript|>"), tok("<|endoftext|>")
+        self.no_timestamps = tok("<|notimestamps|>")
+        self.multilingual = self.config.vocab_size >= MULTILINGUAL_VOCAB
+
+    # --- prompt and targets -------------------------------------------------------------------
+
+    def prompt(self, language: str | None = None) -> list[int]:
+        tok = self.tokenizer.convert_tokens_to_ids
+        ids = [self.sot]
+        if self.multilingual:
+            lang = language or self.language
+            lang_id = tok(f"<|{lang}|>")
+            if lang_id is None or lang_id == self.tokenizer.unk_token_id:
+                raise ValueError(f"whisper_decoder: no language token for {lang!r}")
+            ids += [lang_id, tok("<|transcribe|>")]
+        return ids + [self.no_timestamps]
+
+    def encode_texts(self, texts: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt + text + <|endoftext|> per utterance -> (ids [B, L], labels [B, L]) with
+        labels IGNORE on the prompt and the padding, so only the text and its end are learnt."""
+        prompt = self.prompt()
+        limit = self.config.max_target_positions - len(prompt) - 1
+        rows = [self.tokenizer.encode(text_to_target(t), add_special_tokens=False)[:limit] for t in texts]
+        length = max(len(prompt) + len(r) + 1 for r in rows)
+        ids = torch.full((len(rows), length), self.eot, dtype=torch.long)
+        labels = torch.full((len(rows), length), IGNORE, dtype=torch.long)
+        for i, r in enumerate(rows):
+            seq = prompt + r + [self.eot]
+            ids[i, : len(seq)] = torch.tensor(seq)
+            labels[i, len(prompt): len(seq)] = torch.tensor(r + [self.eot])
+        return ids.to(device), labels.to(device)
+
+    # --- the network --------------------------------------------------------------------------
+
+    def forward(self, inp: HeadInput) -> dict:
+        x = self.prepare(inp.x)
+        out = {"memory": x, "lengths": inp.lengths}
+        if self.ctc_weight > 0:
+            out["logits"] = self.ctc(self.ctc_dropout(self.ctc_norm(x)))
+        return out
+
+    def logits(self, ids: torch.Tensor, memory: torch.Tensor, memory_lengths: torch.Tensor,
+               cache=None, offset: int = 0) -> torch.Tensor:
+        """Next-token logits [B, L, vocab] for ``ids`` at positions offset..offset+L-1."""
+        dec = self.decoder
+        length = ids.shape[1]
+        h = dec.embed_tokens(ids) + dec.embed_positions.weight[offset: offset + length].to(memory.dtype)
+        h = F.dropout(h, p=dec.dropout, training=self.training)
+        neg = torch.finfo(h.dtype).min
+        causal = None
+        if length > 1:  # a cached single step may see everything before it
+            causal = torch.full((length, length), neg, dtype=h.dtype, device=h.device).triu(1)
+            if offset:
+                causal = torch.cat([torch.zeros(length, offset, dtype=h.dtype, device=h.device), causal], 1)
+            causal = causal[None, None]
+        cross = torch.zeros(memory.shape[:2], dtype=h.dtype, device=h.device)
+        cross = cross.masked_fill(pad_mask(memory_lengths, memory.shape[1]), neg)[:, None, None, :]
+        for layer in dec.layers:
+            h = layer(h, attention_mask=causal, encoder_hidden_states=memory,
+                      encoder_attention_mask=cross, cache=cache, use_cache=cache is not None)
+        return dec.layer_norm(h) @ dec.embed_tokens.weight.T  # Whisper ties the output projection
+
+    def loss(self, out: dict, target) -> torch.Tensor:
+        ids, labels = self.encode_texts(target.texts, out["memory"].device)
+        logits = self.logits(ids[:, :-1], out["memory"], out["lengths"])
+        attention = F.cross_entropy(logits.float().transpose(1, 2), labels[:, 1:], ignore_index=IGNORE,
+                                    label_smoothing=self.label_smoothing)
+        if self.ctc_weight == 0:
+            return attention
+        logp = out["logits"].float().log_softmax(-1).transpose(0, 1)
+        ctc = F.ctc_loss(logp, target.ids, out["lengths"], target.lengths, blank=0, zero_infinity=True)
+        return self.ctc_weight * ctc + (1 - self.ctc_weight) * attention
+
+    # --- decoding -----------------------------------------------------------------------------
+
+    def _suppress(self, logits: torch.Tensor) -> torch.Tensor:
+        """No special token but the end: timestamps and task tokens are not text."""
+        logits[..., self.eot + 1:] = -math.inf
+        return logits
+
+    @torch.no_grad()
+    def generate(self, memory: torch.Tensor, lengths: torch.Tensor, language: str | None = None,
+                 max_new_tokens: int | None = None, temperature: float = 0.0,
+                 prompt_text: str | None = None) -> list[dict]:
+        """Greedy (temperature 0) or sampled decoding of a batch, with a key/value cache.
+        Returns per utterance ``{"text", "tokens", "avg_logprob"}``; ``prompt_text`` is
+        Whisper's previous-text prompt (``<|startofprev|>`` text before the task prompt)."""
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+        b, device = memory.shape[0], memory.device
+        prompt = self.prompt(language)
+        if prompt_text:
+            prev = self.tokenizer.encode(text_to_target(prompt_text), add_special_tokens=False)
+            half = self.config.max_target_positions // 2
+            prompt = [self.tokenizer.convert_tokens_to_ids("<|startofprev|>")] + prev[-(half - 1):] + prompt
+        limit = min(max_new_tokens or self.max_new_tokens, self.config.max_target_positions - len(prompt))
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        ids = torch.tensor([prompt] * b, device=device)
+        logits = self.logits(ids, memory, lengths, cache)[:, -1]
+        tokens = torch.zeros(b, 0, dtype=torch.long, device=device)
+        logp_sum = torch.zeros(b, device=device)
+        done = torch.zeros(b, dtype=torch.bool, device=device)
+        for step in range(limit):
+            logp = self._suppress(logits.float()).log_softmax(-1)
+            if temperature > 0:
+                nxt = torch.multinomial((logp / temperature).softmax(-1), 1)[:, 0]
+            else:
+                nxt = logp.argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, self.eot), nxt)
+            logp_sum += torch.where(done, 0.0, logp.gather(1, nxt[:, None])[:, 0])
+            tokens = torch.cat([tokens, nxt[:, None]], 1)
+            done |= nxt == self.eot
+            if bool(done.all()):
+                break
+            logits = self.logits(nxt[:, None], memory, lengths, cache, offset=len(prompt) + step)[:, -1]
+        return [self._result(row, float(s)) for row, s in zip(tokens.tolist(), logp_sum)]
+
+    def _result(self, row: list[int], logp_sum: float) -> dict:
+        n = row.index(self.eot) + 1 if self.eot in row else len(row)  # the end token counts
+        text = [t for t in row[:n] if t != self.eot]
+        return {"text": self.tokenizer.decode(text).strip(), "tokens": text,
+                "avg_logprob": round(logp_sum / max(n, 1), 4)}
+
+    def transcribe(self, out: dict, vocab: list[str] | None = None, **options) -> list[str]:
+        return [r["text"] for r in self.generate(out["memory"], out["lengths"], **options)]
+
+    # --- assets -------------------------------------------------------------------------------
+
+    def save_assets(self, folder: Path) -> None:
+        self.tokenizer.save_pretrained(str(Path(folder) / TOKENIZER_DIR))
