@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, from the pinned CPU build, so no dependency pulls a CUDA build
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e ".[test,piper,deploy]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[test,piper,deploy,zeroshot]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -109,6 +109,9 @@ def test_cli_analyze_verify_enroll_identify_transcribe(tiny_run, tmp_path, capsy
     folder, run = tiny_run
     wavs = sorted((folder / "audio" / "speaker_test").rglob("*.wav"))
     assert main(["analyze", str(wavs[0]), "--model", str(run)]) == 0
+    summary = capsys.readouterr().out
+    assert summary.startswith(str(wavs[0])) and "language: " in summary and "transcript: " in summary
+    assert main(["analyze", str(wavs[0]), "--model", str(run), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert "text" in out and "language" in out and "speaker_embedding" not in out
     assert main(["verify", str(wavs[0]), str(wavs[1]), "--model", str(run)]) == 0

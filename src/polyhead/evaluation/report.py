@@ -12,6 +12,7 @@ from .evaluate import evaluate_model
 # (column title, set, metric) in the order tables show them
 COLUMNS = [
     ("WER", "speech_test", "wer"), ("CER", "speech_test", "cer"), ("OOD WER", "ood_test", "wer"),
+    ("OOD CER", "ood_test", "cer"),
     ("EER", "speaker_test", "eer"), ("minDCF.01", "speaker_test", "min_dcf_0.01"),
     ("OOD EER", "ood_test", "eer"), ("MFCC EER", "speaker_test", "mfcc_baseline_eer"),
     ("LID acc", "speaker_test", "accuracy@language"), ("intent acc", "speech_test", "accuracy@intent"),

@@ -46,3 +46,24 @@ def render(result: dict, fmt: str, uri: str = "audio") -> str:
     if fmt not in writers:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(writers)}")
     return writers[fmt]()
+
+
+def to_summary(res: dict, name: str = "") -> str:
+    """A few readable lines of an analysis: transcript, language, speech segments by
+    speaker (the JSON has everything)."""
+    lines = [f"{name} ({res.get('duration', 0):.1f} s)" if name else f"{res.get('duration', 0):.1f} s"]
+    if res.get("language"):
+        prob = res.get("language_probs", {}).get(res["language"])
+        lines.append(f"language: {res['language']}" + (f" ({prob:.2f})" if prob is not None else ""))
+    if res.get("intent"):
+        lines.append(f"intent: {res['intent']}")
+    lines.append(f"transcript: {res.get('text', '')}")
+    segments = res.get("segments", [])
+    if segments:
+        lines.append("segments:")
+        for s in segments:
+            who = f"  {s['speaker']}" if s.get("speaker") else ""
+            text = f"  {s['text']}" if s.get("text") else ""
+            lines.append(f"  {s['start']:7.2f} - {s['end']:7.2f}{who}{text}")
+    return "\n".join(lines)
+

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
 from ..audio import SAMPLE_RATE, AudioError, load_audio, to_model_audio
@@ -224,7 +225,17 @@ def load(path: str | Path, quantize: str | None = None) -> Polyhead:
     return Polyhead.load(path, quantize)
 
 
-def analyze_file(path: str | Path, audio: str | Path) -> dict:
-    res = load(path).analyze(audio)
+def analyze_file(path: str | Path, audio: str | Path, model: Polyhead | None = None) -> dict:
+    """Every head on one file. A recording longer than the encoder's window (Whisper: 30 s)
+    is transcribed in windows, by speaker, instead (``diarize.transcribe``)."""
+    ph = model or load(path)
+    info = sf.info(str(audio)) if Path(audio).is_file() else None
+    if info is not None and info.frames / info.samplerate > ph.max_seconds:
+        from .diarize import transcribe
+
+        res = transcribe(ph, audio)
+        res["text"] = " ".join(s["text"] for s in res["segments"])
+        return res
+    res = ph.analyze(audio)
     res.pop("speaker_embedding", None)
     return res

@@ -1,0 +1,40 @@
+"""Zero-shot Whisper on the same test sets: what a user gets without polyhead.
+
+faster-whisper (CTranslate2) runs the very files the pretrained encoder and decoder were
+converted from, with Whisper's own 30 s window. Greedy decoding (beam 1) and no previous-
+text conditioning, as polyhead's decoder is scored; references and hypotheses are
+normalised alike (metrics.normalize_text).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..audio import to_model_audio  # 16 kHz float: what faster-whisper takes as is
+from ..training.data import text_of
+from . import metrics
+
+
+def faster_whisper_model(ct2_folder: str | Path, threads: int = 2):
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError:
+        raise RuntimeError("zero-shot Whisper needs faster-whisper: pip install faster-whisper") from None
+    return WhisperModel(str(ct2_folder), device="cpu", compute_type="float32", cpu_threads=threads)
+
+
+def evaluate_zero_shot(model, cuts, language: str | None = "en", limit: int | None = None) -> dict:
+    """WER/CER of faster-whisper's transcripts of ``cuts`` (those with a transcript)."""
+    cuts = [c for c in cuts if text_of(c)][:limit]
+    refs, hyps = [], []
+    for cut in cuts:
+        audio = cut.load_audio()
+        samples = to_model_audio(audio.T if audio.ndim == 2 else audio, cut.sampling_rate, name=cut.id)
+        segments, _ = model.transcribe(samples, language=language, beam_size=1, temperature=0.0,
+                                       condition_on_previous_text=False, without_timestamps=True,
+                                       vad_filter=False)
+        refs.append(text_of(cut))
+        hyps.append(metrics.normalize_text(" ".join(s.text for s in segments)))
+    res = metrics.error_rates(refs, hyps)
+    res["examples"] = [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:3]]
+    return res
