@@ -26,7 +26,7 @@ browser:
 	bash scripts/install_browser.sh
 
 demo: setup engines
-	$(BIN)/polyhead demo --corpus $(CORPUS) --run $(RUN)
+	$(BIN)/polyhead demo --corpus $(CORPUS) --run $(RUN) --no-compare
 
 test: setup engines browser
 	$(BIN)/python -m pytest -q tests

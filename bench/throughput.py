@@ -2,6 +2,9 @@
 the disjoint step with gradient aggregation (PCGrad, CAGrad, UPGrad) vs the plain one.
 
     .venv/bin/python bench/throughput.py --corpus corpora/demo --steps 30
+    .venv/bin/python bench/throughput.py --config bench/whisper --corpus corpora/demo
+
+Every timed step trains the encoder: heads-only steps (a frozen encoder, far cheaper) are off.
 """
 
 import argparse
@@ -23,8 +26,8 @@ args = parser.parse_args()
 
 # Same batches (30 s speech, 30 s speaker crops) for every variant; features cached after warm-up.
 VARIANTS = {
-    "single-task speech": ["~tasks.speaker"],
-    "single-task speaker": ["~tasks.asr"],
+    "single-task speech": ["~tasks.speaker", "train.weighting.name=static", "train.weighting.options={}"],
+    "single-task speaker": ["~tasks.asr", "train.weighting.name=static", "train.weighting.options={}"],
     "joint": ["train.step=joint", "~tasks.speaker.crop", "tasks.speaker.train_sets=[speech_train]"],
     "disjoint": [],
     "disjoint + pcgrad": ["train.aggregator.name=pcgrad"],
@@ -33,7 +36,8 @@ VARIANTS = {
 }
 rows = {}
 for name, overrides in VARIANTS.items():
-    cfg = load_config(args.config, [f"corpus={args.corpus}", "train.eval_every=100000", *overrides])
+    cfg = load_config(args.config, [f"corpus={args.corpus}", "train.eval_every=100000",
+                                    "train.heads_only_steps=0", *overrides])
     trainer = Trainer(cfg, f"bench/out/throughput_run/{name.replace(' ', '_')}", progress=False)
     for _ in range(args.warmup):
         trainer.train_step()
@@ -49,4 +53,4 @@ for name in rows:
 print("\n| step | s/step | audio s per s | time vs plain disjoint |\n|---|---|---|---|")
 for name, r in rows.items():
     print(f"| {name} | {r['step_s']:.3f} | {r['audio_s_per_s']:.1f} | {r['vs_disjoint']:.2f}x |")
-json.dump({"threads": torch.get_num_threads(), "rows": rows}, open(args.out, "w"), indent=2)
+json.dump({"config": args.config, "threads": torch.get_num_threads(), "rows": rows}, open(args.out, "w"), indent=2)

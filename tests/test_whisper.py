@@ -197,3 +197,18 @@ def test_whisper_demo_config_trains_evaluates_and_analyses(tiny_corpus, tiny_whi
     long = next((folder / "audio" / "vad_test").glob("*.wav"))
     with pytest.raises(ValueError, match="longer than this model's 30 s window"):
         load(run).analyze(long)
+
+
+def test_a_looping_decoder_stops_at_what_the_audio_can_hold(tiny_whisper):
+    from polyhead.model.decoder import MAX_TOKENS_PER_SECOND, MIN_TOKEN_ALLOWANCE
+
+    model = MultiTaskModel(config(tiny_whisper)).eval()
+    head = model.heads["asr"]
+    suppress = head._suppress
+    # an end token that never comes: the decoder would loop to max_new_tokens
+    head._suppress = lambda logits: suppress(logits).index_fill_(-1, torch.tensor([head.eot]), -float("inf"))
+    x, lengths = batch(model, (1.0, 0.5))
+    with torch.no_grad():
+        out = model(x, lengths, ["asr"])["asr"]
+        res = head.generate(out["memory"], out["lengths"], max_new_tokens=60)
+    assert [len(r["tokens"]) for r in res] == [MIN_TOKEN_ALLOWANCE + int(s * MAX_TOKENS_PER_SECOND) for s in (1.0, 0.5)]

@@ -152,7 +152,7 @@ class Polyhead:
         head = self.model.heads[task] if hasattr(self.model, "heads") else None
         if head is None or not hasattr(head, "generate"):
             return None
-        return head.generate(out["memory"], out["lengths"])
+        return head.generate(out["memory"], out["lengths"], frames_per_second=out["frames_per_second"])
 
     def _transcript_of(self, task: str, out: dict, i: int, decoded: list[dict] | None, fps: float) -> dict:
         """Text, words with times and a confidence for item i: the decoder's text with word

@@ -27,6 +27,10 @@ from .heads import HEADS, Head, HeadInput, pad_mask
 IGNORE = -100  # cross-entropy ignore index: prompt and padding positions
 TOKENIZER_DIR = "tokenizer"
 DEFAULT_MAX_NEW_TOKENS = 200
+# No speech runs faster than this: a transcript that outgrows its audio is a decoder stuck in a
+# loop (Whisper's failure on unfamiliar input), and the batch would wait for it to the limit.
+MAX_TOKENS_PER_SECOND = 8.0
+MIN_TOKEN_ALLOWANCE = 8
 MULTILINGUAL_VOCAB = 51865  # English-only Whisper models have one token fewer
 
 
@@ -107,7 +111,7 @@ class WhisperDecoderHead(Head):
 
     def forward(self, inp: HeadInput) -> dict:
         x = self.prepare(inp.x)
-        out = {"memory": x, "lengths": inp.lengths}
+        out = {"memory": x, "lengths": inp.lengths, "frames_per_second": inp.frames_per_second}
         if self.ctc_weight > 0:
             out["logits"] = self.ctc(self.ctc_dropout(self.ctc_norm(x)))
         return out
@@ -154,7 +158,7 @@ class WhisperDecoderHead(Head):
     @torch.no_grad()
     def generate(self, memory: torch.Tensor, lengths: torch.Tensor, language: str | None = None,
                  max_new_tokens: int | None = None, temperature: float = 0.0,
-                 prompt_text: str | None = None) -> list[dict]:
+                 prompt_text: str | None = None, frames_per_second: float = 50.0) -> list[dict]:
         """Greedy (temperature 0) or sampled decoding of a batch, with a key/value cache.
         Returns per utterance ``{"text", "tokens", "avg_logprob"}``; ``prompt_text`` is
         Whisper's previous-text prompt (``<|startofprev|>`` text before the task prompt)."""
@@ -173,6 +177,7 @@ class WhisperDecoderHead(Head):
         tokens = torch.zeros(b, 0, dtype=torch.long, device=device)
         logp_sum = torch.zeros(b, device=device)
         done = torch.zeros(b, dtype=torch.bool, device=device)
+        allowance = (lengths.float() / frames_per_second * MAX_TOKENS_PER_SECOND).ceil() + MIN_TOKEN_ALLOWANCE
         for step in range(limit):
             logp = self._suppress(logits.float()).log_softmax(-1)
             if temperature > 0:
@@ -182,7 +187,7 @@ class WhisperDecoderHead(Head):
             nxt = torch.where(done, torch.full_like(nxt, self.eot), nxt)
             logp_sum += torch.where(done, 0.0, logp.gather(1, nxt[:, None])[:, 0])
             tokens = torch.cat([tokens, nxt[:, None]], 1)
-            done |= nxt == self.eot
+            done |= (nxt == self.eot) | (step + 1 >= allowance)
             if bool(done.all()):
                 break
             logits = self.logits(nxt[:, None], memory, lengths, cache, offset=len(prompt) + step)[:, -1]
@@ -195,6 +200,7 @@ class WhisperDecoderHead(Head):
                 "avg_logprob": round(logp_sum / max(n, 1), 4)}
 
     def transcribe(self, out: dict, vocab: list[str] | None = None, **options) -> list[str]:
+        options.setdefault("frames_per_second", out.get("frames_per_second", 50.0))
         return [r["text"] for r in self.generate(out["memory"], out["lengths"], **options)]
 
     # --- assets -------------------------------------------------------------------------------
