@@ -104,6 +104,8 @@ def test_decoder_learns_a_sentence_and_writes_it_back(tiny_whisper):
     with torch.no_grad():
         out = model(x, lengths, ["asr"])["asr"]
         assert model.heads["asr"].transcribe(out) == ["hello world"]
+        # beam search finds it too (attention scores only: no vocabulary, no CTC rescoring)
+        assert model.heads["asr"].transcribe(out, None, beam_size=3) == ["hello world"]
         res = model.heads["asr"].generate(out["memory"], out["lengths"])[0]
     assert -1.0 < res["avg_logprob"] <= 0.0
 
@@ -212,3 +214,19 @@ def test_a_looping_decoder_stops_at_what_the_audio_can_hold(tiny_whisper):
         out = model(x, lengths, ["asr"])["asr"]
         res = head.generate(out["memory"], out["lengths"], max_new_tokens=60)
     assert [len(r["tokens"]) for r in res] == [MIN_TOKEN_ALLOWANCE + int(s * MAX_TOKENS_PER_SECOND) for s in (1.0, 0.5)]
+
+
+def test_joint_rescoring_prefers_what_ctc_can_align(tiny_whisper):
+    """Attention alone prefers the shorter hypothesis; CTC, sure of every character of the
+    longer one, overrules it (weight 0.3)."""
+    model = MultiTaskModel(config(tiny_whisper, ctc_weight=0.3)).eval()
+    head = model.heads["asr"]
+    path = [0] + [CHARS.index(c) + 1 for c in "hello world"] + [0]
+    ctc_logits = torch.full((len(path), len(CHARS) + 1), -20.0)
+    ctc_logits[torch.arange(len(path)), torch.tensor(path)] = 0.0
+    full = head.tokenizer.encode(" hello world", add_special_tokens=False)
+    short = head.tokenizer.encode(" hello", add_special_tokens=False)
+    scores = {name: head._joint_score((tokens, att), ctc_logits, CHARS)
+              for name, tokens, att in (("full", full, -2.0), ("short", short, -1.0))}
+    assert scores["full"] > scores["short"]
+    assert head._joint_score((short, -1.0), None, CHARS) > head._joint_score((full, -2.0), None, CHARS)

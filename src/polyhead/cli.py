@@ -40,7 +40,8 @@ def _train(args) -> None:
 def _evaluate(args) -> None:
     from .evaluation.report import evaluate_run
 
-    results = evaluate_run(args.run, corpus=args.corpus, sets=args.sets, checkpoint=args.checkpoint)
+    results = evaluate_run(args.run, corpus=args.corpus, sets=args.sets, checkpoint=args.checkpoint,
+                           beam_size=args.beam_size)
     print(results["table"])
 
 
@@ -237,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corpus", default=None)
     p.add_argument("--sets", nargs="*", default=None)
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--beam-size", type=int, default=None,
+                   help="decoder heads: beam search with joint CTC/attention rescoring (default: greedy)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("probe", help="layer-wise speaker EER (paper 2, Figure 1)")

@@ -61,10 +61,13 @@ def calibrate(model: MultiTaskModel, corpus, run: Path) -> float | None:
 
 
 def evaluate_run(run: str | Path, corpus: str | None = None, sets=None, checkpoint: str = "best",
-                 limit: int | None = None) -> dict:
+                 limit: int | None = None, beam_size: int | None = None) -> dict:
     run = Path(run)
     folder = run / checkpoint if (run / checkpoint).is_dir() else run
     model = MultiTaskModel.load(folder)
+    for head in model.heads.values():
+        if beam_size and hasattr(head, "beam_size"):
+            head.beam_size = beam_size
     corpus = corpus or model.config.corpus
     results = evaluate_model(model, corpus, sets, limit=limit)
     calibrate(model, corpus, run)

@@ -10,7 +10,8 @@ task prompt comes first: ``<|startoftranscript|> <|en|> <|transcribe|> <|notimes
 The decoder layers run one by one, as the encoder's do, because transformers'
 ``WhisperDecoder.forward`` has no mask for the encoder states: a batch of utterances of
 different lengths would attend to each other's padding. Decoding is batched, with a
-key/value cache (transformers' ``EncoderDecoderCache``), greedy or sampled.
+key/value cache (transformers' ``EncoderDecoderCache``), greedy or sampled; beam search
+rescores its finished hypotheses with the CTC head (joint CTC/attention decoding).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class WhisperDecoderHead(Head):
                  whisper_config: dict | None = None, tokenizer: str | None = None,
                  ctc_weight: float = 0.3, language: str = "en", freeze: bool = False,
                  label_smoothing: float = 0.0, dropout: float = 0.1,
-                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, **common):
+                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, beam_size: int = 1, **common):
         super().__init__(in_dim, **common)
         from transformers import WhisperTokenizerFast
         from transformers.models.whisper.modeling_whisper import WhisperDecoder
@@ -70,7 +71,7 @@ class WhisperDecoderHead(Head):
         self.tokenizer = WhisperTokenizerFast.from_pretrained(source, local_files_only=True)
         self.ctc_weight, self.label_smoothing = ctc_weight, label_smoothing
         self.has_ctc = ctc_weight > 0  # a CTC head too: word times, blank decisions
-        self.language, self.max_new_tokens = language, max_new_tokens
+        self.language, self.max_new_tokens, self.beam_size = language, max_new_tokens, beam_size
         self.ctc_norm = nn.LayerNorm(self.width)
         self.ctc_dropout = nn.Dropout(dropout)
         self.ctc = nn.Linear(self.width, num_classes)
@@ -199,9 +200,80 @@ class WhisperDecoderHead(Head):
         return {"text": self.tokenizer.decode(text).strip(), "tokens": text,
                 "avg_logprob": round(logp_sum / max(n, 1), 4)}
 
-    def transcribe(self, out: dict, vocab: list[str] | None = None, **options) -> list[str]:
+    @torch.no_grad()
+    def beam_search(self, memory: torch.Tensor, length: torch.Tensor, beam_size: int = 4,
+                    ctc_logits: torch.Tensor | None = None, vocab: list[str] | None = None,
+                    language: str | None = None, max_new_tokens: int | None = None,
+                    frames_per_second: float = 50.0) -> dict:
+        """Beam search for ONE utterance (memory [1, T, D]) with its beams as the batch of the
+        key/value cache, then joint CTC/attention rescoring of the finished hypotheses:
+        (1 - a) log p_att + a log p_ctc, a = ``ctc_weight``, where log p_ctc is the CTC
+        head's likelihood of the hypothesis' normalised characters. CTC's monotonic alignment
+        punishes the dropped and repeated words that attention scores alone let through."""
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+        prompt = self.prompt(language)
+        limit = min(max_new_tokens or self.max_new_tokens, self.config.max_target_positions - len(prompt))
+        allowance = int(math.ceil(float(length[0]) / frames_per_second * MAX_TOKENS_PER_SECOND)) + MIN_TOKEN_ALLOWANCE
+        mem, lens = memory.expand(beam_size, -1, -1), length.expand(beam_size)
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        logits = self.logits(torch.tensor([prompt] * beam_size, device=memory.device), mem, lens, cache)[:, -1]
+        scores = torch.full((beam_size,), -math.inf, device=memory.device)
+        scores[0] = 0.0  # one live beam to start with: the others would repeat it
+        seqs: list[list[int]] = [[] for _ in range(beam_size)]
+        finished: list[tuple[list[int], float]] = []
+        for step in range(min(limit, allowance)):
+            logp = self._suppress(logits.float()).log_softmax(-1)
+            top = (scores[:, None] + logp).view(-1).topk(2 * beam_size)
+            live = []
+            for rank, (score, flat) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
+                k, tok = divmod(flat, logp.shape[1])
+                if tok == self.eot:
+                    if rank < beam_size:  # an end the beam would have kept
+                        finished.append((seqs[k], score))
+                elif len(live) < beam_size:
+                    live.append((k, tok, score))
+            # scores only fall: once the best ended hypothesis beats every live one, stop
+            if not live or (finished and max(f[1] for f in finished) > live[0][2]):
+                break
+            cache.reorder_cache(torch.tensor([k for k, _, _ in live], device=memory.device))
+            seqs = [seqs[k] + [tok] for k, tok, _ in live]
+            scores = torch.tensor([s for _, _, s in live], device=memory.device)
+            nxt = torch.tensor([[tok] for _, tok, _ in live], device=memory.device)
+            logits = self.logits(nxt, mem[: len(live)], lens[: len(live)], cache, offset=len(prompt) + step)[:, -1]
+            if len(live) < beam_size:  # fewer live beams than slots: keep the batch that size
+                mem, lens = mem[: len(live)], lens[: len(live)]
+        if not finished:  # stopped by the allowance: take the live beams as they are
+            finished = [(s, float(v)) for s, v in zip(seqs, scores.tolist())]
+        best = max(finished, key=lambda h: self._joint_score(h, ctc_logits, vocab))
+        return self._result(best[0] + [self.eot], best[1])
+
+    def _joint_score(self, hyp: tuple[list[int], float], ctc_logits, vocab) -> float:
+        tokens, attention = hyp
+        if ctc_logits is None or not vocab or self.ctc_weight == 0:
+            return attention
+        from ..evaluation.metrics import normalize_text
+
+        index = {ch: i + 1 for i, ch in enumerate(vocab)}
+        chars = [index[c] for c in normalize_text(self.tokenizer.decode(tokens)) if c in index]
+        logp = ctc_logits.float().log_softmax(-1)[:, None]
+        ctc = -F.ctc_loss(logp, torch.tensor([chars or [0]]), torch.tensor([len(logp)]),
+                          torch.tensor([len(chars)]), blank=0, reduction="sum", zero_infinity=False)
+        return (1 - self.ctc_weight) * attention + self.ctc_weight * float(ctc)
+
+    def transcribe(self, out: dict, vocab: list[str] | None = None, beam_size: int | None = None,
+                   **options) -> list[str]:
         options.setdefault("frames_per_second", out.get("frames_per_second", 50.0))
-        return [r["text"] for r in self.generate(out["memory"], out["lengths"], **options)]
+        beam_size = beam_size or self.beam_size
+        if beam_size <= 1:
+            return [r["text"] for r in self.generate(out["memory"], out["lengths"], **options)]
+        texts = []
+        for i in range(len(out["lengths"])):
+            n = int(out["lengths"][i])
+            ctc = out["logits"][i, :n] if "logits" in out else None
+            texts.append(self.beam_search(out["memory"][i:i + 1, :n], out["lengths"][i:i + 1], beam_size,
+                                          ctc, vocab, **options)["text"])
+        return texts
 
     # --- assets -------------------------------------------------------------------------------
 
