@@ -435,14 +435,33 @@ def test_init_from_mismatch_names_the_source(tmp_path):
         MultiTaskModel(make_config("mean", init_from=str(tmp_path / "missing")))
 
 
+def test_pretrained_wav2vec2_of_another_size_reloads_without_its_folder(tmp_path):
+    """The saved config holds the resolved transformers config: a checkpoint of a pretrained
+    encoder that is not base-sized rebuilds at its own size once the source is gone."""
+    import shutil
+
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    Wav2Vec2Model(Wav2Vec2Config(**TINY_W2V)).save_pretrained(str(tmp_path / "w2v"), safe_serialization=True)
+    model = build(make_config("mean", encoder="wav2vec2", pretrained=str(tmp_path / "w2v"))).eval()
+    model.save(tmp_path / "ckpt")
+    shutil.rmtree(tmp_path / "w2v")
+    loaded = MultiTaskModel.load(tmp_path / "ckpt")
+    assert loaded.encoder.dim == TINY_W2V["hidden_size"]
+    x, lengths = waves(8000, 6000)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, lengths)["spk"]["embedding"], loaded(x, lengths)["spk"]["embedding"])
+
+
 # --- registries ----------------------------------------------------------------------------------
 
 def test_unknown_encoder_lists_choices():
     with pytest.raises(ValueError, match="unknown encoder 'lstm'") as e:
         build(make_config("mean", encoder="lstm"))
-    for name in ("conformer", "transformer", "wav2vec2"):
+    for name in ("conformer", "transformer", "wav2vec2", "whisper"):
         assert name in str(e.value)
-    with pytest.raises(ValueError, match="conformer, transformer, wav2vec2"):
+    with pytest.raises(ValueError, match="conformer, transformer, wav2vec2, whisper"):
         ENCODERS.build("nope")
 
 

@@ -210,6 +210,19 @@ def test_gradnorm_moves_weight_to_smaller_gradient():
     assert list(lw.parameters()) == []  # not trained by the main optimiser
 
 
+def test_gradnorm_during_heads_only_steps_keeps_its_weights():
+    """The trainer passes no shared parameters while the encoder is frozen
+    (train.heads_only_steps): GradNorm then weighs with what it has instead of raising."""
+    W = torch.nn.Parameter(t([1.0]))
+    lw = WEIGHTINGS.build("gradnorm", TASKS, lr=0.1)
+    obj = lw({"asr": 3 * W.sum(), "speaker": W.sum()}, step=0, shared_params=None)
+    assert lw.weights() == {"asr": 1.0, "speaker": 1.0}
+    assert obj["asr"].item() == pytest.approx(3.0)
+    for step in (1, 2):  # unfrozen: it learns
+        lw({"asr": 3 * W.sum(), "speaker": W.sum()}, step=step, shared_params=[W])
+    assert lw.weights()["speaker"] > lw.weights()["asr"]
+
+
 def test_every_weighting_is_a_module():
     for name in WEIGHTINGS.names():
         assert isinstance(WEIGHTINGS.build(name, TASKS), LossWeighting)

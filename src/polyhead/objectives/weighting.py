@@ -195,12 +195,13 @@ class GradNorm(LossWeighting):
         self.register_buffer("initial_loss", torch.full((len(self.tasks),), float("nan")))
 
     def forward(self, losses, step, shared_params=None):
+        """``shared_params`` None: the shared layers are frozen (heads-only steps), so there is
+        no shared gradient to balance and the weights stay as they are."""
         self._check(losses)
-        if shared_params is None:
-            raise ValueError("gradnorm needs shared_params (the last shared layer's parameters)")
         idx = [self.tasks.index(t) for t in losses]
         current = {t: float(self.w[i]) for t, i in zip(losses, idx)}
-        if torch.is_grad_enabled() and all(loss.requires_grad for loss in losses.values()):
+        if (shared_params is not None and torch.is_grad_enabled()
+                and all(loss.requires_grad for loss in losses.values())):
             self._update(list(losses.values()), idx, list(shared_params))
         return self._weigh(losses, current)
 
