@@ -63,8 +63,22 @@ class Distributed:
         return out
 
     def average_grads(self, params: list[torch.nn.Parameter]) -> None:
-        # A parameter one rank did not touch must still take part, or buffers would misalign.
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        """All-reduce-mean ``.grad`` of ``params``; a parameter without a gradient keeps none.
+
+        A parameter no rank touched this step (a head whose task sat the step out, an encoder
+        frozen for the first steps) keeps ``grad=None``, so the optimiser skips it: a zero
+        gradient would still move it under Adam (momentum, weight decay) and advance its step
+        count. The ranks first agree, in one small all-reduce, on which parameters some rank
+        touched; those take part everywhere (zeros on the ranks that did not touch them), so
+        every rank flattens the same tensors in the same order.
+        """
+        if not self.enabled or not params:
+            return
+        mask = torch.tensor([p.grad is not None for p in params], dtype=torch.float32,
+                            device=params[0].device)
+        dist.all_reduce(mask)
+        grads = [None if not touched else p.grad if p.grad is not None else torch.zeros_like(p)
+                 for p, touched in zip(params, mask.tolist())]
         for p, g in zip(params, self.average(grads)):
             p.grad = g
 
