@@ -66,7 +66,7 @@ def run_demo(corpus: str = "corpora/demo", run: str = "runs/demo", compare: bool
         rows[name] = res["row"]
     zero_shot = zero_shot_row(runs["multitask"], corpus_dir)
     if zero_shot:
-        name = f"zero-shot {runs['multitask'].encoder.pretrained} (faster-whisper, {ZERO_SHOT_UTTERANCES} per set)"
+        name = f"zero-shot {runs['multitask'].encoder.pretrained} (faster-whisper, ~{ZERO_SHOT_UTTERANCES} per set)"
         rows[name] = zero_shot
     table = format_table(rows)
     print("\n== held-out test sets (speakers never seen in training)\n" + table)
