@@ -15,6 +15,7 @@ Training and inference both go through ``extractor(samples)``.
 
 from __future__ import annotations
 
+import abc
 from functools import cached_property
 
 import numpy as np
@@ -34,7 +35,7 @@ WHISPER_DYNAMIC_RANGE = 8.0  # log10 units: 80 dB
 WHISPER_OFFSET, WHISPER_SCALE = 4.0, 4.0
 
 
-class FeatureExtractor:
+class FeatureExtractor(abc.ABC):
     """Samples [S] float32 -> features [frames, dim] (or [S] for the waveform)."""
 
     name: str
@@ -42,8 +43,9 @@ class FeatureExtractor:
     dim: int | None  # feature width; None for the waveform
     augmentable: bool = True  # SpecAugment's masks make sense on these features
 
+    @abc.abstractmethod
     def __call__(self, samples: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Features of one utterance."""
 
     def spec(self) -> dict:
         """JSON-able description that ``from_spec`` turns back into this extractor."""
