@@ -164,7 +164,7 @@ def test_two_ranks_agree_on_grads_and_skip_untouched(tmp_path):
         for p in ctx.processes:
             if p.is_alive():
                 p.kill()
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for name in ("both", "one"):
         assert torch.equal(r0["grads"][name], r1["grads"][name]), name
     torch.testing.assert_close(r0["grads"]["both"], torch.full((4,), 1.5))  # mean of 1 and 2
