@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import Config, read_config_json, save_config
+from .decoder import TOKENIZER_DIR
 from .encoders import ENCODERS
 from .heads import HEADS, HeadInput, pad_mask
 
@@ -76,8 +77,8 @@ class MultiTaskModel(nn.Module):
             # the Whisper decoder comes from the same checkpoint as the encoder
             options.setdefault("pretrained", self.config.encoder.pretrained)
             options.setdefault("whisper_config", self.config.encoder.whisper_config)
-            if assets is not None and (Path(assets) / "tokenizer").is_dir():
-                options["tokenizer"] = str(Path(assets) / "tokenizer")
+            if assets is not None and (Path(assets) / TOKENIZER_DIR).is_dir():
+                options["tokenizer"] = str(Path(assets) / TOKENIZER_DIR)
         return options
 
     # --- structure ---------------------------------------------------------------------------
