@@ -11,6 +11,7 @@ import torch
 from polyhead.config import Config
 from polyhead.features import WhisperLogMel
 from polyhead.model import MultiTaskModel
+from polyhead.model.heads import HeadInput
 from polyhead.training.data import CHARS, TextTarget
 from tiny_whisper import make_tiny_whisper
 
@@ -71,6 +72,24 @@ def test_padding_does_not_change_an_utterance(tiny_whisper):
     n = alone.shape[1]
     torch.testing.assert_close(both[1, :n], alone[0], atol=1e-5, rtol=1e-4)
     assert dec_both[1]["tokens"] == dec_alone[0]["tokens"]
+
+
+def test_explicit_split_hides_the_other_dimensions_from_the_decoder(tiny_whisper):
+    cfg = config(tiny_whisper)
+    width = MultiTaskModel(cfg).encoder.dim
+    cfg.tasks["asr"].head.dims = (width // 4, width)
+    model = MultiTaskModel(cfg).eval()
+    x, lengths = batch(model)
+    target = text_target(["hello there", "hi"])
+    out = model(x, lengths)["asr"]
+    assert out["memory"].shape[-1] == width and out["logits"].shape[-1] == len(CHARS) + 1
+    assert torch.all(out["memory"][..., : width // 4] == 0)
+    # the speaker's quarter gets no gradient from the speech loss
+    states = model.hidden_states(x, lengths)[0][-1].detach().requires_grad_(True)
+    inp = HeadInput(x=states, lengths=out["lengths"], frames_per_second=out["frames_per_second"])
+    model.heads["asr"].loss(model.heads["asr"](inp), target).backward()
+    assert states.grad[..., : width // 4].abs().sum() == 0
+    assert states.grad[..., width // 4:].abs().sum() > 0
 
 
 def test_cached_greedy_equals_full_recompute(tiny_whisper):

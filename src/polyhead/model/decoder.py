@@ -112,7 +112,10 @@ class WhisperDecoderHead(Head):
 
     def forward(self, inp: HeadInput) -> dict:
         x = self.prepare(inp.x)
-        out = {"memory": x, "lengths": inp.lengths, "frames_per_second": inp.frames_per_second}
+        # explicit split (paper 1): the decoder's cross-attention needs its full width, so the
+        # dimensions outside this head's slice reach it as zeros rather than being cut away
+        memory = F.pad(x, (self.dims[0], inp.x.shape[-1] - self.dims[1])) if self.dims else x
+        out = {"memory": memory, "lengths": inp.lengths, "frames_per_second": inp.frames_per_second}
         if self.ctc_weight > 0:
             out["logits"] = self.ctc(self.ctc_dropout(self.ctc_norm(x)))
         return out
