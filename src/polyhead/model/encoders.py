@@ -15,8 +15,11 @@ encoder, the default.
 from __future__ import annotations
 
 import abc
+import contextlib
 import math
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -52,6 +55,18 @@ class Encoder(nn.Module, abc.ABC):
 
     def run_layer(self, layer: nn.Module, x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
         return layer(x, pad_mask)
+
+
+class FinalNorm(nn.Module):
+    """The last layer followed by the encoder's final layer norm, so every branch copy of
+    the last layer ends with it and a head reading layer -1 sees the normalised output."""
+
+    def __init__(self, layer: nn.Module, norm: nn.LayerNorm):
+        super().__init__()
+        self.layer, self.norm = layer, norm
+
+    def forward(self, x, attention_mask):
+        return self.norm(self.layer(x, attention_mask))
 
 
 class ConvSubsampling(nn.Module):
@@ -128,9 +143,8 @@ class Wav2Vec2Encoder(Encoder):
     """
 
     def __init__(self, pretrained: str | None = None, config: dict | None = None,
-                 freeze_feature_extractor: bool = True, **_unused):
+                 freeze_feature_extractor: bool = True, normalize: bool | None = None, **_unused):
         super().__init__()
-        self.features = Waveform()
         from transformers import Wav2Vec2Config, Wav2Vec2Model
 
         if pretrained:
@@ -139,20 +153,29 @@ class Wav2Vec2Encoder(Encoder):
                                                      **(config or {}))
         else:
             self.w2v = Wav2Vec2Model(Wav2Vec2Config(**(config or {})))
+        if normalize is None:
+            normalize = pretrained_normalizes(pretrained)
+        self.features = Waveform(normalize)
         self.w2v.config.layerdrop = 0.0  # layers are run one by one; layerdrop is not applied
         if freeze_feature_extractor:
             self.w2v.freeze_feature_encoder()
         self.dim = self.w2v.config.hidden_size
         # The layers move out of the transformers module so the multi-task model can share
         # or branch them; w2v keeps the front end and positional convolution only.
-        self.layers = self.w2v.encoder.layers
+        layers = list(self.w2v.encoder.layers)
         self.w2v.encoder.layers = nn.ModuleList()
+        if self.w2v.config.do_stable_layer_norm:
+            # pre-norm layers (large-lv60, XLS-R): the encoder norm follows the last layer
+            layers[-1] = FinalNorm(layers[-1], self.w2v.encoder.layer_norm)
+            del self.w2v.encoder.layer_norm
+            self._register_load_state_dict_pre_hook(_refuse_norm_before_layers)
+        self.layers = nn.ModuleList(layers)
         stride = math.prod(self.w2v.config.conv_stride)
         self.frames_per_second = SAMPLE_RATE / stride
 
     def resolved_options(self):
         # a large or stable-layer-norm model must not come back as base-sized
-        return {"w2v_config": self.w2v.config.to_diff_dict()}
+        return {"w2v_config": self.w2v.config.to_diff_dict(), "normalize_waveform": self.features.normalize}
 
     def embed(self, wave, lengths):
         enc = self.w2v.encoder
@@ -160,10 +183,23 @@ class Wav2Vec2Encoder(Encoder):
         x, _ = self.w2v.feature_projection(feats)
         out_lengths = self.w2v._get_feat_extract_output_lengths(lengths).long()
         pad = torch.arange(x.shape[1], device=x.device)[None, :] >= out_lengths[:, None]
+        if self.training:
+            x = self._mask_time(x, ~pad)
         x = x.masked_fill(pad[..., None], 0.0)
         x = x + enc.pos_conv_embed(x)
-        x = enc.dropout(enc.layer_norm(x))
-        return x, out_lengths
+        if not self.w2v.config.do_stable_layer_norm:
+            x = enc.layer_norm(x)
+        return enc.dropout(x), out_lengths
+
+    def _mask_time(self, x, valid):
+        """wav2vec2's fine-tuning masks (config mask_time_prob / mask_time_length): spans of
+        frames, within each utterance's length, replaced by the learned masked_spec_embed."""
+        if x.shape[1] < self.w2v.config.mask_time_length:
+            return x  # transformers refuses spans longer than the batch
+        # transformers draws the spans from numpy's global generator; seeding it from torch's,
+        # which the trainer seeds per step, keeps a resumed run's masks the same.
+        with _numpy_seeded(int(torch.randint(2 ** 31 - 1, ()))):
+            return self.w2v._mask_hidden_states(x, attention_mask=valid)
 
     def run_layer(self, layer, x, pad_mask):
         # An additive float mask works for every attention implementation transformers has.
@@ -171,3 +207,32 @@ class Wav2Vec2Encoder(Encoder):
         mask = mask.masked_fill(pad_mask, torch.finfo(x.dtype).min)[:, None, None, :]
         out = layer(x, attention_mask=mask)
         return out[0] if isinstance(out, tuple) else out
+
+
+def pretrained_normalizes(pretrained: str | None) -> bool:
+    """Whether the model expects zero-mean unit-variance waveforms, as its feature-extractor
+    config says (do_normalize); True, transformers' default for wav2vec2, when there is none."""
+    from transformers import Wav2Vec2FeatureExtractor
+    from transformers.utils import FEATURE_EXTRACTOR_NAME
+
+    if pretrained and (Path(pretrained) / FEATURE_EXTRACTOR_NAME).is_file():
+        return Wav2Vec2FeatureExtractor.from_pretrained(pretrained, local_files_only=True).do_normalize
+    return True
+
+
+def _refuse_norm_before_layers(state_dict, prefix, *_):
+    if prefix + "w2v.encoder.layer_norm.weight" in state_dict:
+        # saved before the norm followed the last layer: its weights learnt another model
+        raise ValueError("this stable-layer-norm wav2vec2 checkpoint was trained with the encoder layer "
+                         "norm before the layers, not after the last one as transformers places it; "
+                         "train it again")
+
+
+@contextlib.contextmanager
+def _numpy_seeded(seed: int):
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)

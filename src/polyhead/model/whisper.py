@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..features import WhisperLogMel
-from .encoders import ENCODERS, Encoder
+from .encoders import ENCODERS, Encoder, FinalNorm
 
 WHISPER_FRAMES_PER_SECOND = 50.0  # 100 mel frames/s, conv2 has stride 2
 WEIGHTS = "model.safetensors"
@@ -69,17 +69,6 @@ def load_whisper_weights(module: nn.Module, pretrained: str, part: str) -> None:
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
-class _FinalNorm(nn.Module):
-    """The last layer followed by the encoder's final layer norm."""
-
-    def __init__(self, layer: nn.Module, norm: nn.LayerNorm):
-        super().__init__()
-        self.layer, self.norm = layer, norm
-
-    def forward(self, x, attention_mask):
-        return self.norm(self.layer(x, attention_mask))
-
-
 @ENCODERS.register("whisper")
 class WhisperEncoder(Encoder):
     frames_per_second = WHISPER_FRAMES_PER_SECOND
@@ -98,7 +87,7 @@ class WhisperEncoder(Encoder):
         self.conv1, self.conv2, self.embed_positions = hf.conv1, hf.conv2, hf.embed_positions
         self.dropout = nn.Dropout(self.hf_config.dropout)
         layers = list(hf.layers)
-        layers[-1] = _FinalNorm(layers[-1], hf.layer_norm)
+        layers[-1] = FinalNorm(layers[-1], hf.layer_norm)
         self.layers = nn.ModuleList(layers)
         self.embed_positions.requires_grad_(False)  # sinusoidal in Whisper, kept fixed
         if freeze_front_end:
