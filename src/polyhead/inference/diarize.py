@@ -10,6 +10,7 @@ same speaker are merged.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from tqdm import tqdm
 
 from ..audio import SAMPLE_RATE, AudioError, to_model_audio
 from ..model.heads import HeadInput
-from .pipeline import Polyhead, words_in
+from .pipeline import GREEDY, Decoding, Polyhead, no_speech_prob, words_in
 
 CHUNK_S = 30.0  # seconds per encoder pass: memory stays bounded for hour-long files
 MIN_SEGMENT_FRAMES = 3
@@ -51,8 +52,9 @@ def read_chunks(path: str | Path, chunk_s: float = CHUNK_S):
 
 
 @torch.no_grad()
-def chunk_segments(ph: Polyhead, samples: np.ndarray, offset: float) -> list[dict]:
-    """Speech segments of one chunk, each with its words and its speaker embedding."""
+def chunk_segments(ph: Polyhead, samples: np.ndarray, offset: float, decoding: Decoding = GREEDY) -> list[dict]:
+    """Speech segments of one chunk, each with its words, its speaker embedding and, where
+    the heads give them, the chunk's ``avg_logprob`` and the segment's ``no_speech_prob``."""
     model = ph.model
     inputs, lengths = ph._inputs(samples)
     out, states = model(inputs, lengths, return_states=True)  # the one encoder pass
@@ -60,12 +62,11 @@ def chunk_segments(ph: Polyhead, samples: np.ndarray, offset: float) -> list[dic
     first = lambda found: found[0] if found else None  # noqa: E731
     vad, asr = first(model.tasks_with(target="vad")), first(model.tasks_with(target="text"))
     spk = first(model.tasks_with(head_type="speaker"))
-    words = ph._transcript_of(asr, out[asr], 0, ph._decode(asr, out[asr]), fps)["words"] if asr else []
     segs = ph._segments(out[vad]["logits"][0], fps) if vad else [{"start": 0.0, "end": len(samples) / SAMPLE_RATE}]
-    if spk:
-        x = states[(model.branch_of(spk), model.layer_index(spk))]
-        if model.cls is not None:
-            x = x[:, 1:]
+    if not segs:
+        return []  # the VAD heard no speech: nothing for the decoder to write
+    transcript = ph._transcript_of(asr, out[asr], 0, ph._decode(asr, out[asr], [decoding]), fps) if asr else {}
+    words = transcript.get("words", [])
     result = []
     for s in (piece for seg in segs for piece in split_segment(seg, words)):
         a, b = int(s["start"] * fps), max(int(s["end"] * fps), int(s["start"] * fps) + MIN_SEGMENT_FRAMES)
@@ -73,12 +74,35 @@ def chunk_segments(ph: Polyhead, samples: np.ndarray, offset: float) -> list[dic
                      for w in s["words"]]
         item = {"start": round(s["start"] + offset, 2), "end": round(s["end"] + offset, 2),
                 "text": " ".join(w["word"] for w in seg_words), "words": seg_words}
+        if "avg_logprob" in transcript:
+            item["avg_logprob"] = transcript["avg_logprob"]  # per decoding window, as Whisper's
+        if vad:
+            item["no_speech_prob"] = no_speech_prob(out[vad]["logits"][0, a:b])
         if spk:
-            piece = x[:, a:b]
-            emb = model.heads[spk](HeadInput(piece, torch.tensor([piece.shape[1]]), frames_per_second=fps))
-            item["embedding"] = emb["embedding"][0].numpy()
+            item["embedding"] = segment_embedding(ph, out, states, spk, samples, a, b)
         result.append(item)
     return result
+
+
+def segment_embedding(ph: Polyhead, out: dict, states: dict, task: str, samples: np.ndarray,
+                      a: int, b: int) -> np.ndarray:
+    """The speaker head on frames a..b of the chunk's pass, its input built as the model's
+    forward builds it (CTC-pooled heads get the CTC head's blank decisions for those frames).
+    A CLS vector (pooling ``first``) summarises the whole input it attended to, so a segment's
+    needs a pass over that segment's audio alone."""
+    model, fps = ph.model, ph.model.encoder.frames_per_second
+    head = model.heads[task]
+    if head.needs_cls:
+        rate = SAMPLE_RATE / fps
+        return ph.embed(samples[int(a * rate):int(b * rate)])
+    x = states[(model.branch_of(task), model.layer_index(task))]
+    x = x[:, 1:] if model.cls is not None else x
+    blank = None
+    if head.needs_blank:
+        blank = out[model.blank_source]["logits"][:, a:b].argmax(-1) == 0
+    piece = x[:, a:b]
+    inp = HeadInput(piece, torch.tensor([piece.shape[1]]), blank=blank, frames_per_second=fps)
+    return head(inp)["embedding"][0].numpy()
 
 
 def split_segment(seg: dict, words: list[dict]) -> list[dict]:
@@ -118,8 +142,11 @@ def cluster(embeddings: np.ndarray, num_speakers: int | None, threshold: float) 
 
 def transcribe(ph: Polyhead, path: str | Path, num_speakers: int | None = None,
                threshold: float = DEFAULT_CLUSTER_THRESHOLD, registry=None, id_threshold: float = 0.5,
-               progress: bool = False) -> dict:
-    """Speaker-attributed transcript: {"segments": [{start, end, speaker, text, words}], ...}."""
+               progress: bool = False, decoding: Decoding = GREEDY) -> dict:
+    """Speaker-attributed transcript: {"segments": [{start, end, speaker, text, words}], ...}.
+    ``decoding.prompt`` conditions the first chunk only, as Whisper's initial prompt does
+    when it does not condition on its own previous text."""
+    ph.check_decoding(decoding)
     info = sf.info(str(path)) if Path(path).is_file() else None
     if info is None:
         raise AudioError(f"{path}: file not found")
@@ -127,7 +154,8 @@ def transcribe(ph: Polyhead, path: str | Path, num_speakers: int | None = None,
     total = info.frames / info.samplerate
     with tqdm(total=round(total), unit="s", desc="transcribe", disable=not progress) as bar:
         for offset, samples in read_chunks(path):
-            segments += chunk_segments(ph, samples, offset)
+            segments += chunk_segments(ph, samples, offset, decoding)
+            decoding = replace(decoding, prompt=None)
             bar.update(round(len(samples) / SAMPLE_RATE))
     if segments and "embedding" in segments[0]:
         embs = np.stack([s.pop("embedding") for s in segments])
@@ -155,6 +183,10 @@ def merge_segments(segments: list[dict]) -> list[dict]:
     for s in sorted(segments, key=lambda s: s["start"]):
         if merged and merged[-1].get("speaker") == s.get("speaker") and s["start"] - merged[-1]["end"] < MERGE_GAP_S:
             m = merged[-1]
+            for key in ("avg_logprob", "no_speech_prob"):
+                if key in m and key in s:  # the merged segment's: weighted by duration
+                    wm, ws = m["end"] - m["start"], s["end"] - s["start"]
+                    m[key] = round((m[key] * wm + s[key] * ws) / max(wm + ws, 1e-9), 4)
             m["end"] = max(m["end"], s["end"])
             m["words"] += s["words"]
             m["text"] = " ".join(w["word"] for w in m["words"])

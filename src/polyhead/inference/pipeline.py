@@ -1,9 +1,16 @@
 """One pass, every answer: transcript (with word times and a confidence), speaker embedding,
-language probabilities, intent and speech segments from a single encoder forward."""
+language probabilities, intent and speech segments from a single encoder forward.
+
+The VAD head gates the decoder: an input with no speech segment gets an empty transcript
+instead of whatever a decoder writes over silence. ``no_speech_prob`` (of the input and of
+each segment) is 1 - the VAD head's mean speech probability over the frames: a probability,
+as Whisper's is, rather than a count of hard frame decisions.
+"""
 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +19,7 @@ import soundfile as sf
 import torch
 
 from ..audio import SAMPLE_RATE, AudioError, load_audio, to_model_audio
+from ..evaluation.metrics import normalize_text
 from ..model import MultiTaskModel
 
 MIN_SEGMENT_S = 0.2  # VAD segments shorter than this are dropped
@@ -31,12 +39,32 @@ DEFAULT_VERIFY_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
+class Decoding:
+    """How a decoder head writes the transcript (Whisper's options): ``language`` forces its
+    language token, ``prompt`` is the previous-text prompt, ``temperature`` 0 is greedy and
+    above 0 samples. A CTC-only speech head takes only the default."""
+
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float = 0.0
+
+
+GREEDY = Decoding()
+
+
+@dataclass(frozen=True)
 class Features:
     """One input ready for the encoder: ``inputs`` [frames, mels] (or [samples] for a
-    waveform encoder) and the audio's duration in seconds."""
+    waveform encoder), the audio's duration in seconds and how to decode it."""
 
     inputs: np.ndarray
     duration: float
+    decoding: Decoding = GREEDY
+
+
+def no_speech_prob(vad_logits: torch.Tensor) -> float:
+    """1 - mean speech probability over these VAD frames."""
+    return round(1.0 - float(vad_logits.float().sigmoid().mean()), 4) if len(vad_logits) else 1.0
 
 
 class Polyhead:
@@ -93,7 +121,32 @@ class Polyhead:
         x = self.model.encoder.features(samples)
         return torch.from_numpy(np.ascontiguousarray(x))[None], torch.tensor([len(x)])
 
-    def features(self, audio, sample_rate: int | None = None) -> Features:
+    def decoder(self):
+        """The speech task's decoder head (Whisper's), or None for a CTC-only model."""
+        tasks = self.model.tasks_with(target="text")
+        head = self.model.heads[tasks[0]] if tasks and hasattr(self.model, "heads") else None
+        return head if hasattr(head, "generate") else None
+
+    def check_decoding(self, decoding: Decoding) -> None:
+        """ValueError, with the reason, for options this model cannot honour."""
+        head = self.decoder()
+        if head is None:
+            asked = [f"{k}={v!r}" for k, v in vars(decoding).items() if v != getattr(GREEDY, k)]
+            if asked:
+                raise ValueError(f"this model's speech head is CTC only (no decoder): it cannot take "
+                                 f"{', '.join(asked)}")
+        elif decoding.language is not None:
+            head.prompt(decoding.language)  # raises for a language the model has no token for
+
+    def decoding_language(self, decoding: Decoding) -> str | None:
+        """The language the decoder writes in: the forced one, else its configured one
+        (English for an English-only model); None without a decoder."""
+        head = self.decoder()
+        if head is None:
+            return None
+        return (decoding.language or head.language) if head.multilingual else "en"
+
+    def features(self, audio, sample_rate: int | None = None, decoding: Decoding = GREEDY) -> Features:
         """Decode and featurise one input; the model itself is not touched, so a server can
         do this on any thread while another one runs the model."""
         samples = self._samples(audio, sample_rate)
@@ -103,7 +156,7 @@ class Polyhead:
                              f"{self.max_seconds:g} s window; long recordings go through "
                              "`polyhead transcribe` (chunked)")
         inputs = np.ascontiguousarray(self.model.encoder.features(samples), dtype=np.float32)
-        return Features(inputs, round(len(samples) / SAMPLE_RATE, 3))
+        return Features(inputs, round(len(samples) / SAMPLE_RATE, 3), decoding)
 
     def analyze(self, audio, sample_rate: int | None = None) -> dict:
         """``audio``: a path, encoded bytes, or samples (with ``sample_rate``)."""
@@ -126,12 +179,21 @@ class Polyhead:
             batch[i, :len(f.inputs)] = f.inputs
         out = self.model(torch.from_numpy(batch), torch.tensor([len(f.inputs) for f in items]))
         fps = self.model.encoder.frames_per_second
-        texts = {t: self._decode(t, out[t]) for t in self.model.tasks_with(target="text")}
+        vad = self.model.tasks_with(target="vad")
+        speech = {}  # item -> (its VAD logits, its segments)
+        for task in vad:
+            for i in range(len(items)):
+                logits = out[task]["logits"][i, :int(out[task]["lengths"][i])]
+                speech[i] = (logits, self._segments(logits, fps))
+        heard = [i for i in range(len(items)) if not vad or speech[i][1]]
+        texts = {t: self._decode(t, out[t], [f.decoding for f in items], heard)
+                 for t in self.model.tasks_with(target="text")}
         results = []
         for i, f in enumerate(items):
             result: dict = {"duration": f.duration}
             for task in self.model.tasks_with(target="text"):
-                result.update(self._transcript_of(task, out[task], i, texts[task], fps))
+                result.update(self._transcript_of(task, out[task], i, texts[task], fps) if i in heard
+                              else self._no_transcript(texts[task] is not None))
             for task in self.model.tasks_with(head_type="speaker"):
                 result["speaker_embedding"] = out[task]["embedding"][i].tolist()
             for task in self.model.tasks_with(head_type="classifier"):
@@ -141,20 +203,37 @@ class Polyhead:
                 ranked = sorted(zip(labels, probs), key=lambda kv: -kv[1])
                 result[target] = ranked[0][0]
                 result[f"{target}_probs"] = {k: round(v, 4) for k, v in ranked[:5]}
-            for task in self.model.tasks_with(target="vad"):
-                n = int(out[task]["lengths"][i])
-                result["segments"] = self._segments(out[task]["logits"][i, :n], fps)
+            if i in speech:
+                result["no_speech_prob"] = no_speech_prob(speech[i][0])
+                result["segments"] = speech[i][1]
             results.append(result)
         return results
 
-    def _decode(self, task: str, out: dict) -> list[dict] | None:
-        """The decoder's transcripts of a batch (None for a CTC-only speech head)."""
+    def _decode(self, task: str, out: dict, decodings: list[Decoding],
+                items: list[int] | None = None) -> dict[int, dict] | None:
+        """The decoder's transcripts of ``items`` of a batch (default all) by item, each
+        group of items with the same options decoded together; None for a CTC-only head."""
         head = self.model.heads[task] if hasattr(self.model, "heads") else None
         if head is None or not hasattr(head, "generate"):
             return None
-        return head.generate(out["memory"], out["lengths"], frames_per_second=out["frames_per_second"])
+        groups = defaultdict(list)
+        for i in range(len(decodings)) if items is None else items:
+            groups[decodings[i]].append(i)
+        decoded = {}
+        for d, idx in groups.items():
+            rows = torch.tensor(idx)
+            res = head.generate(out["memory"][rows], out["lengths"][rows], language=d.language,
+                                temperature=d.temperature, prompt_text=d.prompt,
+                                frames_per_second=out["frames_per_second"])
+            decoded.update(zip(idx, res))
+        return decoded
 
-    def _transcript_of(self, task: str, out: dict, i: int, decoded: list[dict] | None, fps: float) -> dict:
+    @staticmethod
+    def _no_transcript(decoder: bool) -> dict:
+        """What an input without speech gets: no text, and no decoder score (it was not run)."""
+        return {"text": "", "words": [], "confidence": None, **({"avg_logprob": None} if decoder else {})}
+
+    def _transcript_of(self, task: str, out: dict, i: int, decoded: dict[int, dict] | None, fps: float) -> dict:
         """Text, words with times and a confidence for item i: the decoder's text with word
         times from CTC forced alignment, or the CTC head's own greedy transcript."""
         n = int(out["lengths"][i])
@@ -169,8 +248,24 @@ class Polyhead:
 
             logp = logits.float().log_softmax(-1).numpy()
             words = word_times(d["text"], logp, self.config.vocab["text"], fps)
+            if words is not None:
+                self._give_tokens(self.model.heads[task].tokenizer, d["tokens"], words)
             result["words"] = words if words is not None else self._transcript(logits, fps)["words"]
         return result
+
+    @staticmethod
+    def _give_tokens(tokenizer, tokens: list[int], words: list[dict]) -> None:
+        """Each aligned word gets the decoder tokens that spell it: a token belongs to the
+        (normalised) word its text ends in, so punctuation joins the word before it."""
+        owner = [max(0, len(normalize_text(tokenizer.decode(tokens[:k + 1])).split()) - 1)
+                 for k in range(len(tokens))]
+        spoken = normalize_text(tokenizer.decode(tokens)).split()
+        j = 0
+        for w in words:  # in order; word_times skips words with no CTC character (digits)
+            while j < len(spoken) - 1 and spoken[j] != w["word"]:
+                j += 1
+            w["tokens"] = [t for t, o in zip(tokens, owner) if o == j]
+            j += 1
 
     def _transcript(self, logits: torch.Tensor, fps: float) -> dict:
         vocab = self.config.vocab["text"]
@@ -203,15 +298,16 @@ class Polyhead:
             if s and start is None:
                 start = t
             elif not s and start is not None:
-                segs.append([start / fps, t / fps])
+                segs.append([start, t])
                 start = None
-        merged = []
+        merged = []  # in frames
         for s in segs:
-            if merged and s[0] - merged[-1][1] < MERGE_GAP_S:
+            if merged and (s[0] - merged[-1][1]) / fps < MERGE_GAP_S:
                 merged[-1][1] = s[1]
             else:
                 merged.append(s)
-        return [{"start": round(a, 2), "end": round(b, 2)} for a, b in merged if b - a >= MIN_SEGMENT_S]
+        return [{"start": round(a / fps, 2), "end": round(b / fps, 2), "no_speech_prob": no_speech_prob(logits[a:b])}
+                for a, b in merged if (b - a) / fps >= MIN_SEGMENT_S]
 
 
 def words_in(words: list[dict], start: float, end: float, slack: float = 0.1) -> list[dict]:

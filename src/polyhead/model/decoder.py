@@ -85,6 +85,8 @@ class WhisperDecoderHead(Head):
     def prompt(self, language: str | None = None) -> list[int]:
         tok = self.tokenizer.convert_tokens_to_ids
         ids = [self.sot]
+        if not self.multilingual and language not in (None, "en"):
+            raise ValueError(f"whisper_decoder: an English-only model cannot write {language!r}")
         if self.multilingual:
             lang = language or self.language
             lang_id = tok(f"<|{lang}|>")

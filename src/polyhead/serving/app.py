@@ -8,6 +8,14 @@
     POST /v1/audio/diarize          file -> who said what (long-form, clustered speakers)
     GET  /health, /metrics (Prometheus), / (a web page that drives the API)
 
+The transcription endpoint answers as Whisper would or says it cannot: ``prompt`` is the
+decoder's previous-text prompt, ``temperature`` above 0 samples (and is never cached),
+``language`` forces the language token (400 for one the model has no token for); a CTC-only
+model refuses all three. In verbose_json, ``avg_logprob`` is the decoder's mean token
+log-probability over its window (shared by the window's segments, as Whisper's is),
+``no_speech_prob`` is 1 - the VAD head's mean speech probability over the segment's frames,
+``tokens`` the decoder's tokens of the segment's words; null where the model has no such head.
+
 One worker thread owns the model (serving/batcher.py): analyses that arrive together are run
 as one padded batch; everything else waits its turn on the same queue.
 
@@ -25,6 +33,7 @@ import json
 import re
 import tempfile
 import time
+import zlib
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -36,9 +45,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from ..audio import SAMPLE_RATE, AudioError, load_audio
-from ..inference.diarize import transcribe
+from ..inference.diarize import CHUNK_S, transcribe
 from ..inference.formats import to_srt, to_vtt
-from ..inference.pipeline import Polyhead, words_in
+from ..inference.pipeline import GREEDY, Decoding, Polyhead, words_in
 from ..inference.registry import SpeakerRegistry
 from .batcher import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_S, ModelWorker
 
@@ -53,6 +62,7 @@ AUDIO_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")  # what of an upload's name may
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 STATIC = Path(__file__).with_name("static")  # the web page, shipped as package data
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+MEL_FRAMES_PER_SECOND = 100  # Whisper's unit for a segment's `seek`
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
@@ -126,8 +136,11 @@ class Service:
                                     registry=self.metrics)
         self.worker = ModelWorker(model, max_batch, window_s, on_batch=self.batch_size.observe)
 
-    async def run(self, key: str, compute):
-        """``await compute()`` within the timeout, answered from the cache when it can be."""
+    async def run(self, key: str | None, compute):
+        """``await compute()`` within the timeout, answered from the cache when it can be
+        (never with ``key`` None: a sampled answer is drawn anew each time)."""
+        if key is None:
+            return await asyncio.wait_for(compute(), timeout=self.timeout_s)
         if key in self.cache:
             self.cache.move_to_end(key)
             self.cache_hits.inc()
@@ -148,14 +161,14 @@ class Service:
         samples = await asyncio.to_thread(_decode, data, name)
         return await self._analyze_samples(samples)
 
-    async def transcript(self, data: bytes, name: str) -> dict:
+    async def transcript(self, data: bytes, name: str, decoding: Decoding = GREEDY) -> dict:
         samples = await asyncio.to_thread(_decode, data, name)
         if len(samples) / SAMPLE_RATE > min(LONG_AUDIO_S, self.model.max_seconds):
-            return await self.call(_long_form, self.model, data, name)
-        return _transcript_of(await self._analyze_samples(samples))
+            return await self.call(_long_form, self.model, data, name, decoding)
+        return _transcript_of(await self._analyze_samples(samples, decoding))
 
-    async def _analyze_samples(self, samples) -> dict:
-        features = await asyncio.to_thread(self.model.features, samples, SAMPLE_RATE)
+    async def _analyze_samples(self, samples, decoding: Decoding = GREEDY) -> dict:
+        features = await asyncio.to_thread(self.model.features, samples, SAMPLE_RATE, decoding)
         return await asyncio.wrap_future(self.worker.analyze(features))
 
 
@@ -184,18 +197,21 @@ def _speaker_name(name: str) -> str:
     return name
 
 
-def _diarize(model: Polyhead, data: bytes, name: str, num_speakers: int | None = None) -> dict:
+def _diarize(model: Polyhead, data: bytes, name: str, num_speakers: int | None = None,
+             decoding: Decoding = GREEDY) -> dict:
     """Chunked long-form transcription by speaker (it reads a file: bounded memory)."""
     with tempfile.NamedTemporaryFile(suffix=_suffix(name)) as tmp:
         tmp.write(data)
         tmp.flush()
-        return transcribe(model, tmp.name, num_speakers=num_speakers)
+        return transcribe(model, tmp.name, num_speakers=num_speakers, decoding=decoding)
 
 
-def _long_form(model: Polyhead, data: bytes, name: str) -> dict:
-    """Files over LONG_AUDIO_S: chunked transcription (bounded memory), no speaker labels."""
-    res = _diarize(model, data, name)
+def _long_form(model: Polyhead, data: bytes, name: str, decoding: Decoding = GREEDY) -> dict:
+    """Files over LONG_AUDIO_S: chunked transcription (bounded memory), no speaker labels;
+    each segment's ``seek`` is the start of the chunk it begins in."""
+    res = _diarize(model, data, name, decoding=decoding)
     for s in res["segments"]:
+        s["seek"] = int(s["start"] // CHUNK_S * CHUNK_S * MEL_FRAMES_PER_SECOND)
         s.pop("speaker", None)
         for w in s["words"]:
             w.pop("speaker", None)
@@ -205,14 +221,31 @@ def _long_form(model: Polyhead, data: bytes, name: str) -> dict:
 
 
 def _transcript_of(res: dict) -> dict:
-    """An analysis as a transcript: VAD segments carry the words that begin inside them."""
-    segs = res.get("segments") or [{"start": 0.0, "end": res["duration"]}]
+    """An analysis as a transcript: VAD segments carry the words that begin inside them, the
+    utterance's avg_logprob (one decoding window, as in Whisper) and their no_speech_prob."""
+    whole = {"start": 0.0, "end": res["duration"], "no_speech_prob": res.get("no_speech_prob")}
     words = res.get("words", [])
-    segments = [{"start": s["start"], "end": s["end"],
-                 "text": " ".join(w["word"] for w in words_in(words, s["start"], s["end"]))}
-                for s in segs]
+    segments = []
+    for s in res.get("segments") or [whole]:
+        inner = words_in(words, s["start"], s["end"])
+        segments.append({"start": s["start"], "end": s["end"], "seek": 0, "words": inner,
+                         "text": " ".join(w["word"] for w in inner), "avg_logprob": res.get("avg_logprob"),
+                         "no_speech_prob": s.get("no_speech_prob")})
     return {"text": res.get("text", ""), "words": words, "segments": segments, "duration": res["duration"],
             "language": res.get("language"), "confidence": res.get("confidence")}
+
+
+def _verbose_segment(i: int, s: dict, temperature: float) -> dict:
+    """A segment in OpenAI's verbose_json shape; what the model cannot give is null.
+    ``tokens``: the decoder's tokens of the segment's words (null without a decoder)."""
+    tokens = [w.get("tokens") for w in s["words"]]
+    text = s["text"].encode()
+    return {"id": i, "seek": s["seek"], "start": s["start"], "end": s["end"], "text": s["text"],
+            "tokens": None if None in tokens else [t for ts in tokens for t in ts],
+            "temperature": temperature, "avg_logprob": s.get("avg_logprob"),
+            # Whisper's: text bytes over their zlib-compressed bytes (high = repetitive)
+            "compression_ratio": round(len(text) / len(zlib.compress(text)), 4),
+            "no_speech_prob": s.get("no_speech_prob")}
 
 
 def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
@@ -287,9 +320,15 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
                              granularities: list[str] = Form([], alias="timestamp_granularities[]")):
         if response_format not in RESPONSE_FORMATS:
             raise HTTPException(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}")
+        decoding = Decoding(language or None, prompt or None, temperature)
+        try:
+            model.check_decoding(decoding)
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
         data = await file.read()
         name = file.filename or "upload"
-        res = await svc.run(_key("transcribe", data), lambda: svc.transcript(data, name))
+        key = _key("transcribe", data, **vars(decoding)) if temperature == 0 else None
+        res = await svc.run(key, lambda: svc.transcript(data, name, decoding))
         if response_format == "text":
             return PlainTextResponse(res["text"] + "\n")
         if response_format in ("srt", "vtt"):
@@ -297,12 +336,9 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
             return PlainTextResponse(body)
         if response_format == "json":
             return {"text": res["text"]}
-        body = {"task": "transcribe", "language": res.get("language") or language or "en",
+        body = {"task": "transcribe", "language": model.decoding_language(decoding) or res.get("language"),
                 "duration": res["duration"], "text": res["text"],
-                "segments": [{"id": i, "seek": 0, "start": s["start"], "end": s["end"], "text": s["text"],
-                              "tokens": [], "temperature": temperature, "avg_logprob": 0.0,
-                              "compression_ratio": 1.0, "no_speech_prob": 0.0}
-                             for i, s in enumerate(res["segments"])]}
+                "segments": [_verbose_segment(i, s, temperature) for i, s in enumerate(res["segments"])]}
         if "word" in granularities:
             body["words"] = [{"word": w["word"], "start": w["start"], "end": w["end"]} for w in res["words"]]
         return body

@@ -144,7 +144,7 @@ function showAnalysis(result) {
     empty.textContent = "(no words recognised)";
     transcript.append(empty);
   }
-  $("confidence").textContent = result.confidence !== undefined ? `confidence ${result.confidence.toFixed(2)}` : "";
+  $("confidence").textContent = result.confidence != null ? `confidence ${result.confidence.toFixed(2)}` : "";
   $("duration").textContent = `${result.duration.toFixed(2)} s`;
   showProbabilities($("language"), result.language_probs, result.language);
   // Every other classifier head (intent, gender, ...) answers as "<target>" + "<target>_probs".
