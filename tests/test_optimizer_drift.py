@@ -152,18 +152,23 @@ def _rank_worker(rank: int, world: int, port: int, out: str) -> None:
     d.close()
 
 
-def test_two_ranks_agree_on_grads_and_skip_untouched(tmp_path):
-    ctx = mp.start_processes(_rank_worker, args=(2, free_port(), str(tmp_path)), nprocs=2,
-                             join=False, start_method="spawn")
+def run_ranks(fn, args: tuple, limit_s: float = 120, nprocs: int = 2) -> None:
+    """``fn(rank, *args)`` in ``nprocs`` spawned processes; fails the test if they outlast
+    ``limit_s`` (ranks waiting for each other) and kills what is left."""
+    ctx = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="spawn")
     try:
         t0 = time.monotonic()
-        while not ctx.join(timeout=5):
-            if time.monotonic() - t0 > 120:
-                pytest.fail("2-rank gloo test timed out")
+        while not ctx.join(timeout=2):
+            if time.monotonic() - t0 > limit_s:
+                pytest.fail(f"{nprocs} ranks still running after {limit_s} s")
     finally:
         for p in ctx.processes:
             if p.is_alive():
                 p.kill()
+
+
+def test_two_ranks_agree_on_grads_and_skip_untouched(tmp_path):
+    run_ranks(_rank_worker, (2, free_port(), str(tmp_path)))
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for name in ("both", "one"):
         assert torch.equal(r0["grads"][name], r1["grads"][name]), name

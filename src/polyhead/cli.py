@@ -30,10 +30,14 @@ def _stats(args) -> None:
 
 def _train(args) -> None:
     from .config import load_config
+    from .training.checkpoint import find_resumable
     from .training.trainer import train
 
-    config = load_config(args.config, args.overrides)
-    summary = train(config, args.run, resume=args.resume)
+    config = load_config(args.config or "demo", args.overrides)
+    if args.resume and args.config and find_resumable(Path(args.run)):
+        log.warning("resuming %s with its saved config: --config %s is not read again; the overrides "
+                    "given apply on top of the saved config", args.run, args.config)
+    summary = train(config, args.run, resume=args.resume, resume_overrides=args.overrides)
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
 
 
@@ -227,9 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_sweep)
 
     p = sub.add_parser("train", help="train a model from a config")
-    p.add_argument("--config", default="demo", help="YAML file or bundled config name")
+    p.add_argument("--config", default=None, help="YAML file or bundled config name (default: demo)")
     p.add_argument("--run", required=True, help="run folder (checkpoints, logs)")
-    p.add_argument("--resume", action="store_true", help="continue from <run>/last")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from <run>/last with its saved config; overrides of how long and how "
+                        "often (train.steps, train.eval_every, ...) apply, ones that change the model or "
+                        "data are refused")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4")
     p.set_defaults(func=_train)
 

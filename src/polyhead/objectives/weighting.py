@@ -8,6 +8,10 @@ trainer's optimiser trains it through the ordinary backward pass.
 
 ``losses`` may hold only some of the tasks (a step where a task had no batch); methods weight
 whatever is present.
+
+Under data parallelism the weights must be the same on every rank (they scale the gradients
+that are then averaged): methods that weigh by loss values or gradient norms use the values
+averaged over the ranks (``all_mean``, a no-op in one process), so they weigh the global batch.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 from torch import Tensor
 
 from polyhead.registry import Registry
+from polyhead.training.distributed import all_mean
 
 WEIGHTINGS = Registry("loss weighting")
 
@@ -54,6 +59,12 @@ class LossWeighting(torch.nn.Module, abc.ABC):
         if unknown:
             raise KeyError(f"losses for unknown tasks {sorted(unknown)}; known: {self.tasks}")
 
+    @staticmethod
+    def _global_values(losses: dict[str, Tensor]) -> dict[str, float]:
+        """Detached loss values averaged over the ranks, in one all-reduce."""
+        values = all_mean(torch.stack([loss.detach().float() for loss in losses.values()]))
+        return dict(zip(losses, values.tolist()))
+
     def _weigh(self, losses: dict[str, Tensor], weights: dict[str, float]) -> dict[str, Tensor]:
         self._last.update(weights)
         return {t: weights[t] * loss for t, loss in losses.items()}
@@ -87,7 +98,7 @@ class DynamicWeighting(LossWeighting):
 
     def forward(self, losses, step, shared_params=None):
         self._check(losses)
-        values = {t: float(loss.detach()) for t, loss in losses.items()}
+        values = self._global_values(losses)
         smallest = min(values.values())
         # The clamp only avoids 0/0 when a loss is exactly zero (then every weight is 0 anyway).
         return self._weigh(losses, {t: smallest / max(v, 1e-12) for t, v in values.items()})
@@ -148,8 +159,10 @@ class DynamicWeightAverage(LossWeighting):
         if self._index is not None and index != self._index:
             self._close_window()
         self._index = index
-        for t, loss in losses.items():
-            self._sums[t] = self._sums.get(t, 0.0) + float(loss.detach())
+        for t, value in self._global_values(losses).items():
+            if not math.isfinite(value):  # a step the trainer skips must not poison the window
+                continue
+            self._sums[t] = self._sums.get(t, 0.0) + value
             self._counts[t] = self._counts.get(t, 0) + 1
         return self._weigh(losses, {t: self._w[t] for t in losses})
 
@@ -206,21 +219,22 @@ class GradNorm(LossWeighting):
         return self._weigh(losses, current)
 
     def _update(self, losses: list[Tensor], idx: list[int], params: list[Tensor]) -> None:
-        values = torch.stack([loss.detach().float() for loss in losses]).to(self.w.device)
+        values = all_mean(torch.stack([loss.detach().float() for loss in losses]).to(self.w.device))
+        # ||dL_i/dW|| of the global batch: the norm of the rank-averaged gradient (one
+        # all-reduce of [tasks x |W|]), so every rank takes the same step on w.
+        # retain_graph keeps the graph alive for the trainer's backward.
+        grads = []
+        for loss in losses:
+            per_param = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+            # zeros where the task skips a parameter of W
+            grads.append(torch.cat([(g if g is not None else torch.zeros_like(p)).detach().float().reshape(-1)
+                                    for g, p in zip(per_param, params)]).to(self.w.device))
+        norms = all_mean(torch.stack(grads)).norm(dim=1)
+        if not (torch.isfinite(values).all() and torch.isfinite(norms).all()):
+            return  # a step the trainer skips must not poison the weights (or L_i(0))
         for k, i in enumerate(idx):  # L_i(0): the first loss seen for each task
             if torch.isnan(self.initial_loss[i]):
                 self.initial_loss[i] = values[k]
-        # ||dL_i/dW||: no create_graph needed, the norm is a constant w.r.t. the weights.
-        # retain_graph keeps the graph alive for the trainer's backward.
-        norms = []
-        for loss in losses:
-            grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-            sq = torch.zeros((), device=self.w.device)  # stays 0 if the task skips W
-            for g in grads:
-                if g is not None:
-                    sq = sq + g.detach().float().pow(2).sum().to(sq.device)
-            norms.append(sq.sqrt())
-        norms = torch.stack(norms)
 
         w = self.w[idx].clone().requires_grad_(True)
         g = w * norms

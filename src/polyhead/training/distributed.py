@@ -5,6 +5,12 @@ with one backward per task it would average per-task gradients at the wrong mome
 them from the aggregator. Gradient surgery needs each task's gradient averaged over ranks
 *before* aggregation, so every rank computes the same weights; these helpers do exactly that
 (bucketed all-reduce of flattened gradients) and nothing more.
+
+Every decision that changes control flow (stop early, skip a non-finite step, roll back, refit
+the schedule to the time budget, the weights of a loss weighting) must come out the same on
+every rank, or one rank leaves the loop while the others wait in a collective: such decisions
+are taken from rank 0's values (``from_main``) or from values reduced over the ranks
+(``all_mean``, ``all_true``). Without an initialised process group these return their input.
 """
 
 from __future__ import annotations
@@ -15,6 +21,44 @@ import torch
 import torch.distributed as dist
 
 
+def _spread() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _comm_device() -> torch.device:
+    """NCCL moves only CUDA tensors; gloo takes CPU ones."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_mean(t: torch.Tensor) -> torch.Tensor:
+    """The mean of ``t`` over the ranks (a new tensor); ``t`` itself in one process."""
+    if not _spread():
+        return t
+    out = t.detach().to(_comm_device(), copy=True)
+    dist.all_reduce(out)
+    return (out / dist.get_world_size()).to(t.device)
+
+
+def all_true(flag: bool) -> bool:
+    """True only when ``flag`` is true on every rank."""
+    if not _spread():
+        return bool(flag)
+    t = torch.tensor([float(bool(flag))], device=_comm_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def from_main(values: list[float]) -> list[float]:
+    """Rank 0's ``values`` on every rank (float64: wall-clock seconds keep their precision)."""
+    if not _spread():
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=_comm_device())
+    dist.broadcast(t, src=0)
+    return t.tolist()
+
+
 class Distributed:
     def __init__(self):
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -23,6 +67,8 @@ class Distributed:
         if self.world_size > 1 and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() else "gloo"
             dist.init_process_group(backend)
+
+    all_true, from_main = staticmethod(all_true), staticmethod(from_main)
 
     @property
     def enabled(self) -> bool:

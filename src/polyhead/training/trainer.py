@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import Config, save_config
+from ..config import DELETE, Config, ConfigError, _set_dotted, parse_overrides, read_config_json, save_config
 from ..data.corpus import available_sets, load_set
 from ..evaluation.evaluate import criterion, evaluate_asr, evaluate_speaker
 from ..model import MultiTaskModel
@@ -40,6 +41,10 @@ BUDGET_FIRST_PROBE = 20
 BUDGET_REFIT_EVERY = 100
 EVAL_TIME_SHARE = 0.08  # share of a time budget reserved for dev evaluations
 DEV_LIMIT = 200  # dev utterances decoded per evaluation: enough to rank checkpoints, cheap
+# Overrides that may come with --resume: they steer how long and how often, not what is
+# trained, so the checkpoint's model, data and optimiser state still fit the config.
+RESUME_SAFE = ("train.steps", "train.eval_every", "train.log_every", "train.time_budget_s",
+               "train.early_stop_patience", "train.max_bad_steps")
 
 
 class TrainingDiverged(RuntimeError):
@@ -59,9 +64,28 @@ def param_groups(model, lr: float, scales: dict[str, float]) -> list[dict]:
     return [{"params": ps, "lr": lr * scale} for scale, ps in sorted(groups.items(), reverse=True)]
 
 
+def resume_config(saved: Config, overrides: Sequence[str]) -> Config:
+    """A resumed run's saved config with the ``overrides`` given with --resume applied, each
+    logged; a key outside RESUME_SAFE raises ConfigError (a ValueError) naming it."""
+    tree = saved.model_dump(mode="json")
+    for key, value in parse_overrides(list(overrides)):
+        if key not in RESUME_SAFE:
+            raise ConfigError(
+                f"override {key!r} cannot change when a run resumes: the checkpoint's model, data and "
+                f"optimiser state were made without it. With --resume only {', '.join(RESUME_SAFE)} "
+                f"can change; start a new run folder to change {key}")
+        section, name = key.split(".")
+        log.warning("resuming: %s %r -> %r", key, tree[section].get(name),
+                    "(default)" if value is DELETE else value)
+        _set_dotted(tree, key, value)
+    return Config.model_validate(tree)
+
+
 class Trainer:
     def __init__(self, config: Config, run_dir: str | Path, resume: bool = False,
-                 progress: bool = True, on_error: str = "skip"):
+                 progress: bool = True, on_error: str = "skip", resume_overrides: Sequence[str] = ()):
+        """``resume_overrides``: the dotted overrides given with ``resume``, applied onto the
+        run's saved config (``config`` carries them already when there is nothing to resume)."""
         self.run_dir = Path(run_dir)
         self.dist = Distributed()
         self.device = self.dist.device()
@@ -70,9 +94,7 @@ class Trainer:
         if resume and resume_from is None:
             log.warning("%s: nothing to resume, starting fresh", self.run_dir)
         if resume_from is not None:
-            from ..config import read_config_json
-
-            config = read_config_json(resume_from / "config.json")
+            config = resume_config(read_config_json(resume_from / "config.json"), resume_overrides)
         elif not config.vocab:
             config = config.model_copy(update={"vocab": build_vocab(config)})
         self.config, tc = config, config.train
@@ -93,6 +115,9 @@ class Trainer:
         self.step, self.best, self.bad_steps, self.skipped_steps, self.rollbacks = 0, math.inf, 0, 0, 0
         self.evals_since_best, self.history = 0, []
         self._budget_mark, self._configured_steps, self._eval_seconds = None, None, 0.0
+        # Training seconds of earlier runs of this one (resumed), and when fit() started: the
+        # time budget counts all of them.
+        self._seconds_before, self._start = 0.0, None
         self.seconds_seen = {t: 0.0 for t in self.tasks}
         if resume_from is not None:
             self._restore(resume_from)
@@ -184,7 +209,8 @@ class Trainer:
             task_weights = self._aggregate(objectives, params)
         finite = all(torch.isfinite(v).all() for v in losses.values())
         norm = torch.nn.utils.clip_grad_norm_(params, tc.clip_norm) if tc.clip_norm else torch.tensor(0.0)
-        finite = finite and bool(torch.isfinite(norm))
+        # One rank's NaN must skip the step everywhere, or the ranks' weights part ways.
+        finite = self.dist.all_true(finite and bool(torch.isfinite(norm)))
         if finite:
             self.optimizer.step()
             self.bad_steps = 0
@@ -238,7 +264,12 @@ class Trainer:
         after MAX_ROLLBACKS of them (or with no checkpoint yet) training stops."""
         folder = ckpt.find_resumable(self.run_dir)
         lr_now = self.config.train.lr * self.lr_scale
-        if folder is None:
+        # Rank 0 writes the checkpoints: whether there is one to roll back to is its call.
+        (have,) = self.dist.from_main([folder is not None])
+        if have and folder is None:
+            raise ckpt.CheckpointError(f"rank {self.dist.rank} cannot see the checkpoint rank 0 wrote in "
+                                       f"{self.run_dir}: the run folder must be shared by every rank")
+        if not have:
             raise TrainingDiverged(
                 f"training diverged at step {self.step}: {self.bad_steps} non-finite steps in a row "
                 f"and no checkpoint to roll back to yet; lower train.lr (now {lr_now:g})")
@@ -247,10 +278,13 @@ class Trainer:
                 f"training diverged at step {self.step}: {self.skipped_steps} non-finite steps, still "
                 f"diverging after {MAX_ROLLBACKS} rollbacks; lower train.lr (now {lr_now:g})")
         # The checkpoint's counters predate this divergence: keep ours, or the rollback limit
-        # would reset with every restore and a run that always diverges would never stop.
+        # would reset with every restore and a run that always diverges would never stop
+        # (and the clock would go back).
         rollbacks, skipped, scale = self.rollbacks + 1, self.skipped_steps, self.lr_scale * ROLLBACK_LR_FACTOR
+        clock = self._seconds_before, self._eval_seconds
         self._restore(folder)
         self.rollbacks, self.skipped_steps, self.lr_scale, self.bad_steps = rollbacks, skipped, scale, 0
+        self._seconds_before, self._eval_seconds = clock
         # LambdaLR computes learning rates only when stepped: step it onto the same position
         # again so the lower scale applies from the next step on.
         self.scheduler.last_epoch -= 1
@@ -261,6 +295,7 @@ class Trainer:
     # --- checkpoints -------------------------------------------------------------------------
 
     def state(self) -> dict:
+        this_run = time.time() - self._start if self._start is not None else 0.0  # before fit(): none
         return {"step": self.step, "best": self.best, "skipped_steps": self.skipped_steps,
                 "rollbacks": self.rollbacks, "lr_scale": self.lr_scale,
                 "evals_since_best": self.evals_since_best,
@@ -268,6 +303,8 @@ class Trainer:
                 "weighting": self.weighting.state_dict(), "aggregator": self.aggregator.state_dict(),
                 "streams": {k: s.state() for k, s in self.streams.items()},
                 "seconds_seen": self.seconds_seen,
+                "train_seconds": self._seconds_before + this_run,
+                "eval_seconds": self._eval_seconds,
                 "history": json.dumps(self.history)}
 
     def _restore(self, folder: Path) -> None:
@@ -285,6 +322,8 @@ class Trainer:
         self.rollbacks, self.lr_scale = st["rollbacks"], st["lr_scale"]
         self.evals_since_best, self.seconds_seen = st["evals_since_best"], st["seconds_seen"]
         self.history = json.loads(st["history"])
+        # absent in older checkpoints: their budget restarts, as it used to
+        self._seconds_before, self._eval_seconds = st.get("train_seconds", 0.0), st.get("eval_seconds", 0.0)
 
     def save(self, best: bool = False) -> None:
         if not self.dist.is_main:
@@ -319,12 +358,16 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
-        start = time.time()
+        start = self._start = time.time()
         bar = tqdm(total=tc.steps, initial=self.step, desc="train", disable=not self.progress, unit="step")
         log_path = self.run_dir / "train_log.jsonl"
         stopped, error = "steps", None
         first_step = self.step
-        while self.step < self.config.train.steps:
+        self._budget_mark = (self.step, self._seconds_before - self._eval_seconds)
+        out_of_time = self._budget_spent()  # a resumed run may have spent it before the crash
+        if out_of_time:
+            stopped = "time budget"
+        while self.step < self.config.train.steps and not out_of_time:
             try:
                 rec = self.train_step()
             except TrainingDiverged as e:
@@ -334,7 +377,7 @@ class Trainer:
             since = self.step - first_step
             if tc.time_budget_s and (since == BUDGET_FIRST_PROBE
                                      or (since > BUDGET_FIRST_PROBE and since % BUDGET_REFIT_EVERY == 0)):
-                self._fit_schedule_to_budget(time.time() - start, first_step)
+                self._fit_schedule_to_budget(self._elapsed())
                 bar.total = self.config.train.steps
             # skipped steps and rollbacks are always logged: they are what a post-mortem needs
             if self.dist.is_main and (rec["step"] % tc.log_every == 0 or rec["skipped"]):
@@ -350,11 +393,11 @@ class Trainer:
             bar.set_postfix({k.split("/")[-1] + ("" if k.startswith("loss") else "_w"): f"{v:.3g}"
                              for k, v in rec.items() if k.startswith(("loss/", "weight/"))})
             at_eval = self.step % tc.eval_every == 0 or self.step == self.config.train.steps
-            out_of_time = tc.time_budget_s is not None and time.time() - start > tc.time_budget_s
+            out_of_time = self._budget_spent()
             if at_eval or out_of_time:
                 eval_start = time.time()
                 stop_early = self._evaluate_and_checkpoint()
-                self._eval_seconds += time.time() - eval_start
+                self._eval_seconds += self.dist.from_main([time.time() - eval_start])[0]
                 if stop_early:
                     stopped = "early stop"
                     break
@@ -375,7 +418,16 @@ class Trainer:
             raise TrainingDiverged(error)
         return summary
 
-    def _fit_schedule_to_budget(self, elapsed: float, first_step: int) -> None:
+    def _elapsed(self) -> float:
+        """Training seconds so far, earlier runs included, by rank 0's clock: the decisions
+        they feed (stop, refit the schedule) must be the same on every rank."""
+        return self.dist.from_main([self._seconds_before + time.time() - self._start])[0]
+
+    def _budget_spent(self) -> bool:
+        budget = self.config.train.time_budget_s
+        return budget is not None and self._elapsed() > budget
+
+    def _fit_schedule_to_budget(self, elapsed: float) -> None:
         """With a wall-time budget, set train.steps to what the budget allows (never more than
         configured), so the learning-rate decay happens instead of being cut off. Only
         before the decay stage starts: the schedule must not jump once it is decaying."""
@@ -383,7 +435,7 @@ class Trainer:
         if self.step >= (tc.schedule[0] + tc.schedule[1]) * tc.steps:
             return
         training = elapsed - self._eval_seconds  # evaluations have their own share below
-        mark_step, mark_seconds = self._budget_mark or (first_step, 0.0)
+        mark_step, mark_seconds = self._budget_mark
         per_step = (training - mark_seconds) / (self.step - mark_step)
         self._budget_mark = (self.step, training)
         if self._configured_steps is None:
@@ -400,7 +452,8 @@ class Trainer:
         """Dev metrics, best/last checkpoints; True when early stopping says stop."""
         tc = self.config.train
         dev = self.evaluate_dev() if self.dist.is_main else {}
-        score = criterion(dev, tc.criterion) if dev else -self.step
+        # Rank 0 alone evaluates; its score is every rank's, so best and early stopping agree.
+        (score,) = self.dist.from_main([criterion(dev, tc.criterion) if dev else -self.step])
         improved = score < self.best
         if improved:
             self.best, self.evals_since_best = score, 0
@@ -417,8 +470,9 @@ class Trainer:
         return bool(tc.early_stop_patience and self.evals_since_best >= tc.early_stop_patience)
 
 
-def train(config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    trainer = Trainer(config, run_dir, resume=resume, progress=progress)
+def train(config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True,
+          resume_overrides: Sequence[str] = ()) -> dict:
+    trainer = Trainer(config, run_dir, resume=resume, progress=progress, resume_overrides=resume_overrides)
     try:
         return trainer.fit()
     finally:
