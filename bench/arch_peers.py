@@ -9,7 +9,7 @@ data for the same steps, from scratch, and scored on the same test sets by polyh
 Systems (all single-task, random init, nothing downloaded):
     w2v_ctc           transformers Wav2Vec2ForCTC, polyhead's character vocabulary, its own CTC loss
     w2v_xvector       transformers Wav2Vec2ForXVector, its own AMSoftmax loss over training speakers
-    polyhead_speech   polyhead's bench conformer + CTC head (configs/bench/base.yaml, ~tasks.speaker)
+    polyhead_speech   polyhead's bench conformer + CTC head (configs/bench/scratch.yaml, ~tasks.speaker)
     polyhead_speaker  the same encoder + mean-pooling speaker head, 3 s crops (~tasks.asr)
 
 The wav2vec2 configs are size-matched to the bench conformer (width 144, 6 layers, 4 heads).
@@ -53,7 +53,7 @@ from polyhead.training.data import (  # noqa: E402
 from polyhead.training.schedule import tri_stage  # noqa: E402
 from polyhead.training.trainer import Trainer  # noqa: E402
 
-BASE_CONFIG = ROOT / "configs" / "bench" / "base.yaml"
+BASE_CONFIG = ROOT / "configs" / "bench" / "scratch.yaml"
 SPEECH_SET, SPEAKER_SET = "speech_test", "speaker_test"
 SPEAKER_CROP_S = 3.0  # as polyhead's bench stl_speaker_3s run
 DEFAULT_STEPS = 200

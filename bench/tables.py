@@ -47,9 +47,9 @@ TABLES = {
         ("first + cls", "paper1_table2/first_cls"),
         ("CTC-pool: blank frames", "paper1_table2/ctc_blanks"),
         ("CTC-pool: non-blank frames", "paper1_table2/ctc_nonblanks"),
-        ("explicit split, 36 of 144 dims to speaker", "paper1_table2/split_36"),
-        ("explicit split, 72 of 144", "paper1_table2/split_72"),
-        ("explicit split, 108 of 144", "paper1_table2/split_108"),
+        ("explicit split, 128 of 512 dims to speaker", "paper1_table2/split_128"),
+        ("explicit split, 256 of 512", "paper1_table2/split_256"),
+        ("explicit split, 384 of 512", "paper1_table2/split_384"),
     ],
     "Paper 1, Table 3: branched encoder, first k of 6 layers shared (9 s crops, dynamic)": [
         ("k = 0 (front end only)", "paper1_table3/base__shared_layers=0"),
@@ -190,7 +190,7 @@ def plot_losses(runs: list[str], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--corpus", default=str(ROOT / "corpora" / "bench"))
+    ap.add_argument("--corpus", default=str(ROOT / "corpora" / "demo"))  # configs/bench/base.yaml's
     ap.add_argument("--speech-limit", type=int, default=None, help="first N speech_test utterances")
     ap.add_argument("--img", default=str(ROOT / "docs" / "img"))
     args = ap.parse_args()

@@ -112,3 +112,14 @@ def test_single_task_baselines_are_not_picked_over_shared_models(tmp_path):
         history = [{"step": 2, "criterion": criterion, "dev": dev}]
         (out / name / "train_summary.json").write_text(json.dumps({"stopped": "steps", "history": history}))
     assert run_sweep(spec, out)["best"] == "mtl"
+
+
+def test_only_trains_the_named_runs(tiny_corpus, tmp_path):
+    base = tiny_base(tmp_path, tiny_corpus[0], steps=2)
+    spec = tmp_path / "two.sweep.yaml"
+    spec.write_text(yaml.safe_dump(dict(base=str(base), variants=dict(a=[], b=["train.lr=2.0e-3"]))))
+    out = tmp_path / "sweep"
+    assert list(run_sweep(spec, out, only=["b"])["runs"]) == ["b"]
+    assert (out / "b" / "train_summary.json").is_file() and not (out / "a").exists()
+    with pytest.raises(ValueError, match="no run named c"):
+        run_sweep(spec, out, only=["c"])

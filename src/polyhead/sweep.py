@@ -70,12 +70,17 @@ def measured(dev: dict) -> set[str]:
 
 
 def run_sweep(spec_path: str | Path, out: str | Path, extra: list[str] = (), backend: str = "local",
-              trials: int | None = None) -> dict:
+              trials: int | None = None, only: list[str] | None = None) -> dict:
     from .training.checkpoint import find_resumable
     from .training.trainer import TrainingDiverged, train
 
     spec = yaml.safe_load(Path(spec_path).read_text())
     runs = expand(spec)
+    if only:  # a subset of the runs, e.g. what a smaller budget allows
+        unknown = sorted(set(only) - set(runs))
+        if unknown:
+            raise ValueError(f"{spec_path}: no run named {', '.join(unknown)} (runs: {', '.join(runs)})")
+        runs = {k: v for k, v in runs.items() if k in only}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = {}
