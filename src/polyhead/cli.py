@@ -59,7 +59,8 @@ def _probe(args) -> None:
 def _sweep(args) -> None:
     from .sweep import run_sweep
 
-    res = run_sweep(args.spec, args.out, args.overrides, backend=args.backend, trials=args.trials)
+    res = run_sweep(args.spec, args.out, args.overrides, backend=args.backend, trials=args.trials,
+                    only=args.only)
     for name, r in res["runs"].items():
         flag = " DIVERGED" if r["diverged"] else (" <- best" if name == res["best"] else "")
         print(f"{name:60s} criterion {r['criterion']:.4f}{flag}")
@@ -227,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--backend", default="local", choices=["local", "optuna"])
     p.add_argument("--trials", type=int, default=None)
+    p.add_argument("--only", type=lambda v: v.split(","), metavar="RUN,RUN", help="train only these runs of the sweep")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_sweep)
 
