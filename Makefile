@@ -4,16 +4,22 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 CORPUS  ?= corpora/demo
 RUN     ?= runs/demo
 
 .PHONY: setup engines browser demo test bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+# The demo needs the package, the piper voices and faster-whisper; the tests add the rest.
+$(DEMO_STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, from the pinned CPU build, so no dependency pulls a CUDA build
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e ".[piper,zeroshot]"
+	touch $(DEMO_STAMP)
+
+$(STAMP): $(DEMO_STAMP)
 	$(BIN)/pip install -q -c constraints.txt -e ".[test,piper,deploy,zeroshot]"
 	touch $(STAMP)
 
@@ -25,7 +31,7 @@ engines:
 browser:
 	bash scripts/install_browser.sh
 
-demo: setup engines
+demo: $(DEMO_STAMP) engines
 	$(BIN)/polyhead demo --corpus $(CORPUS) --run $(RUN) --no-compare
 
 test: setup engines browser

@@ -24,7 +24,7 @@ from .evaluation.report import evaluate_run, format_table
 SINGLE_TASK = {"asr_only": "asr", "speaker_only": "speaker"}
 # faster-whisper pays a full 30 s window per clip (about 1.5 s each here): an evenly spaced
 # subset keeps the demo's comparison within minutes.
-ZERO_SHOT_UTTERANCES = 40
+ZERO_SHOT_UTTERANCES = 30
 
 
 def run_demo(corpus: str = "corpora/demo", run: str = "runs/demo", compare: bool = True,
