@@ -12,6 +12,8 @@ from polyhead.evaluation.metrics import cp_wer, der
 from polyhead.inference import load
 from polyhead.inference.diarize import transcribe
 
+from attributed import hypothesis_of, reference_of  # bench/: the script's folder
+
 parser = argparse.ArgumentParser()
 parser.add_argument("model")
 parser.add_argument("--corpus", default="corpora/demo")
@@ -27,15 +29,9 @@ for mode in ("known count", "estimated count"):
         sups = cut.supervisions
         n = len({s.speaker for s in sups}) if mode == "known count" else None
         hyp = transcribe(model, path, num_speakers=n)["segments"]
-        ref_turns = [(s.start, s.end, s.speaker) for s in sups]
-        hyp_turns = [(s["start"], s["end"], s["speaker"]) for s in hyp]
+        ref_turns, ref_text = reference_of(cut)
+        hyp_turns, hyp_text = hypothesis_of(hyp)
         ders.append(der(ref_turns, hyp_turns, collar=0.25)["der"])
-        ref_text = {}
-        for s in sorted(sups, key=lambda s: s.start):
-            ref_text[s.speaker] = (ref_text.get(s.speaker, "") + " " + s.text).strip()
-        hyp_text = {}
-        for s in hyp:
-            hyp_text[s["speaker"]] = (hyp_text.get(s["speaker"], "") + " " + s["text"]).strip()
         cps.append(cp_wer(ref_text, hyp_text))
     rows[mode] = {"der": sum(ders) / len(ders), "cpwer": sum(cps) / len(cps), "recordings": len(ders)}
 print("| speakers | DER (0.25 s collar) | cpWER | recordings |\n|---|---|---|---|")

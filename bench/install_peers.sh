@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The pretrained peers of bench/peers.py, into .venv, with torch held at the pinned CPU build.
+# The pretrained peers of bench/peers.py and bench/pipeline_peer.py (faster-whisper through
+# polyhead[zeroshot], silero-vad, resemblyzer, webrtcvad, pocketsphinx), into .venv, with torch
+# held at the pinned CPU build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PIP=.venv/bin/pip

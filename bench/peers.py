@@ -36,6 +36,8 @@ from polyhead.evaluation import metrics
 from polyhead.evaluation.evaluate import evaluate_asr, evaluate_speaker, evaluate_trials, evaluate_vad
 from polyhead.training.data import text_of
 
+from peer_models import resemblyzer_embedder, silero_segmenter  # bench/: the script's folder
+
 SPEAKER_SETS = ("speaker_test", "ood_test")  # sets with a trial list
 ASR_SETS = ("speech_test", "ood_test")
 VAD_SETS = ("conversations_test", "vad_test")
@@ -59,15 +61,7 @@ PEERS = tuple(TASK_OF)
 
 # --------------------------------------------------------------------------- peers
 # Each factory imports its package (ImportError: "not installed") and returns a function of
-# 16 kHz float samples.
-
-def resemblyzer_embedder():
-    from resemblyzer import VoiceEncoder, preprocess_wav
-
-    encoder = VoiceEncoder("cpu", verbose=False)
-    # preprocess_wav is the package's own front end (volume normalisation, silence trimming).
-    return lambda samples: encoder.embed_utterance(preprocess_wav(samples, source_sr=SAMPLE_RATE))
-
+# 16 kHz float samples; the ones bench/pipeline_peer.py shares live in peer_models.py.
 
 def pocketsphinx_transcriber():
     from pocketsphinx import Decoder
@@ -84,19 +78,8 @@ def pocketsphinx_transcriber():
 
 
 def silero_detector():
-    import torch
-    from silero_vad import get_speech_timestamps, load_silero_vad
-
-    model = load_silero_vad()  # the JIT model inside the wheel
-
-    def detect(samples: np.ndarray) -> np.ndarray:
-        # Sample indices, not return_seconds: that rounds boundaries to 0.1 s.
-        with torch.no_grad():
-            segments = get_speech_timestamps(torch.from_numpy(samples), model, sampling_rate=SAMPLE_RATE)
-        return metrics.segments_to_frames(
-            [(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in segments],
-            len(samples) / SAMPLE_RATE)
-    return detect
+    segments = silero_segmenter()
+    return lambda samples: metrics.segments_to_frames(segments(samples), len(samples) / SAMPLE_RATE)
 
 
 def webrtc_detector(mode: int):
