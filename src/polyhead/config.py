@@ -75,6 +75,9 @@ class TaskConfig(Strict):
     head: HeadConfig
     target: Literal["text", "phonemes", "speaker", "language", "intent", "gender", "vad"]
     train_sets: list[str]  # corpus sets this task's batches come from (disjoint step)
+    # a Whisper decoder's decoder_tasks (head option) that draw from other sets than
+    # train_sets, e.g. {speakers: [conversations_dev], language: [speaker_train]}
+    decoder_task_sets: dict[str, list[str]] = Field(default_factory=dict)
     dev_set: str | None = None
     crop: float | None = None  # random crop in seconds (speaker batches: 2, 3, 9, 10 in the papers)
     start_step: int = 0  # curriculum: the task joins at this step
@@ -117,6 +120,8 @@ class TrainConfig(Strict):
     criterion: dict[str, float] = Field(default_factory=lambda: {"wer": 0.25, "eer": 0.75})
     max_bad_steps: int = 20  # non-finite steps in a row before rolling back
     temperature: float = 1.0  # sampling over a task's several train sets: p_i ~ D_i^(1/T)
+    # sampling over a decoder head's decoder_tasks (their pools' seconds D_i), the same way
+    task_temperature: float = 1.0
     cache_features: bool = True  # keep decoded features in memory (small corpora, CPU)
     time_budget_s: float | None = None  # stop after this wall time (demo budgets)
 

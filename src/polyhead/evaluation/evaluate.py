@@ -5,6 +5,11 @@
     speaker    EER and minDCF (P_target 0.01 and 0.05) of cosine scores of full-utterance
                embeddings on trial lists, next to the untrained MFCC baseline's EER
     language, intent   accuracy;   VAD   frame F1 on long recordings
+    decoder tasks      (a Whisper decoder with decoder_tasks, results under "<task>/<decoder
+               task>") slu: intent accuracy and slot F1 beside the intent head; language:
+               accuracy of the language token beside the LID head; speakers: on the
+               conversations, per window of at most the encoder's input, cpWER of the
+               speaker-token transcript and DER of its turns timed by CTC alignment
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ import numpy as np
 import torch
 
 from ..data.corpus import available_sets, label, load_set, read_info, read_trials, trials_path
+from ..model.decoder_tasks import LANGUAGE, SLU, SPEAKERS, TRANSCRIBE, parse_slu, parse_speakers
 from ..model.heads import CTCHead
-from ..training.data import Collator, FeatureCache, text_of
+from ..training.data import CHARS, Collator, FeatureCache, speaker_windows, text_of
 from . import metrics
 
 log = logging.getLogger(__name__)
@@ -69,8 +75,11 @@ def decode_ctc(logits: torch.Tensor, vocab: list[str]) -> str:
 
 
 @torch.no_grad()
-def transcribe_cuts(model, cuts, task: str, max_seconds: float = EVAL_BATCH_SECONDS):
-    """Yield (cut, transcript) with the head's own decoding, one padded batch at a time."""
+def transcribe_cuts(model, cuts, task: str, max_seconds: float = EVAL_BATCH_SECONDS,
+                    decoder_task: str = TRANSCRIBE, with_output: bool = False):
+    """Yield (cut, transcript) with the head's own decoding, one padded batch at a time.
+    A Whisper decoder's other tasks: their text (greedy), or for ``language`` the language
+    code; ``with_output`` adds the head's output row (CTC logits for alignment)."""
     model.eval()
     device = next(model.parameters()).device
     collate = Collator(model.config.vocab, [], FeatureCache(model.encoder.features, enabled=False))
@@ -78,7 +87,16 @@ def transcribe_cuts(model, cuts, task: str, max_seconds: float = EVAL_BATCH_SECO
     for group in batches_by_duration(list(cuts), max_seconds):
         b = collate(group).to(device)
         out = model(b.inputs, b.lengths, [task])[task]
-        yield from zip(group, head.transcribe(out, model.config.vocab.get("text")))
+        if decoder_task == TRANSCRIBE:
+            answers = head.transcribe(out, model.config.vocab.get("text"))
+        elif decoder_task == LANGUAGE:
+            answers = [r["language"] for r in head.detect_language(out["memory"], out["lengths"])]
+        else:
+            answers = [r["text"] for r in head.generate(out["memory"], out["lengths"], task=decoder_task,
+                                                         frames_per_second=out["frames_per_second"])]
+        if with_output:
+            answers = [(a, _row(out, i)) for i, a in enumerate(answers)]
+        yield from zip(group, answers)
 
 
 def evaluate_asr(model, cuts, task: str, limit: int | None = None) -> dict:
@@ -90,6 +108,69 @@ def evaluate_asr(model, cuts, task: str, limit: int | None = None) -> dict:
     res = metrics.error_rates(refs, hyps)
     res["examples"] = [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:3]]
     return res
+
+
+def evaluate_slu(model, cuts, task: str, limit: int | None = None) -> dict:
+    """Intent accuracy and slot F1 of the decoder's <|slu|> answers on the commands."""
+    cuts = [c for c in cuts if len(c.supervisions) == 1 and label(c, "intent")][:limit]
+    if not cuts:
+        return {}
+    refs, hyps = [], []
+    for cut, text in transcribe_cuts(model, cuts, task, decoder_task=SLU):
+        refs.append((label(cut, "intent"), label(cut, "slots") or {}))
+        hyps.append(parse_slu(text))
+    return {"intent_accuracy": metrics.accuracy([r[0] for r in refs], [h[0] for h in hyps]),
+            "slot_f1": metrics.slot_f1([r[1] for r in refs], [h[1] for h in hyps]), "n": len(refs)}
+
+
+def evaluate_language_token(model, cuts, task: str, limit: int | None = None) -> dict:
+    """Accuracy of the language token the decoder writes after <|startoftranscript|>."""
+    cuts = [c for c in cuts if len(c.supervisions) == 1 and label(c, "language")][:limit]
+    if not cuts:
+        return {}
+    refs, hyps = zip(*((label(cut, "language"), code)
+                       for cut, code in transcribe_cuts(model, cuts, task, decoder_task=LANGUAGE)))
+    return {"language_accuracy": metrics.accuracy(list(refs), list(hyps)), "n": len(refs)}
+
+
+def evaluate_speaker_tokens(model, cuts, task: str) -> dict:
+    """The <|speakers|> transcript on windows of long recordings (as the head reads them:
+    at most the encoder's input): cpWER against the window's turns, and DER of the turns
+    timed by aligning their words on the CTC head (none without one: no times)."""
+    from ..inference.align import word_times
+
+    windows = [w for cut in cuts for w in speaker_windows(cut, model.encoder.max_input_seconds)]
+    if not windows:
+        return {}
+    cpwers, ders = [], []
+    for window, (text, out) in transcribe_cuts(model, windows, task, decoder_task=SPEAKERS, with_output=True):
+        turns = parse_speakers(text)
+        ref_text: dict[str, str] = {}
+        for s in sorted(window.supervisions, key=lambda s: s.start):
+            ref_text[s.speaker] = f"{ref_text.get(s.speaker, '')} {s.text}".strip()
+        hyp_text: dict[int, str] = {}
+        for n, t in turns:
+            hyp_text[n] = f"{hyp_text.get(n, '')} {t}".strip()
+        cpwers.append(metrics.cp_wer(ref_text, hyp_text))
+        if "logits" in out:
+            logp = out["logits"].float().log_softmax(-1).cpu().numpy()
+            times = word_times(" ".join(t for _, t in turns), logp, CHARS, out["frames_per_second"]) or []
+            ref_turns = [(s.start, s.end, s.speaker) for s in window.supervisions]
+            ders.append(metrics.der(ref_turns, _timed_turns(turns, times))["der"])
+    return {"cpwer": float(np.mean(cpwers)), "der": float(np.mean(ders)) if ders else None, "windows": len(cpwers)}
+
+
+def _timed_turns(turns: list[tuple[int, str]], times: list[dict]) -> list[tuple[float, float, int]]:
+    """(start, end, speaker) per turn from the times of its words (``word_times`` of all the
+    turns' words in order); none when the alignment failed."""
+    out, i = [], 0
+    for n, text in turns:
+        k = len(metrics.normalize_text(text).split())
+        mine = times[i:i + k]
+        i += k
+        if mine:
+            out.append((mine[0]["start"], mine[-1]["end"], n))
+    return out
 
 
 def embeddings(model, cuts, task: str) -> dict[str, np.ndarray]:
@@ -169,7 +250,11 @@ def evaluate_vad(model, cuts, task: str) -> dict:
 def evaluate_model(model, corpus: str | Path, sets: list[str] | None = None, limit: int | None = None) -> dict:
     """Every head on every applicable set of the corpus. Returns nested JSON-able results."""
     have = set(available_sets(corpus))
-    sets = sets or [s for s in ("speech_test", "speaker_test", "ood_test", "vad_test") if s in have]
+    decoders = {t: model.heads[t].tasks for t in model.tasks_with(head_type="whisper_decoder")}
+    default = ("speech_test", "speaker_test", "ood_test", "vad_test")
+    if any(SPEAKERS in d for d in decoders.values()):
+        default += ("conversations_test",)
+    sets = sets or [s for s in default if s in have]
     results: dict[str, dict] = {}
     for set_name in sets:
         cuts = load_set(corpus, set_name)
@@ -188,6 +273,13 @@ def evaluate_model(model, corpus: str | Path, sets: list[str] | None = None, lim
         for task in model.tasks_with(target="vad"):
             if set_name.startswith(("vad", "conversations")):
                 r[task] = evaluate_vad(model, cuts, task)
+        for task, decoder_tasks in decoders.items():
+            if SLU in decoder_tasks and (res := evaluate_slu(model, cuts, task, limit)):
+                r[f"{task}/{SLU}"] = res
+            if LANGUAGE in decoder_tasks and (res := evaluate_language_token(model, cuts, task, limit)):
+                r[f"{task}/{LANGUAGE}"] = res
+            if SPEAKERS in decoder_tasks and set_name.startswith("conversations"):
+                r[f"{task}/{SPEAKERS}"] = evaluate_speaker_tokens(model, cuts, task)
         if r:
             results[set_name] = r
     return results

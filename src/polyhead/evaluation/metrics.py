@@ -1,4 +1,5 @@
-"""Metrics for every head: WER/CER, EER/minDCF and DET curves, VAD frame F1, accuracy, DER, cpWER.
+"""Metrics for every head: WER/CER, EER/minDCF and DET curves, VAD frame F1, accuracy, slot F1,
+DER, cpWER.
 
 Conventions (see docs/reference formats, "Metrics"):
 - Text goes through `normalize_text` on both sides before WER/CER/cpWER.
@@ -222,6 +223,17 @@ def accuracy(refs, hyps) -> float:
     if not refs:
         raise ValueError("accuracy of an empty set is undefined")
     return sum(r == h for r, h in zip(refs, hyps)) / len(refs)
+
+
+def slot_f1(refs: list[dict[str, str]], hyps: list[dict[str, str]]) -> float | None:
+    """Micro F1 of (slot, value) pairs over a set, values matched exactly (whitespace
+    collapsed); None when neither side has a slot."""
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    pairs = lambda slots: {(k, " ".join(str(v).split())) for k, v in (slots or {}).items()}  # noqa: E731
+    hits = sum(len(pairs(r) & pairs(h)) for r, h in zip(refs, hyps))
+    total = sum(len(pairs(r)) + len(pairs(h)) for r, h in zip(refs, hyps))
+    return 2 * hits / total if total else None
 
 
 # ------------------------------------------------------------------- diarization

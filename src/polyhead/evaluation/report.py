@@ -17,6 +17,10 @@ COLUMNS = [
     ("OOD EER", "ood_test", "eer"), ("MFCC EER", "speaker_test", "mfcc_baseline_eer"),
     ("LID acc", "speaker_test", "accuracy@language"), ("intent acc", "speech_test", "accuracy@intent"),
     ("VAD F1", "vad_test", "f1"),
+    # the decoder's task tokens, beside the heads above
+    ("LID acc (token)", "speaker_test", "language_accuracy"), ("intent acc (slu)", "speech_test", "intent_accuracy"),
+    ("slot F1 (slu)", "speech_test", "slot_f1"), ("cpWER (tokens)", "conversations_test", "cpwer"),
+    ("DER (tokens)", "conversations_test", "der"),
 ]
 
 
@@ -26,7 +30,7 @@ def flatten(results: dict, model: MultiTaskModel) -> dict[str, float]:
     for title, set_name, metric in COLUMNS:
         metric, _, target = metric.partition("@")
         for task, values in results.get(set_name, {}).items():
-            if target and model.config.tasks[task].target != target:
+            if target and (task not in model.config.tasks or model.config.tasks[task].target != target):
                 continue
             if metric in values and values[metric] is not None:
                 row[title] = values[metric]

@@ -12,17 +12,24 @@ The decoder layers run one by one, as the encoder's do, because transformers'
 different lengths would attend to each other's padding. Decoding is batched, with a
 key/value cache (transformers' ``EncoderDecoderCache``), greedy or sampled; beam search
 rescores its finished hypotheses with the CTC head (joint CTC/attention decoding).
+
+Besides transcription the decoder can learn the tasks of ``decoder_tasks`` (intent and
+slots, speaker turns, the language: ``decoder_tasks.py``), chosen by a task token in the
+prompt; a batch may mix them, row by row (``TextTarget.tasks``). CTC learns the transcribe
+rows only: the other tasks' targets are not the audio's characters.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .decoder_tasks import LANGUAGE, SPEAKERS, TASK_TOKENS, TRANSCRIBE, decoder_tasks_of, speaker_token
 from .heads import HEADS, Head, HeadInput, pad_mask
 
 IGNORE = -100  # cross-entropy ignore index: prompt and padding positions
@@ -33,6 +40,13 @@ DEFAULT_MAX_NEW_TOKENS = 200
 MAX_TOKENS_PER_SECOND = 8.0
 MIN_TOKEN_ALLOWANCE = 8
 MULTILINGUAL_VOCAB = 51865  # English-only Whisper models have one token fewer
+# The synthetic conversations have 2 to 4 speakers (data/synth/build.py); a training window
+# with more is skipped.
+MAX_SPEAKERS = 4
+# New task tokens start as <|transcribe|> plus noise of this share of the table's spread:
+# the noise only tells them apart (an unmeasured choice).
+NEW_TOKEN_NOISE = 0.1
+SPEAKER_TOKEN_PATTERN = re.compile(r"(<\|spk\d+\|>)")
 
 
 def text_to_target(text: str) -> str:
@@ -48,7 +62,8 @@ class WhisperDecoderHead(Head):
                  whisper_config: dict | None = None, tokenizer: str | None = None,
                  ctc_weight: float = 0.3, language: str = "en", freeze: bool = False,
                  label_smoothing: float = 0.0, dropout: float = 0.1,
-                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, beam_size: int = 1, **common):
+                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, beam_size: int = 1,
+                 decoder_tasks: list[str] | None = None, max_speakers: int = MAX_SPEAKERS, **common):
         super().__init__(in_dim, **common)
         from transformers import WhisperTokenizerFast
         from transformers.models.whisper.modeling_whisper import WhisperDecoder
@@ -79,35 +94,104 @@ class WhisperDecoderHead(Head):
         self.sot, self.eot = tok("<|startoftranscript|>"), tok("<|endoftext|>")
         self.no_timestamps = tok("<|notimestamps|>")
         self.multilingual = self.config.vocab_size >= MULTILINGUAL_VOCAB
+        self.tasks = decoder_tasks_of({"decoder_tasks": decoder_tasks})
+        self.max_speakers = max_speakers
+        self._add_task_tokens()
+        self.speaker_ids = [tok(speaker_token(i + 1)) for i in range(max_speakers)] if SPEAKERS in self.tasks else []
+
+    # --- task tokens --------------------------------------------------------------------------
+
+    def _add_task_tokens(self) -> None:
+        """Tokens the configured tasks need and the tokenizer lacks, appended to the tokenizer
+        and to the embedding table (tied: the output projection grows with it). A reloaded
+        checkpoint's tokenizer has them already: the table grows to fit, and its saved rows
+        replace the fresh ones."""
+        wanted = [TASK_TOKENS[t] for t in self.tasks if t != TRANSCRIBE and t in TASK_TOKENS]
+        if SPEAKERS in self.tasks:
+            wanted += [speaker_token(i + 1) for i in range(self.max_speakers)]
+        vocab = self.tokenizer.get_vocab()
+        missing = [t for t in wanted if t not in vocab]
+        embed = self.decoder.embed_tokens
+        if missing and len(self.tokenizer) != embed.num_embeddings:
+            raise ValueError(f"whisper_decoder: the tokenizer has {len(self.tokenizer)} tokens but the embedding "
+                             f"table {embed.num_embeddings} rows; new tokens would reuse rows that mean something else")
+        self.tokenizer.add_tokens(missing, special_tokens=True)
+        n = len(self.tokenizer)
+        if n <= embed.num_embeddings:
+            return
+        grown = nn.Embedding(n, embed.embedding_dim, padding_idx=embed.padding_idx)
+        with torch.no_grad():
+            grown.weight[: embed.num_embeddings] = embed.weight
+            seed = embed.weight[self.tokenizer.convert_tokens_to_ids(TASK_TOKENS[TRANSCRIBE])]
+            noise = torch.randn(n - embed.num_embeddings, embed.embedding_dim) * embed.weight.std() * NEW_TOKEN_NOISE
+            grown.weight[embed.num_embeddings:] = seed + noise
+        grown.weight.requires_grad_(embed.weight.requires_grad)
+        self.decoder.embed_tokens = grown
+
+    def _task_id(self, task: str) -> int:
+        if task != TRANSCRIBE and task not in self.tasks:
+            raise ValueError(f"whisper_decoder: not trained for the {task!r} task (decoder_tasks: {self.tasks})")
+        return self.tokenizer.convert_tokens_to_ids(TASK_TOKENS[task])
+
+    def language_id(self, language: str) -> int:
+        lang_id = self.tokenizer.convert_tokens_to_ids(f"<|{language}|>")
+        if lang_id is None or lang_id == self.tokenizer.unk_token_id:
+            raise ValueError(f"whisper_decoder: no language token for {language!r}")
+        return lang_id
+
+    def language_ids(self) -> list[int]:
+        """Whisper's language tokens: every token between <|startoftranscript|> and <|translate|>."""
+        return list(range(self.sot + 1, self.tokenizer.convert_tokens_to_ids("<|translate|>")))
 
     # --- prompt and targets -------------------------------------------------------------------
 
-    def prompt(self, language: str | None = None) -> list[int]:
-        tok = self.tokenizer.convert_tokens_to_ids
+    def prompt(self, language: str | None = None, task: str = TRANSCRIBE) -> list[int]:
+        if task == LANGUAGE:  # the language token is the answer (pretrained Whisper's own skill)
+            if not self.multilingual:
+                raise ValueError("whisper_decoder: an English-only model has no language tokens")
+            return [self.sot]
         ids = [self.sot]
         if not self.multilingual and language not in (None, "en"):
             raise ValueError(f"whisper_decoder: an English-only model cannot write {language!r}")
         if self.multilingual:
-            lang = language or self.language
-            lang_id = tok(f"<|{lang}|>")
-            if lang_id is None or lang_id == self.tokenizer.unk_token_id:
-                raise ValueError(f"whisper_decoder: no language token for {lang!r}")
-            ids += [lang_id, tok("<|transcribe|>")]
+            ids += [self.language_id(language or self.language), self._task_id(task)]
+        elif task != TRANSCRIBE:  # English-only Whisper has no task token for transcription
+            ids.append(self._task_id(task))
         return ids + [self.no_timestamps]
 
-    def encode_texts(self, texts: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompt + text + <|endoftext|> per utterance -> (ids [B, L], labels [B, L]) with
-        labels IGNORE on the prompt and the padding, so only the text and its end are learnt."""
-        prompt = self.prompt()
-        limit = self.config.max_target_positions - len(prompt) - 1
-        rows = [self.tokenizer.encode(text_to_target(t), add_special_tokens=False)[:limit] for t in texts]
-        length = max(len(prompt) + len(r) + 1 for r in rows)
+    def _target_tokens(self, text: str, task: str) -> list[int]:
+        if task != SPEAKERS:
+            return self.tokenizer.encode(text_to_target(text), add_special_tokens=False)
+        ids = []
+        for piece in SPEAKER_TOKEN_PATTERN.split(text):
+            if SPEAKER_TOKEN_PATTERN.fullmatch(piece):
+                if piece not in self.tokenizer.get_vocab():
+                    raise ValueError(f"whisper_decoder: {piece} is beyond max_speakers={self.max_speakers}")
+                ids.append(self.tokenizer.convert_tokens_to_ids(piece))
+            elif piece.strip():
+                ids += self.tokenizer.encode(text_to_target(piece), add_special_tokens=False)
+        return ids
+
+    def encode_texts(self, texts: list[str], device, tasks: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt + target + <|endoftext|> per row -> (ids [B, L], labels [B, L]) with labels
+        IGNORE on the prompt and the padding, so only the target and its end are learnt.
+        ``tasks``: the decoder task of each row (default: all transcribe); a language row's
+        text is its language code, and its one label the language token after <|sot|>."""
+        rows = []
+        for text, task in zip(texts, tasks or [TRANSCRIBE] * len(texts)):
+            prompt = self.prompt(task=task)
+            if task == LANGUAGE:
+                rows.append((prompt, [self.language_id(text)]))
+                continue
+            limit = self.config.max_target_positions - len(prompt) - 1
+            rows.append((prompt, self._target_tokens(text, task)[:limit] + [self.eot]))
+        length = max(len(p) + len(t) for p, t in rows)
         ids = torch.full((len(rows), length), self.eot, dtype=torch.long)
         labels = torch.full((len(rows), length), IGNORE, dtype=torch.long)
-        for i, r in enumerate(rows):
-            seq = prompt + r + [self.eot]
+        for i, (prompt, target) in enumerate(rows):
+            seq = prompt + target
             ids[i, : len(seq)] = torch.tensor(seq)
-            labels[i, len(prompt): len(seq)] = torch.tensor(r + [self.eot])
+            labels[i, len(prompt): len(seq)] = torch.tensor(target)
         return ids.to(device), labels.to(device)
 
     # --- the network --------------------------------------------------------------------------
@@ -144,14 +228,21 @@ class WhisperDecoderHead(Head):
         return dec.layer_norm(h) @ dec.embed_tokens.weight.T  # Whisper ties the output projection
 
     def loss(self, out: dict, target) -> torch.Tensor:
-        ids, labels = self.encode_texts(target.texts, out["memory"].device)
+        tasks = getattr(target, "tasks", None)
+        ids, labels = self.encode_texts(target.texts, out["memory"].device, tasks)
         logits = self.logits(ids[:, :-1], out["memory"], out["lengths"])
         attention = F.cross_entropy(logits.float().transpose(1, 2), labels[:, 1:], ignore_index=IGNORE,
                                     label_smoothing=self.label_smoothing)
         if self.ctc_weight == 0:
             return attention
         logp = out["logits"].float().log_softmax(-1).transpose(0, 1)
-        ctc = F.ctc_loss(logp, target.ids, out["lengths"], target.lengths, blank=0, zero_infinity=True)
+        ctc_ids, ctc_lengths, frames = target.ids, target.lengths, out["lengths"]
+        if tasks is not None:
+            rows = torch.tensor([t == TRANSCRIBE for t in tasks], device=logp.device)
+            if not bool(rows.any()):
+                return (1 - self.ctc_weight) * attention
+            logp, ctc_ids, ctc_lengths, frames = logp[:, rows], ctc_ids[rows], ctc_lengths[rows], frames[rows]
+        ctc = F.ctc_loss(logp, ctc_ids, frames, ctc_lengths, blank=0, zero_infinity=True)
         return self.ctc_weight * ctc + (1 - self.ctc_weight) * attention
 
     # --- decoding -----------------------------------------------------------------------------
@@ -161,17 +252,41 @@ class WhisperDecoderHead(Head):
         logits[..., self.eot + 1:] = -math.inf
         return logits
 
+    def _next_logp(self, logits: torch.Tensor, task: str = TRANSCRIBE) -> torch.Tensor:
+        """Next-token log-probabilities: text and the end, and in the speakers task the
+        speaker tokens too."""
+        raw = logits.float()
+        allowed = self._suppress(raw.clone())
+        if task == SPEAKERS:
+            allowed[..., self.speaker_ids] = raw[..., self.speaker_ids]
+        return allowed.log_softmax(-1)
+
+    @torch.no_grad()
+    def detect_language(self, memory: torch.Tensor, lengths: torch.Tensor) -> list[dict]:
+        """The language token the decoder writes after <|startoftranscript|>, per utterance:
+        ``{"language": code, "probs": {code: p}}`` over Whisper's language tokens."""
+        self.prompt(task=LANGUAGE)  # an English-only model raises here
+        ids = torch.tensor([[self.sot]] * memory.shape[0], device=memory.device)
+        lang_ids = self.language_ids()
+        probs = self.logits(ids, memory, lengths)[:, -1, lang_ids].float().softmax(-1)
+        codes = [t[2:-2] for t in self.tokenizer.convert_ids_to_tokens(lang_ids)]
+        return [{"language": codes[int(p.argmax())], "probs": dict(zip(codes, p.tolist()))} for p in probs]
+
     @torch.no_grad()
     def generate(self, memory: torch.Tensor, lengths: torch.Tensor, language: str | None = None,
                  max_new_tokens: int | None = None, temperature: float = 0.0,
-                 prompt_text: str | None = None, frames_per_second: float = 50.0) -> list[dict]:
+                 prompt_text: str | None = None, frames_per_second: float = 50.0,
+                 task: str = TRANSCRIBE) -> list[dict]:
         """Greedy (temperature 0) or sampled decoding of a batch, with a key/value cache.
         Returns per utterance ``{"text", "tokens", "avg_logprob"}``; ``prompt_text`` is
-        Whisper's previous-text prompt (``<|startofprev|>`` text before the task prompt)."""
+        Whisper's previous-text prompt (``<|startofprev|>`` text before the task prompt);
+        ``task`` a decoder task that writes text (not ``language``: ``detect_language``)."""
         from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
+        if task == LANGUAGE:
+            raise ValueError("whisper_decoder: the language task is answered by detect_language")
         b, device = memory.shape[0], memory.device
-        prompt = self.prompt(language)
+        prompt = self.prompt(language, task)
         if prompt_text:
             prev = self.tokenizer.encode(text_to_target(prompt_text), add_special_tokens=False)
             half = self.config.max_target_positions // 2
@@ -185,7 +300,7 @@ class WhisperDecoderHead(Head):
         done = torch.zeros(b, dtype=torch.bool, device=device)
         allowance = (lengths.float() / frames_per_second * MAX_TOKENS_PER_SECOND).ceil() + MIN_TOKEN_ALLOWANCE
         for step in range(limit):
-            logp = self._suppress(logits.float()).log_softmax(-1)
+            logp = self._next_logp(logits, task)
             if temperature > 0:
                 nxt = torch.multinomial((logp / temperature).softmax(-1), 1)[:, 0]
             else:
@@ -228,7 +343,7 @@ class WhisperDecoderHead(Head):
         seqs: list[list[int]] = [[] for _ in range(beam_size)]
         finished: list[tuple[list[int], float]] = []
         for step in range(min(limit, allowance)):
-            logp = self._suppress(logits.float()).log_softmax(-1)
+            logp = self._next_logp(logits)
             top = (scores[:, None] + logp).view(-1).topk(2 * beam_size)
             live = []
             for rank, (score, flat) in enumerate(zip(top.values.tolist(), top.indices.tolist())):

@@ -5,11 +5,19 @@ split across ranks for data parallelism). Each task gets its own stream of batch
 disjoint step; the joint step uses one stream whose batches carry every label.
 Randomness (crops, SpecAugment) comes from a generator seeded by (seed, step), so a resumed
 run sees exactly the batches an uninterrupted one would.
+
+A Whisper decoder head with several ``decoder_tasks`` gets one stream that mixes them: each
+task takes from the task's train sets (or its ``decoder_task_sets``) the cuts that carry its labels (commands for slu,
+windows of long recordings for speakers, any labelled language for language; transcribe
+as before), tagged with the task, and the pools are sampled with temperature
+``train.task_temperature`` over their seconds of audio. Each batch row then learns its own
+task's target (``decoder_target``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -20,10 +28,12 @@ from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 
 from ..audio import AudioError, to_model_audio
-from ..config import Config, TaskConfig
+from ..config import Config, ConfigError, TaskConfig
 from ..features import FeatureExtractor, from_spec
 from ..data.corpus import ManifestError, label, load_set
 from ..evaluation.metrics import normalize_text, segments_to_frames
+from ..model.decoder import MAX_SPEAKERS
+from ..model.decoder_tasks import LANGUAGE, SLU, SPEAKERS, TRANSCRIBE, decoder_tasks_of, slu_text, speakers_text
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +42,8 @@ UTTERANCE_TARGETS = ("speaker", "language", "intent", "gender")
 NUM_BUCKETS = 20
 SPEC_AUG_FREQ = (2, 12)  # masks, max width (mel bins)
 SPEC_AUG_TIME = (2, 0.05)  # masks, max width as a fraction of the utterance
+DECODER_TASK = "decoder_task"  # the cut's custom field naming its decoder task (none: transcribe)
+TIME_TOLERANCE_S = 1e-3  # manifests round times to 0.1 ms: a segment this far out is still inside
 
 
 def text_of(cut) -> str | None:
@@ -86,7 +98,9 @@ def check_cut(cut, task: TaskConfig, vocab: dict[str, list[str]]) -> str | None:
             return f"characters outside the vocabulary: {''.join(bad)!r}"
     elif task.target == "vad":
         return None
-    elif task.target == "phonemes":
+    if task.target in ("text", "phonemes") and len(cut.supervisions) > 1:
+        return "several speech segments: a long recording, not one utterance"  # label() reads the first
+    if task.target == "phonemes":
         if not phonemes_of(cut):
             return "no phonemes"
     elif task.target == "speaker" and label(cut, "speaker") not in set(vocab["speaker"]):
@@ -94,15 +108,111 @@ def check_cut(cut, task: TaskConfig, vocab: dict[str, list[str]]) -> str | None:
     return None
 
 
+def decoder_task_of(cut) -> str:
+    return (getattr(cut, "custom", None) or {}).get(DECODER_TASK, TRANSCRIBE)
+
+
+def decoder_target(cut, task: str) -> str:
+    """What the decoder learns to write for this cut in this task (decoder_tasks.py)."""
+    if task == SLU:
+        return slu_text(label(cut, "intent"), label(cut, "slots"))
+    if task == LANGUAGE:
+        return label(cut, "language")
+    if task == SPEAKERS:
+        return speakers_text([(s.speaker, s.text or "") for s in sorted(cut.supervisions, key=lambda s: s.start)])
+    return raw_text_of(cut) or ""
+
+
+def speaker_windows(cut, max_seconds: float) -> list:
+    """A long recording as windows of whole speech segments, each at most ``max_seconds``
+    from its first segment's start to its last one's end, cut only where no segment is
+    under way (an overlap is never split). A stretch of overlapping segments longer than the
+    limit is in no window. Ids are the recording's with the start in ms."""
+    units, end = [], -math.inf  # runs of segments that overlap one another
+    for s in sorted(cut.supervisions, key=lambda s: s.start):
+        if not units or s.start >= end:
+            units.append([])
+        units[-1].append(s)
+        end = max(end, s.end)
+    windows, current = [], []
+    for unit in units + [None]:
+        if unit is not None and max(s.end for s in unit) - (current or unit)[0].start <= max_seconds:
+            current += unit
+            continue
+        if current:
+            windows.append(_window(cut, current))
+        current = unit if unit and max(s.end for s in unit) - unit[0].start <= max_seconds else []
+    return windows
+
+
+def _window(cut, sups):
+    start, end = sups[0].start, max(s.end for s in sups)
+    w = cut.truncate(offset=start, duration=end - start, preserve_id=False)
+    w = w.filter_supervisions(lambda s: s.start >= -TIME_TOLERANCE_S and s.end <= w.duration + TIME_TOLERANCE_S)
+    return w.with_id(f"{cut.id}_{int(round(start * 1000)):07d}")
+
+
+def _decoder_task_candidates(cuts, task: str, max_seconds: float, max_speakers: int):
+    """(cut, why not) for the cuts that carry this decoder task's labels; the others are
+    no problem, they just serve other tasks."""
+    for cut in cuts:
+        single = len(cut.supervisions) == 1
+        if task == SLU and single and label(cut, "intent"):
+            yield cut, None
+        elif task == LANGUAGE and label(cut, "language"):
+            yield cut, None
+        elif task == SPEAKERS and len(cut.supervisions) > 1:
+            for w in speaker_windows(cut, max_seconds):
+                n = len({s.speaker for s in w.supervisions})
+                yield w, (f"{n} speakers, more than max_speakers={max_speakers}" if n > max_speakers else None)
+
+
 def training_cuts(config: Config, task_name: str, on_error: str = "skip") -> CutSet:
     """The task's training sets, validated. Problems are counted and named; with
-    on_error="raise" the first one stops training before it starts."""
+    on_error="raise" the first one stops training before it starts. A decoder head with
+    several decoder tasks gets their pools mixed (see the module's docstring)."""
     task = config.tasks[task_name]
-    per_set, problems, seen = [], [], set()
-    for set_name in task.train_sets:
+    decoder_tasks = decoder_tasks_of(task.head.options)
+    if decoder_tasks != [TRANSCRIBE] and config.train.step == "joint":
+        raise ConfigError(f"task {task_name}: decoder_tasks {decoder_tasks} need train.step=disjoint "
+                          "(the joint step's batches carry one target per task)")
+    unused = sorted(set(task.decoder_task_sets) - set(decoder_tasks))
+    if unused:
+        raise ConfigError(f"task {task_name}: decoder_task_sets names {unused}, not among decoder_tasks {decoder_tasks}")
+    problems: list[str] = []
+    pools = {t: _usable_cuts(config, task, t, problems) for t in decoder_tasks}
+    if problems:
+        if on_error == "raise":
+            raise ManifestError(f"task {task_name}: {len(problems)} unusable utterances, e.g. {problems[0]}")
+        log.warning("task %s: skipped %d utterances (e.g. %s)", task_name, len(problems), problems[0])
+    for t, kept in pools.items():
+        if not kept:
+            which = "" if decoder_tasks == [TRANSCRIBE] else f" for decoder task {t}"
+            sets = task.decoder_task_sets.get(t, task.train_sets)
+            raise ManifestError(f"task {task_name}: no usable utterances{which} in {sets}")
+    if decoder_tasks == [TRANSCRIBE]:
+        return CutSet.from_cuts(pools[TRANSCRIBE])
+    tagged = [[c if t == TRANSCRIBE else c.with_id(f"{c.id}.{t}").with_custom(DECODER_TASK, t) for c in kept]
+              for t, kept in pools.items()]
+    return CutSet.from_cuts(mix_sets(tagged, config.train.task_temperature, config.train.seed))
+
+
+def _usable_cuts(config: Config, task: TaskConfig, decoder_task: str, problems: list[str]) -> list:
+    """One decoder task's usable cuts of its train sets (transcribe: the task's own target,
+    for any head), the sets mixed by ``train.temperature``."""
+    max_speakers = task.head.options.get("max_speakers", MAX_SPEAKERS)
+    per_set, seen = [], set()
+    for set_name in task.decoder_task_sets.get(decoder_task, task.train_sets):
         kept = []
-        for cut in load_set(config.corpus, set_name):
-            why = check_cut(cut, task, config.vocab)
+        cuts = load_set(config.corpus, set_name)
+        if decoder_task == TRANSCRIBE:
+            candidates = ((cut, check_cut(cut, task, config.vocab)) for cut in cuts)
+        else:
+            candidates = _decoder_task_candidates(cuts, decoder_task, config.train.max_utterance, max_speakers)
+        where = "" if decoder_task == TRANSCRIBE else f" ({decoder_task})"
+        for cut, why in candidates:
+            if why is None and (not cut.duration or cut.duration <= 0):
+                why = "zero duration"
             if why is None and cut.id in seen:
                 why = "duplicate id"
             if why is None and cut.has_recording:
@@ -113,18 +223,11 @@ def training_cuts(config: Config, task_name: str, on_error: str = "skip") -> Cut
             if why is None and cut.duration > config.train.max_utterance and not task.crop:
                 why = f"longer than train.max_utterance={config.train.max_utterance} s"
             if why:
-                problems.append(f"{set_name}:{cut.id}: {why}")
+                problems.append(f"{set_name}:{cut.id}{where}: {why}")
                 continue
             kept.append(cut)
         per_set.append(kept)
-    kept = mix_sets(per_set, config.train.temperature, config.train.seed)
-    if problems:
-        if on_error == "raise":
-            raise ManifestError(f"task {task_name}: {len(problems)} unusable utterances, e.g. {problems[0]}")
-        log.warning("task %s: skipped %d utterances (e.g. %s)", task_name, len(problems), problems[0])
-    if not kept:
-        raise ManifestError(f"task {task_name}: no usable utterances in {task.train_sets}")
-    return CutSet.from_cuts(kept)
+    return mix_sets(per_set, config.train.temperature, config.train.seed)
 
 
 # --- batches ------------------------------------------------------------------------------------
@@ -136,10 +239,11 @@ class TextTarget:
 
     ids: torch.Tensor  # [B, L], 0-padded; characters or phonemes, 1-based (0 = blank)
     lengths: torch.Tensor  # [B]
-    texts: list[str]
+    texts: list[str]  # per row its decoder task's target (decoder_target)
+    tasks: list[str] | None = None  # decoder task per row; None: all transcribe
 
     def to(self, device) -> "TextTarget":
-        return TextTarget(self.ids.to(device), self.lengths.to(device), self.texts)
+        return TextTarget(self.ids.to(device), self.lengths.to(device), self.texts, self.tasks)
 
 
 @dataclass
@@ -231,14 +335,18 @@ class Collator:
 
     def _target(self, target: str, cuts, offsets, lengths):
         if target in ("text", "phonemes"):
-            seqs = [text_of(c) if target == "text" else phonemes_of(c) for c in cuts]
+            tasks = [decoder_task_of(c) for c in cuts]
+            # CTC learns the transcripts of transcribe rows only
+            seqs = [(text_of(c) if target == "text" else phonemes_of(c)) if t == TRANSCRIBE else ""
+                    for c, t in zip(cuts, tasks)]
             idx = self.index[target]
             ids = [[idx[ch] + 1 for ch in (s or "") if ch in idx] for s in seqs]
             lens = torch.tensor([len(s) for s in ids])
             padded = torch.zeros(len(ids), max(1, int(lens.max())), dtype=torch.long)
             for i, s in enumerate(ids):
                 padded[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-            return TextTarget(padded, lens, [raw_text_of(c) or "" for c in cuts])
+            texts = [decoder_target(c, t) for c, t in zip(cuts, tasks)]
+            return TextTarget(padded, lens, texts, None if set(tasks) == {TRANSCRIBE} else tasks)
         if target in UTTERANCE_TARGETS:
             idx = self.index.get(target, {})
             return torch.tensor([idx.get(label(c, target), -1) for c in cuts])
