@@ -122,7 +122,16 @@ class TrainConfig(Strict):
     temperature: float = 1.0  # sampling over a task's several train sets: p_i ~ D_i^(1/T)
     # sampling over a decoder head's decoder_tasks (their pools' seconds D_i), the same way
     task_temperature: float = 1.0
-    cache_features: bool = True  # keep decoded features in memory (small corpora, CPU)
+    # keep decoded features in memory (small corpora, CPU); auto: only when the train sets'
+    # features fit cache_budget_gb (training/loader.py)
+    cache_features: bool | Literal["auto"] = True
+    cache_budget_gb: float = Field(2.0, ge=0)
+    # DataLoader worker processes per task that decode, compute features and augment off the
+    # training thread, each prefetch_factor batches ahead; 0: all on the training thread
+    loader_workers: int = Field(0, ge=0)
+    prefetch_factor: int = Field(2, ge=1)
+    lazy_manifests: bool = False  # stream manifests from disk (corpora too large to hold as cuts)
+    speed_perturb: list[float] = Field(default_factory=list)  # e.g. [0.9, 1.0, 1.1], one drawn per utterance
     time_budget_s: float | None = None  # stop after this wall time (demo budgets)
 
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 from dataclasses import dataclass
+from functools import partial, reduce
 from pathlib import Path
 from typing import Iterator
 
@@ -30,7 +32,7 @@ from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 from ..audio import AudioError, to_model_audio
 from ..config import Config, ConfigError, TaskConfig
 from ..features import FeatureExtractor, from_spec
-from ..data.corpus import ManifestError, label, load_set
+from ..data.corpus import ManifestError, cuts_path, label, load_set, read_info, recordings_of, source_problem
 from ..evaluation.metrics import normalize_text, segments_to_frames
 from ..model.decoder import MAX_SPEAKERS
 from ..model.decoder_tasks import LANGUAGE, SLU, SPEAKERS, TRANSCRIBE, decoder_tasks_of, slu_text, speakers_text
@@ -73,8 +75,9 @@ def build_vocab(config: Config) -> dict[str, list[str]]:
         if task.target == "vad":
             continue
         values = vocab.setdefault(task.target, set())
+        read = lazy_set if config.train.lazy_manifests else load_set
         for set_name in task.train_sets:
-            for cut in load_set(config.corpus, set_name):
+            for cut in read(config.corpus, set_name):
                 v = phonemes_of(cut) if task.target == "phonemes" else label(cut, task.target)
                 if v is None:
                     continue
@@ -103,7 +106,7 @@ def check_cut(cut, task: TaskConfig, vocab: dict[str, list[str]]) -> str | None:
     if task.target == "phonemes":
         if not phonemes_of(cut):
             return "no phonemes"
-    elif task.target == "speaker" and label(cut, "speaker") not in set(vocab["speaker"]):
+    elif task.target == "speaker" and label(cut, "speaker") not in vocab["speaker"]:
         return "speaker not in the training vocabulary"
     return None
 
@@ -171,6 +174,8 @@ def training_cuts(config: Config, task_name: str, on_error: str = "skip") -> Cut
     """The task's training sets, validated. Problems are counted and named; with
     on_error="raise" the first one stops training before it starts. A decoder head with
     several decoder tasks gets their pools mixed (see the module's docstring)."""
+    if config.train.lazy_manifests:
+        return lazy_training_cuts(config, task_name)
     task = config.tasks[task_name]
     decoder_tasks = decoder_tasks_of(task.head.options)
     if decoder_tasks != [TRANSCRIBE] and config.train.step == "joint":
@@ -230,6 +235,73 @@ def _usable_cuts(config: Config, task: TaskConfig, decoder_task: str, problems: 
     return mix_sets(per_set, config.train.temperature, config.train.seed)
 
 
+def lazy_set(corpus_dir: str | Path, name: str) -> CutSet:
+    """A named set streamed from its manifest (lhotse's ``CutSet.from_jsonl_lazy``): memory
+    stays flat however large the set. Each cut's audio sources are checked as it is read,
+    as ``load_cuts`` checks them all up front."""
+    path = cuts_path(corpus_dir, name)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    return (CutSet.from_jsonl_lazy(path).map(partial(_checked_sources, path=str(path)))
+            .with_recording_path_prefix(str(Path(corpus_dir).resolve())))
+
+
+def _checked_sources(cut, path: str):
+    for rec in recordings_of(cut):
+        problem = source_problem(rec)
+        if problem:
+            raise ManifestError(f"{path}: cut {cut.id!r}: {problem}")
+    return cut
+
+
+def set_hours(corpus_dir: str | Path, name: str) -> float:
+    """Hours of audio in a set: as corpus.json declares them (no pass over a large
+    manifest), else summed from the streamed manifest."""
+    declared = read_info(corpus_dir).get("sets", {}).get(name, {}).get("hours")
+    if declared is not None:
+        return float(declared)
+    return sum(c.duration for c in lazy_set(corpus_dir, name)) / 3600.0
+
+
+class _Usable:
+    """Lazy filter of a task's training cuts (``check_cut`` and the length limit). Nothing
+    is counted up front, as that would take a pass over every manifest: the first skipped
+    utterance is logged. Missing audio shows up as unusable audio when a batch is made."""
+
+    def __init__(self, config: Config, task_name: str):
+        self.task, self.name = config.tasks[task_name], task_name
+        # sets: this runs for every cut of every epoch, on the training process
+        self.vocab = {k: set(v) for k, v in config.vocab.items()}
+        self.max_utterance, self.logged = config.train.max_utterance, False
+
+    def __call__(self, cut) -> bool:
+        why = check_cut(cut, self.task, self.vocab)
+        if why is None and cut.duration > self.max_utterance and not self.task.crop:
+            why = f"longer than train.max_utterance={self.max_utterance} s"
+        if why and not self.logged:
+            self.logged = True
+            log.warning("task %s: skipping unusable utterances as they are read (e.g. %s: %s)", self.name, cut.id, why)
+        return why is None
+
+
+def lazy_training_cuts(config: Config, task_name: str) -> CutSet:
+    """``train.lazy_manifests``: the task's train sets streamed and filtered as they are read,
+    chained one after the other. Temperature sampling and decoder-task pools resample in
+    memory, and the joint step intersects every task's utterances, so those refuse."""
+    task = config.tasks[task_name]
+    if config.train.step == "joint":
+        raise ConfigError("train.lazy_manifests needs train.step=disjoint: the joint step intersects "
+                          "the tasks' utterances in memory")
+    if decoder_tasks_of(task.head.options) != [TRANSCRIBE]:
+        raise ConfigError(f"task {task_name}: train.lazy_manifests does not mix decoder_tasks (their pools "
+                          "are built in memory)")
+    if len(task.train_sets) > 1 and config.train.temperature != 1.0:
+        raise ConfigError(f"task {task_name}: train.lazy_manifests chains train sets; "
+                          "train.temperature must be 1 (it resamples them in memory)")
+    usable = _Usable(config, task_name)
+    return reduce(operator.add, [lazy_set(config.corpus, s).filter(usable) for s in task.train_sets])
+
+
 # --- batches ------------------------------------------------------------------------------------
 
 @dataclass
@@ -244,6 +316,9 @@ class TextTarget:
 
     def to(self, device) -> "TextTarget":
         return TextTarget(self.ids.to(device), self.lengths.to(device), self.texts, self.tasks)
+
+    def pin_memory(self) -> "TextTarget":  # called by a DataLoader with pin_memory
+        return TextTarget(self.ids.pin_memory(), self.lengths.pin_memory(), self.texts, self.tasks)
 
 
 @dataclass
@@ -265,6 +340,10 @@ class Batch:
 
         return Batch(self.inputs.to(device), self.lengths.to(device),
                      {k: move(v) for k, v in self.targets.items()}, self.cut_ids, self.seconds)
+
+    def pin_memory(self) -> "Batch":  # called by a DataLoader with pin_memory: faster copies to the GPU
+        return Batch(self.inputs.pin_memory(), self.lengths.pin_memory(),
+                     {k: v.pin_memory() for k, v in self.targets.items()}, self.cut_ids, self.seconds)
 
 
 class FeatureCache:
@@ -291,10 +370,11 @@ class Collator:
     """Turns a list of cuts into a Batch for a set of targets."""
 
     def __init__(self, vocab: dict[str, list[str]], targets: list[str], cache: FeatureCache,
-                 crop: float | None = None, spec_augment: bool = False):
+                 crop: float | None = None, spec_augment: bool = False, speed_perturb=()):
         self.vocab, self.targets, self.cache = vocab, targets, cache
         self.index = {k: {v: i for i, v in enumerate(vals)} for k, vals in vocab.items()}
         self.crop, self.spec_augment = crop, spec_augment
+        self.speed_perturb = list(speed_perturb)  # factors, one drawn per utterance (lhotse's perturb_speed)
         self.bad_audio: dict[str, str] = {}
 
     def rate(self) -> float:
@@ -304,6 +384,10 @@ class Collator:
         rng = rng or np.random.default_rng(0)
         items, offsets, kept = [], [], []
         for cut in cuts:
+            if self.speed_perturb:
+                factor = float(self.speed_perturb[int(rng.integers(len(self.speed_perturb)))])
+                # a new id (_sp<factor>) and rescaled supervisions; the cache keeps it apart
+                cut = cut if factor == 1.0 else cut.perturb_speed(factor)
             try:
                 x = self.cache.get(cut)
             except AudioError as e:
@@ -405,9 +489,11 @@ class BatchStream:
         # empty epochs forever, so after one empty epoch incomplete batches are kept.
         self._drop_last = True
         self.crops_per_batch = crops_per_batch(cuts, crop, max_duration) if crop else None
+        # a lazy (streamed) set has no length without a pass over it: bucket it fully
+        self.num_cuts = None if cuts.is_lazy else len(cuts)
 
-    def _sampler(self):
-        buckets = min(NUM_BUCKETS, len(self.cuts) // 8)
+    def _sampler(self, epoch: int | None = None):
+        buckets = NUM_BUCKETS if self.num_cuts is None else min(NUM_BUCKETS, self.num_cuts // 8)
         if self.crop:
             s = SimpleCutSampler(self.cuts, max_cuts=self.crops_per_batch,
                                  shuffle=True, seed=self.seed, drop_last=self._drop_last,
@@ -420,8 +506,11 @@ class BatchStream:
             s = DynamicBucketingSampler(self.cuts, max_duration=self.max_duration, shuffle=True,
                                         num_buckets=buckets, seed=self.seed, drop_last=self._drop_last,
                                         rank=self.rank, world_size=self.world_size)
-        s.set_epoch(self.epoch)
+        s.set_epoch(self.epoch if epoch is None else epoch)
         return iter(s)
+
+    def close(self) -> None:
+        """Nothing to release in-process (LoaderStream stops its workers here)."""
 
     def state(self) -> dict:
         return {"epoch": self.epoch, "position": self.position}

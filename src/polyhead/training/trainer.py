@@ -29,6 +29,7 @@ from ..objectives import AGGREGATORS, WEIGHTINGS
 from . import checkpoint as ckpt
 from .data import BatchStream, Collator, FeatureCache, build_vocab, training_cuts
 from .distributed import Distributed
+from .loader import cache_enabled, make_stream
 from .schedule import tri_stage
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ DEV_LIMIT = 200  # dev utterances decoded per evaluation: enough to rank checkpo
 # Overrides that may come with --resume: they steer how long and how often, not what is
 # trained, so the checkpoint's model, data and optimiser state still fit the config.
 RESUME_SAFE = ("train.steps", "train.eval_every", "train.log_every", "train.time_budget_s",
-               "train.early_stop_patience", "train.max_bad_steps")
+               "train.early_stop_patience", "train.max_bad_steps",
+               "train.loader_workers", "train.prefetch_factor")  # where batches are made, not what
 
 
 class TrainingDiverged(RuntimeError):
@@ -110,7 +112,7 @@ class Trainer:
             lr=tc.lr, weight_decay=tc.weight_decay)
         self.lr_scale = 1.0
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_lambda)
-        self.cache = FeatureCache(self.model.encoder.features, enabled=tc.cache_features)
+        self.cache = FeatureCache(self.model.encoder.features, enabled=cache_enabled(config, self.model.encoder.features))
         self.streams = self._streams(on_error)
         self.step, self.best, self.bad_steps, self.skipped_steps, self.rollbacks = 0, math.inf, 0, 0, 0
         self.evals_since_best, self.history = 0, []
@@ -134,8 +136,9 @@ class Trainer:
 
     def _streams(self, on_error: str) -> dict[str, BatchStream]:
         tc = self.config.train
-        mk = lambda cuts, targets, crop, max_dur, seed: BatchStream(  # noqa: E731
-            cuts, Collator(self.config.vocab, targets, self.cache, crop=crop, spec_augment=tc.spec_augment),
+        mk = lambda cuts, targets, crop, max_dur, seed: make_stream(  # noqa: E731
+            tc, cuts, Collator(self.config.vocab, targets, self.cache, crop=crop, spec_augment=tc.spec_augment,
+                               speed_perturb=tc.speed_perturb),
             max_dur, seed, crop=crop, rank=self.dist.rank, world_size=self.dist.world_size)
         if tc.step == "joint":
             # One stream over utterances usable by every task (all labels present).
@@ -476,4 +479,6 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
     try:
         return trainer.fit()
     finally:
+        for stream in trainer.streams.values():  # loader workers stop with the run
+            stream.close()
         trainer.dist.close()
