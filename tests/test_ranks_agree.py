@@ -50,8 +50,8 @@ def _rank(rank: int, world: int, port: int, corpus: str, run: str, out: str) -> 
         trainer_module.time = SimpleNamespace(time=lambda: t0 + (real() - t0) * FAST_CLOCK)
         compute = Trainer.compute_losses
 
-        def nan_once(self, step):
-            losses, seconds = compute(self, step)
+        def nan_once(self, step, micro=0):
+            losses, seconds = compute(self, step, micro)
             if step == NAN_STEP:
                 losses["asr"] = losses["asr"] * float("nan")
             return losses, seconds

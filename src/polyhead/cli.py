@@ -234,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("train", help="train a model from a config")
     p.add_argument("--config", default=None, help="YAML file or bundled config name (default: demo)")
-    p.add_argument("--run", required=True, help="run folder (checkpoints, logs)")
+    # --run-dir: under torchrun, whose own parser reads a bare --run as an ambiguous
+    # abbreviation of its --run-path and stops before starting any process
+    p.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder (checkpoints, logs)")
     p.add_argument("--resume", action="store_true",
                    help="continue from <run>/last with its saved config; overrides of how long and how "
                         "often (train.steps, train.eval_every, ...) apply, ones that change the model or "

@@ -112,6 +112,10 @@ class TrainConfig(Strict):
     max_utterance: float = 20.0  # longer training utterances are skipped (with a count)
     clip_norm: float = 5.0
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast needs no loss scaling
+    # micro-batches per task per optimiser step: a batch larger than memory, or the global
+    # batch of more ranks than are at hand (8 GPUs' on 4: accumulate 2)
+    accumulate: int = Field(1, ge=1)
+    compile: bool = False  # torch.compile the encoder layers (dynamic shapes)
     spec_augment: bool = True
     seed: int = 0
     eval_every: int = 500

@@ -46,7 +46,10 @@ DEV_LIMIT = 200  # dev utterances decoded per evaluation: enough to rank checkpo
 # trained, so the checkpoint's model, data and optimiser state still fit the config.
 RESUME_SAFE = ("train.steps", "train.eval_every", "train.log_every", "train.time_budget_s",
                "train.early_stop_patience", "train.max_bad_steps",
-               "train.loader_workers", "train.prefetch_factor")  # where batches are made, not what
+               "train.loader_workers", "train.prefetch_factor",  # where batches are made, not what
+               # more micro-batches keep the batch of a run resumed on fewer ranks; compiled
+               # layers compute what the eager ones do
+               "train.accumulate", "train.compile")
 
 
 class TrainingDiverged(RuntimeError):
@@ -64,6 +67,27 @@ def param_groups(model, lr: float, scales: dict[str, float]) -> list[dict]:
         match = max((k for k in scales if name == k or name.startswith(k + ".")), key=len, default=None)
         groups.setdefault(scales[match] if match else 1.0, []).append(p)
     return [{"params": ps, "lr": lr * scale} for scale, ps in sorted(groups.items(), reverse=True)]
+
+
+def compile_layers(model: MultiTaskModel, device: torch.device) -> bool:
+    """``train.compile``: every encoder layer (trunk and branch copies) compiled in place
+    (``nn.Module.compile``: parameter names, hence checkpoints, stay as they are) with
+    dynamic shapes, as every batch has its own length. A tiny function is compiled first:
+    where torch.compile cannot run (no C++ compiler for inductor on CPU, no triton on a
+    GPU, a Python version dynamo does not support) training goes on uncompiled, with a
+    warning, instead of failing inside the first step."""
+    try:
+        probe = torch.compile(lambda x: torch.nn.functional.silu(x) * 2.0, dynamic=True)
+        probe(torch.ones(4, device=device))
+    except Exception as e:  # noqa: BLE001 - whatever the backend raises, the answer is "not here"
+        reason = (str(e).strip().splitlines() or [""])[0]
+        log.warning("train.compile: torch.compile does not work here (%s: %s); the encoder layers run "
+                    "uncompiled", type(e).__name__, reason)
+        return False
+    for layers in [model.encoder.layers, *model.branches.values()]:
+        for layer in layers:
+            layer.compile(dynamic=True)
+    return True
 
 
 def resume_config(saved: Config, overrides: Sequence[str]) -> Config:
@@ -105,6 +129,8 @@ class Trainer:
         self.model = MultiTaskModel(config).to(self.device)
         self.config = config = self.model.config  # with what the encoder resolved
         self.dist.broadcast_parameters(self.model)
+        if tc.compile:
+            compile_layers(self.model, self.device)
         self.weighting = WEIGHTINGS.build(tc.weighting.name, self.tasks, **tc.weighting.options).to(self.device)
         self.aggregator = AGGREGATORS.build(tc.aggregator.name, **tc.aggregator.options)
         self.optimizer = torch.optim.Adam(
@@ -169,47 +195,80 @@ class Trainer:
         return [t for t in self.tasks if tasks[t].start_step <= step
                 and (self.config.train.step == "joint" or (step - tasks[t].start_step) % tasks[t].every == 0)]
 
-    def compute_losses(self, step: int) -> tuple[dict[str, torch.Tensor], float]:
+    def compute_losses(self, step: int, micro: int = 0) -> tuple[dict[str, torch.Tensor], float]:
+        """The losses of micro-batch ``micro`` of ``step``: one forward for the joint batch or
+        one per active task. Only the forward runs under autocast; the losses are computed in
+        fp32 from its outputs (AAM softmax's cosine logits in bf16 would be coarser than its
+        margin)."""
         tc = self.config.train
         active = self.active_tasks(step)
         freeze = step < tc.heads_only_steps
+        # the batches' crop and augmentation draws are keyed by micro-step, so the micro-batches
+        # of one step draw apart; with accumulate=1 the key is the step, as it always was
+        key = step * tc.accumulate + micro
         losses, seconds = {}, 0.0
         self._padding = []
-        with self._autocast():
-            if tc.step == "joint":
-                b = self.streams["joint"].next(step).to(self.device)
-                self._padding.append(b.padding_fraction)
+        if tc.step == "joint":
+            b = self.streams["joint"].next(key).to(self.device)
+            self._padding.append(b.padding_fraction)
+            with self._autocast():
                 out = self.model(b.inputs, b.lengths, active, freeze_encoder=freeze)
-                for t in active:
-                    losses[t] = self.model.heads[t].loss(out[t], b.targets[self.config.tasks[t].target])
-                    self.seconds_seen[t] += b.seconds
-                seconds = b.seconds
-            else:
-                for t in active:
-                    b = self.streams[t].next(step).to(self.device)
-                    self._padding.append(b.padding_fraction)
+            for t in active:
+                losses[t] = self.model.heads[t].loss(out[t], b.targets[self.config.tasks[t].target])
+                self.seconds_seen[t] += b.seconds
+            seconds = b.seconds
+        else:
+            for t in active:
+                b = self.streams[t].next(key).to(self.device)
+                self._padding.append(b.padding_fraction)
+                with self._autocast():
                     out = self.model(b.inputs, b.lengths, [t], freeze_encoder=freeze)
-                    losses[t] = self.model.heads[t].loss(out[t], b.targets[self.config.tasks[t].target])
-                    self.seconds_seen[t] += b.seconds
-                    seconds += b.seconds
+                losses[t] = self.model.heads[t].loss(out[t], b.targets[self.config.tasks[t].target])
+                self.seconds_seen[t] += b.seconds
+                seconds += b.seconds
         return losses, seconds
 
     def train_step(self) -> dict:
+        """One optimiser step over ``train.accumulate`` micro-batches per task.
+
+        Each micro-batch's objectives weigh 1/accumulate, as each rank's batch weighs
+        1/world_size, so the update is that of one batch made of the micro-batches (exactly,
+        for losses that average over utterances, when the micro-batches hold equally many).
+        The gradients an aggregator combines, and those the ranks average (once per step),
+        are the ones summed over every micro-batch.
+        """
         tc = self.config.train
         step = self.step
         torch.manual_seed(tc.seed * 1_000_003 + step)  # dropout: reproducible across resumes
         self.model.train()
-        losses, seconds = self.compute_losses(step)
         freeze = step < tc.heads_only_steps
-        objectives = self.weighting(losses, step, None if freeze else self.model.last_shared_parameters())
         self.optimizer.zero_grad(set_to_none=True)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        # every micro-batch of a step has the same active tasks, hence the same path
+        surgery = tc.aggregator.name != "sum" and len(self.active_tasks(step)) >= 2 and not freeze
+        shared = self.model.shared_parameters() if surgery else []
+        per_task: dict[str, list] = {}
+        totals: dict[str, torch.Tensor] = {}
+        seconds, padding = 0.0, []
+        for micro in range(tc.accumulate):
+            losses, micro_seconds = self.compute_losses(step, micro)
+            seconds += micro_seconds
+            padding += self._padding
+            # GradNorm moves its weights once per optimiser step, from the first micro-batch
+            last_shared = None if freeze or micro else self.model.last_shared_parameters()
+            objectives = {t: o / tc.accumulate for t, o in self.weighting(losses, step, last_shared).items()}
+            if surgery:
+                self._task_gradients(objectives, shared, per_task)
+            else:
+                sum(objectives.values()).backward()
+            for t, v in losses.items():
+                totals[t] = totals[t] + v.detach() if t in totals else v.detach()
+        losses = {t: v / tc.accumulate for t, v in totals.items()}
         task_weights = None
-        if tc.aggregator.name == "sum" or len(objectives) < 2 or freeze:
-            sum(objectives.values()).backward()
-            self.dist.average_grads(params)
+        if surgery:
+            task_weights = self._aggregate(per_task, shared, params)
         else:
-            task_weights = self._aggregate(objectives, params)
+            self.dist.average_grads(params)
         finite = all(torch.isfinite(v).all() for v in losses.values())
         norm = torch.nn.utils.clip_grad_norm_(params, tc.clip_norm) if tc.clip_norm else torch.tensor(0.0)
         # One rank's NaN must skip the step everywhere, or the ranks' weights part ways.
@@ -227,37 +286,48 @@ class Trainer:
         self.step += 1
         rec = {"step": step, "seconds": seconds, "grad_norm": float(norm),
                "lr": self.optimizer.param_groups[0]["lr"], "skipped": not finite,
-               "padding": float(np.mean(self._padding)) if self._padding else 0.0,
-               **{f"loss/{t}": float(v.detach()) for t, v in losses.items()},
+               "padding": float(np.mean(padding)) if padding else 0.0,
+               **{f"loss/{t}": float(v) for t, v in losses.items()},
                **{f"weight/{t}": w for t, w in self.weighting.weights().items()}}
         if task_weights is not None:
-            rec.update({f"agg/{t}": float(w) for t, w in zip(objectives, task_weights)})
+            rec.update({f"agg/{t}": float(w) for t, w in zip(per_task, task_weights)})
         if self.bad_steps >= tc.max_bad_steps:
             self._rollback()
             rec["rolled_back_to"] = self.step
         return rec
 
-    def _aggregate(self, objectives: dict[str, torch.Tensor], params: list) -> torch.Tensor:
-        """Per-task gradients on the shared parameters, combined by the aggregator.
+    @staticmethod
+    def _task_gradients(objectives: dict[str, torch.Tensor], shared: list, per_task: dict[str, list]) -> None:
+        """Each task's gradient on the shared parameters, added into ``per_task[task]`` (the
+        sum over the step's micro-batches).
 
         Each task's backward leaves its gradient in .grad; we take that tensor over (no copy)
         and clear .grad before the next task, so memory holds one gradient per task, never a
         flattened [tasks x parameters] matrix on top. Task-specific parameters (heads,
         branches) accumulate normally: only their own task reaches them.
         """
-        shared = self.model.shared_parameters()
-        shared_ids = {id(p) for p in shared}
-        per_task = []
         names = list(objectives)
         for i, t in enumerate(names):
             objectives[t].backward(retain_graph=i < len(names) - 1)
-            per_task.append([p.grad for p in shared])
+            grads = [p.grad for p in shared]
             for p in shared:
                 p.grad = None
+            if t not in per_task:
+                per_task[t] = grads
+            else:
+                per_task[t] = [a if g is None else g if a is None else a.add_(g)
+                               for a, g in zip(per_task[t], grads)]
+
+    def _aggregate(self, per_task: dict[str, list], shared: list, params: list) -> torch.Tensor:
+        """The per-task gradients on the shared parameters, averaged over the ranks, combined
+        by the aggregator into the shared parameters' .grad; the other parameters' gradients
+        are averaged as they are. Returns the task weights."""
+        shared_ids = {id(p) for p in shared}
+        grads = list(per_task.values())
         if self.dist.enabled:
-            per_task = [self.dist.average(g) for g in per_task]
+            grads = [self.dist.average(g) for g in grads]
             self.dist.average_grads([p for p in params if id(p) not in shared_ids])
-        combined, weights = self.aggregator(per_task)
+        combined, weights = self.aggregator(grads)
         for p, g in zip(shared, combined):
             p.grad = g
         return weights
@@ -308,6 +378,7 @@ class Trainer:
                 "seconds_seen": self.seconds_seen,
                 "train_seconds": self._seconds_before + this_run,
                 "eval_seconds": self._eval_seconds,
+                "world_size": self.dist.world_size,
                 "history": json.dumps(self.history)}
 
     def _restore(self, folder: Path) -> None:
@@ -319,8 +390,16 @@ class Trainer:
         self.scheduler.load_state_dict(st["scheduler"])
         self.weighting.load_state_dict(st["weighting"])
         self.aggregator.load_state_dict(st.get("aggregator", {}))  # absent in older checkpoints
+        # A stream's position counts its rank's batches, each of which took world_size batches
+        # of the sampler's sequence (lhotse hands rank r every world_size-th one). On another
+        # number of ranks the same share of the epoch counts as trained on (lhotse's bucketed
+        # order depends on the number of ranks, so which utterances come next may differ).
+        saved_world = st.get("world_size", self.dist.world_size)  # absent in older checkpoints
         for k, s in self.streams.items():
-            s.restore(st["streams"][k])
+            position = dict(st["streams"][k])
+            if saved_world != self.dist.world_size:
+                position["position"] = position["position"] * saved_world // self.dist.world_size
+            s.restore(position)
         self.step, self.best, self.skipped_steps = st["step"], st["best"], st["skipped_steps"]
         self.rollbacks, self.lr_scale = st["rollbacks"], st["lr_scale"]
         self.evals_since_best, self.seconds_seen = st["evals_since_best"], st["seconds_seen"]
