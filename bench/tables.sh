@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper-table sweeps on the bench corpus. Run it in two terminals (or `bash bench/tables.sh &`
+# The paper-table sweeps (configs/bench: pretrained Whisper base on the demo corpus). Run it in two terminals (or `bash bench/tables.sh &`
 # twice) to use two workers: the sweeps lock each run, so workers share them. The second worker
 # (WORKER=2) takes the sweeps in reverse order so the two meet only once.
 set -euo pipefail

@@ -218,6 +218,12 @@ def test_whisper_demo_config_trains_evaluates_and_analyses(tiny_corpus, tiny_whi
     long = next((folder / "audio" / "vad_test").glob("*.wav"))
     with pytest.raises(ValueError, match="longer than this model's 30 s window"):
         load(run).analyze(long)
+    # the layer probe shows the pretrained Whisper the run started from beside the trained one
+    from polyhead.evaluation.probe import layer_probe
+
+    probe = layer_probe(run, set_name="speaker_test")
+    assert probe["pretrained_from"] == str(tiny_whisper)
+    assert len(probe["pretrained"]) == len(probe["trained"]) == 3  # front end + 2 layers
 
 
 def test_a_looping_decoder_stops_at_what_the_audio_can_hold(tiny_whisper):

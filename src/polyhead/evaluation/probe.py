@@ -47,14 +47,15 @@ def layer_probe(run: str | Path, corpus: str | None = None, set_name: str = "spe
     trained = MultiTaskModel.load(folder)
     corpus = corpus or trained.config.corpus
     torch.manual_seed(trained.config.train.seed)
-    untrained = MultiTaskModel(trained.config).eval()  # load() dropped init_from: random weights
+    # load() dropped the pretrained start: random weights (the tokenizer from the checkpoint)
+    untrained = MultiTaskModel(trained.config, assets=folder).eval()
     res = {"set": set_name, "trained": layer_eers(trained, corpus, set_name),
            "initial": layer_eers(untrained, corpus, set_name)}
     curves = {run.name: res["trained"], "random initialisation": res["initial"]}
     # A fine-tuned run also shows its starting point (the papers' pretrained wav2vec2 curve).
-    saved = read_config_json(folder / CONFIG_FILE)  # load() dropped init_from; the file keeps it
-    source = saved.encoder.init_from
-    if source and Path(source).exists():
+    saved = read_config_json(folder / CONFIG_FILE)  # load() dropped the start; the file keeps it
+    source = saved.encoder.init_from or saved.encoder.pretrained  # a polyhead run, or e.g. whisper-base
+    if source and (saved.encoder.pretrained or Path(source).exists()):
         torch.manual_seed(trained.config.train.seed)
         start = MultiTaskModel(saved).eval()
         res["pretrained"] = curves[f"pretrained start ({source})"] = layer_eers(start, corpus, set_name)
