@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from polyhead.registry import Registry
-from polyhead.training.distributed import all_mean
+from polyhead.collectives import all_mean
 
 WEIGHTINGS = Registry("loss weighting")
 

@@ -10,7 +10,8 @@ Every decision that changes control flow (stop early, skip a non-finite step, ro
 the schedule to the time budget, the weights of a loss weighting) must come out the same on
 every rank, or one rank leaves the loop while the others wait in a collective: such decisions
 are taken from rank 0's values (``from_main``) or from values reduced over the ranks
-(``all_mean``, ``all_true``). Without an initialised process group these return their input.
+(``all_mean``, ``all_true``): ``polyhead/collectives.py``, below objectives/, whose loss
+weightings use them too.
 """
 
 from __future__ import annotations
@@ -20,43 +21,7 @@ import os
 import torch
 import torch.distributed as dist
 
-
-def _spread() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _comm_device() -> torch.device:
-    """NCCL moves only CUDA tensors; gloo takes CPU ones."""
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def all_mean(t: torch.Tensor) -> torch.Tensor:
-    """The mean of ``t`` over the ranks (a new tensor); ``t`` itself in one process."""
-    if not _spread():
-        return t
-    out = t.detach().to(_comm_device(), copy=True)
-    dist.all_reduce(out)
-    return (out / dist.get_world_size()).to(t.device)
-
-
-def all_true(flag: bool) -> bool:
-    """True only when ``flag`` is true on every rank."""
-    if not _spread():
-        return bool(flag)
-    t = torch.tensor([float(bool(flag))], device=_comm_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
-
-
-def from_main(values: list[float]) -> list[float]:
-    """Rank 0's ``values`` on every rank (float64: wall-clock seconds keep their precision)."""
-    if not _spread():
-        return list(values)
-    t = torch.tensor(values, dtype=torch.float64, device=_comm_device())
-    dist.broadcast(t, src=0)
-    return t.tolist()
+from ..collectives import all_true, from_main
 
 
 class Distributed:
