@@ -106,6 +106,19 @@ def test_encoder_normalises_as_its_feature_extractor_config_says(tmp_path, saved
     assert MultiTaskModel.load(tmp_path / "ckpt").encoder.features.normalize is expected
 
 
+
+def test_checkpoint_saved_before_the_option_keeps_reading_raw_samples(tmp_path):
+    """A config.json without normalize_waveform predates it: that model read raw samples."""
+    import json
+
+    save_w2v(tmp_path / "w2v")
+    w2v_model(tmp_path / "w2v").save(tmp_path / "ckpt")
+    cfg_path = tmp_path / "ckpt" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["encoder"]["normalize_waveform"]
+    cfg_path.write_text(json.dumps(cfg))
+    assert MultiTaskModel.load(tmp_path / "ckpt").encoder.features.normalize is False
+
 # --- time masking --------------------------------------------------------------------------------
 
 def test_time_masking_in_training_only_and_within_lengths():

@@ -241,4 +241,9 @@ def save_config(config: Config, path: str | Path) -> None:
 
 
 def read_config_json(path: str | Path) -> Config:
-    return Config.model_validate_json(Path(path).read_text())
+    """A saved (resolved) config. A wav2vec2 one without normalize_waveform was saved before
+    the option existed, by a model that read raw samples: it keeps reading them."""
+    config = Config.model_validate_json(Path(path).read_text())
+    if config.encoder.name == "wav2vec2" and config.encoder.normalize_waveform is None:
+        config.encoder.normalize_waveform = False
+    return config
