@@ -137,7 +137,7 @@ def evaluate_speaker_tokens(model, cuts, task: str) -> dict:
     """The <|speakers|> transcript on windows of long recordings (as the head reads them:
     at most the encoder's input): cpWER against the window's turns, and DER of the turns
     timed by aligning their words on the CTC head (none without one: no times)."""
-    from ..inference.align import word_times
+    from .align import word_times
 
     windows = [w for cut in cuts for w in speaker_windows(cut, model.encoder.max_input_seconds)]
     if not windows:

@@ -244,7 +244,7 @@ class Polyhead:
         result = {"text": d["text"], "avg_logprob": d["avg_logprob"],
                   "confidence": round(float(np.exp(d["avg_logprob"])), 4), "words": []}
         if logits is not None:
-            from .align import word_times
+            from ..evaluation.align import word_times
 
             logp = logits.float().log_softmax(-1).numpy()
             words = word_times(d["text"], logp, self.config.vocab["text"], fps)
