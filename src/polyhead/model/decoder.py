@@ -22,14 +22,14 @@ rows only: the other tasks' targets are not the audio's characters.
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .decoder_tasks import LANGUAGE, SPEAKERS, TASK_TOKENS, TRANSCRIBE, decoder_tasks_of, speaker_token
+from .decoder_tasks import (LANGUAGE, SPEAKER_TOKEN, SPEAKERS, TASK_TOKENS, TRANSCRIBE, decoder_tasks_of,
+                            speaker_token)
 from .heads import HEADS, Head, HeadInput, pad_mask
 
 IGNORE = -100  # cross-entropy ignore index: prompt and padding positions
@@ -46,7 +46,6 @@ MAX_SPEAKERS = 4
 # New task tokens start as <|transcribe|> plus noise of this share of the table's spread:
 # the noise only tells them apart (an unmeasured choice).
 NEW_TOKEN_NOISE = 0.1
-SPEAKER_TOKEN_PATTERN = re.compile(r"(<\|spk\d+\|>)")
 
 
 def text_to_target(text: str) -> str:
@@ -163,11 +162,12 @@ class WhisperDecoderHead(Head):
         if task != SPEAKERS:
             return self.tokenizer.encode(text_to_target(text), add_special_tokens=False)
         ids = []
-        for piece in SPEAKER_TOKEN_PATTERN.split(text):
-            if SPEAKER_TOKEN_PATTERN.fullmatch(piece):
-                if piece not in self.tokenizer.get_vocab():
-                    raise ValueError(f"whisper_decoder: {piece} is beyond max_speakers={self.max_speakers}")
-                ids.append(self.tokenizer.convert_tokens_to_ids(piece))
+        for i, piece in enumerate(SPEAKER_TOKEN.split(text)):
+            if i % 2:  # a speaker number
+                if int(piece) > self.max_speakers:
+                    raise ValueError(f"whisper_decoder: {speaker_token(int(piece))} is beyond "
+                                     f"max_speakers={self.max_speakers}")
+                ids.append(self.tokenizer.convert_tokens_to_ids(speaker_token(int(piece))))
             elif piece.strip():
                 ids += self.tokenizer.encode(text_to_target(piece), add_special_tokens=False)
         return ids

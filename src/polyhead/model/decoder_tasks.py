@@ -28,7 +28,7 @@ DECODER_TASKS = (TRANSCRIBE, SLU, SPEAKERS, LANGUAGE)
 # the prompt's task token; the language task has none (its answer is the language token)
 TASK_TOKENS = {TRANSCRIBE: "<|transcribe|>", SLU: "<|slu|>", SPEAKERS: "<|speakers|>"}
 INTENT_SEP, SLOT_SEP, VALUE_SEP = "|", ";", "="  # slot values are words: none of these occur
-_SPEAKER_TOKEN = re.compile(r"<\|spk(\d+)\|>")
+SPEAKER_TOKEN = re.compile(r"<\|spk(\d+)\|>")  # split() gives text, number, text, ...
 
 
 def speaker_token(i: int) -> str:
@@ -86,6 +86,6 @@ def speakers_text(turns: list[tuple[str, str]]) -> str:
 def parse_speakers(text: str) -> list[tuple[int, str]]:
     """(speaker number, text) turns from what the decoder wrote; text before the first
     speaker token belongs to speaker 1."""
-    pieces = _SPEAKER_TOKEN.split(text)
+    pieces = SPEAKER_TOKEN.split(text)
     turns = [(1, pieces[0])] + [(int(n), t) for n, t in zip(pieces[1::2], pieces[2::2])]
     return [(n, " ".join(t.split())) for n, t in turns if t.strip()]
