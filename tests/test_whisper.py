@@ -176,6 +176,13 @@ def test_lr_scales_make_groups(tiny_whisper):
     assert id(model.heads["asr"].ctc.weight) in by_lr[1e-3]
     assert id(model.encoder.conv1.weight) in by_lr[1e-4]
     assert id(model.heads["asr"].decoder.embed_tokens.weight) in by_lr[1e-5]
+    # a branched encoder's task copies are pretrained layers too: they move with the encoder
+    cfg = config(tiny_whisper)
+    cfg.shared_layers = 1
+    branched = MultiTaskModel(cfg)
+    groups = param_groups(branched, 1e-3, {"encoder": 0.1})
+    slow = {id(p) for g in groups if g["lr"] == 1e-4 for p in g["params"]}
+    assert all(id(p) in slow for p in branched.branches.parameters())
 
 
 def test_input_longer_than_whisper_window_is_refused(tiny_whisper):

@@ -59,12 +59,15 @@ class TrainingDiverged(RuntimeError):
 def param_groups(model, lr: float, scales: dict[str, float]) -> list[dict]:
     """One optimiser group per learning rate: ``scales`` maps parameter-name prefixes
     (``encoder``, ``heads.asr.decoder``) to multiples of ``lr``, the longest prefix winning,
-    so pretrained parts can move slower than heads that start from scratch."""
+    so pretrained parts can move slower than heads that start from scratch. A branched
+    encoder's task copies (``branches.<task>...``) are encoder layers too: they also answer
+    to ``encoder.branches.<task>...`` and so to ``encoder``."""
     groups: dict[float, list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        match = max((k for k in scales if name == k or name.startswith(k + ".")), key=len, default=None)
+        names = (name, f"encoder.{name}") if name.startswith("branches.") else (name,)
+        match = max((k for k in scales for n in names if n == k or n.startswith(k + ".")), key=len, default=None)
         groups.setdefault(scales[match] if match else 1.0, []).append(p)
     return [{"params": ps, "lr": lr * scale} for scale, ps in sorted(groups.items(), reverse=True)]
 
