@@ -60,3 +60,22 @@ def test_resume_counts_the_time_already_spent(tiny_corpus, tmp_path, monkeypatch
     summary = Trainer(config, tmp_path / "run", resume=True, progress=False).fit()
     assert summary["stopped"] == "time budget"
     assert summary["steps"] == 4
+
+
+def test_budget_refit_after_a_rollback_measures_afresh():
+    """A rollback moves the step back behind the budget's last mark: the refit must not
+    divide by a zero or negative number of steps, and measures from the new step on."""
+    from types import SimpleNamespace
+
+    from polyhead.training.trainer import EVAL_TIME_SHARE, Trainer
+
+    t = Trainer.__new__(Trainer)
+    t.config = SimpleNamespace(train=SimpleNamespace(schedule=(0.1, 0.4, 0.5), steps=100, eval_every=10,
+                                                     time_budget_s=1000.0))
+    t.step, t._eval_seconds, t._configured_steps = 20, 0.0, None
+    t._budget_mark = (30, 300.0)  # marked at step 30, then rolled back to step 20
+    t._fit_schedule_to_budget(elapsed=310.0)
+    assert t._budget_mark == (20, 310.0) and t.config.train.steps == 100
+    t.step = 30  # ten steps later at 10 s each, with 590 s of the budget left
+    t._fit_schedule_to_budget(elapsed=410.0)
+    assert t.config.train.steps == 30 + int(590 / 10 * (1 - EVAL_TIME_SHARE))

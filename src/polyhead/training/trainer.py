@@ -521,6 +521,9 @@ class Trainer:
             return
         training = elapsed - self._eval_seconds  # evaluations have their own share below
         mark_step, mark_seconds = self._budget_mark
+        if self.step <= mark_step:  # a rollback moved the step back: measure afresh from here
+            self._budget_mark = (self.step, training)
+            return
         per_step = (training - mark_seconds) / (self.step - mark_step)
         self._budget_mark = (self.step, training)
         if self._configured_steps is None:
