@@ -8,7 +8,7 @@ import argparse
 import json
 
 from polyhead.data.corpus import load_set
-from polyhead.evaluation.metrics import cp_wer, der
+from polyhead.evaluation.metrics import DER_COLLAR_S, cp_wer, der
 from polyhead.inference import load
 from polyhead.inference.diarize import transcribe
 
@@ -31,7 +31,7 @@ for mode in ("known count", "estimated count"):
         hyp = transcribe(model, path, num_speakers=n)["segments"]
         ref_turns, ref_text = reference_of(cut)
         hyp_turns, hyp_text = hypothesis_of(hyp)
-        ders.append(der(ref_turns, hyp_turns, collar=0.25)["der"])
+        ders.append(der(ref_turns, hyp_turns, collar=DER_COLLAR_S)["der"])
         cps.append(cp_wer(ref_text, hyp_text))
     rows[mode] = {"der": sum(ders) / len(ders), "cpwer": sum(cps) / len(cps), "recordings": len(ders)}
 print("| speakers | DER (0.25 s collar) | cpWER | recordings |\n|---|---|---|---|")

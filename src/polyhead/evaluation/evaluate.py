@@ -23,7 +23,7 @@ import torch
 from ..data.corpus import available_sets, label, load_set, read_info, read_trials, trials_path
 from ..model.decoder_tasks import LANGUAGE, SLU, SPEAKERS, TRANSCRIBE, parse_slu, parse_speakers
 from ..model.heads import CTCHead
-from ..training.data import CHARS, Collator, FeatureCache, speaker_windows, text_of
+from ..training.data import Collator, FeatureCache, speaker_windows, text_of
 from . import metrics
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,8 @@ def evaluate_speaker_tokens(model, cuts, task: str) -> dict:
         cpwers.append(metrics.cp_wer(ref_text, hyp_text))
         if "logits" in out:
             logp = out["logits"].float().log_softmax(-1).cpu().numpy()
-            times = word_times(" ".join(t for _, t in turns), logp, CHARS, out["frames_per_second"]) or []
+            times = word_times(" ".join(t for _, t in turns), logp, model.config.vocab["text"],
+                               out["frames_per_second"]) or []
             ref_turns = [(s.start, s.end, s.speaker) for s in window.supervisions]
             ders.append(metrics.der(ref_turns, _timed_turns(turns, times))["der"])
     return {"cpwer": float(np.mean(cpwers)), "der": float(np.mean(ders)) if ders else None, "windows": len(cpwers)}
