@@ -56,7 +56,9 @@ from polyhead.model.pretrained import CT2_SUBDIR, PretrainedError, resolve
 from attributed import pool, score_recording  # bench/: the script's folder
 from peer_models import INSTALL_HINT, resemblyzer_embedder, silero_segmenter
 
-SYSTEMS = ("polyhead", "peer")
+# polyhead-tokens: the same model's decoder writing speaker tokens (a run trained with the
+# <|speakers|> decoder task, configs/decoder_tasks.yaml) instead of clustering embeddings
+SYSTEMS = ("polyhead", "polyhead-tokens", "peer")
 STAGES = ("read", "vad", "asr", "embeddings", "clustering")  # the peer's, in order
 WHISPER_WINDOW_S = 30.0  # Whisper's encoder window: the longest chunk faster-whisper takes whole
 DEFAULT_WHISPER = "whisper-base"  # the peer's weights when the run does not name a catalogue Whisper
@@ -165,15 +167,16 @@ class PeerStack:
 class PolyheadSystem:
     """`diarize.transcribe` on a run: what `polyhead transcribe --speakers` runs."""
 
-    def __init__(self, run: str, language: str | None):
-        self.ph = load(run)
+    def __init__(self, run: str, language: str | None, method: str = "clustering"):
+        self.ph, self.method = load(run), method
         if not self.ph.model.tasks_with(head_type="speaker"):
             raise SystemExit(f"{run}: this model has no speaker head, so it cannot say who spoke")
         # a CTC-only speech head takes no decoding options (check_decoding refuses them)
         self.decoding = Decoding(language=language) if self.ph.decoder() is not None and language else GREEDY
 
     def __call__(self, path, num_speakers: int | None, threshold: float) -> tuple[list[dict], dict]:
-        res = transcribe(self.ph, path, num_speakers=num_speakers, threshold=threshold, decoding=self.decoding)
+        res = transcribe(self.ph, path, num_speakers=num_speakers, threshold=threshold, decoding=self.decoding,
+                         method=self.method)
         return res["segments"], {}
 
 
@@ -198,8 +201,9 @@ def peer_weights(args) -> Path:
 
 
 def build(system: str, args):
-    if system == "polyhead":
-        return PolyheadSystem(args.run, args.language), f"{args.run}, diarize.transcribe"
+    if system.startswith("polyhead"):
+        method = "tokens" if system == "polyhead-tokens" else "clustering"
+        return PolyheadSystem(args.run, args.language, method), f"{args.run}, diarize.transcribe (method {method})"
     ct2 = peer_weights(args)
     note = (f"faster-whisper {version('faster-whisper')} (batched, beam 5, word timestamps) on {ct2}; "
             f"silero-vad {version('silero-vad')}; resemblyzer {version('resemblyzer')}; diarize.cluster")
@@ -273,9 +277,9 @@ def report(out: dict) -> str:
             lines.append(f"| {name} | {pct(r['der'])} | {pct(r['miss'])} | {pct(r['false_alarm'])} | "
                          f"{pct(r['confusion'])} | {pct(r['cpwer'])} | {r['wall_s']:.1f} | {r['s_per_file']:.2f} | "
                          f"{r['rtf']:.3f} | {r['load_s']:.1f} |")
-    if all(name in results for name in SYSTEMS):
-        lines += ["", f"polyhead wall time / peer wall time: "
-                      f"{results['polyhead']['wall_s'] / results['peer']['wall_s']:.2f}"]
+    for name in ("polyhead", "polyhead-tokens"):
+        if name in results and "peer" in results:
+            lines += ["", f"{name} wall time / peer wall time: {results[name]['wall_s'] / results['peer']['wall_s']:.2f}"]
     if "peer" in results:
         peer = results["peer"]
         lines += ["", "Peer pipeline by stage:", "", "| stage | s | share | RTF |", "|---|---|---|---|"]
@@ -317,8 +321,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="default: bench/out/pipeline_peer_<corpus>_<set>.json")
     args = parser.parse_args()
     args.language = args.language or None
-    systems = args.system or (list(SYSTEMS) if args.run else ["peer"])
-    if "polyhead" in systems and not args.run:
+    systems = args.system or (["polyhead", "peer"] if args.run else ["peer"])
+    if any(s.startswith("polyhead") for s in systems) and not args.run:
         parser.error("--system polyhead needs --run")
     if args.set not in available_sets(args.corpus):
         parser.error(f"{args.corpus} has no set {args.set!r} (sets: {', '.join(sorted(available_sets(args.corpus)))})")
@@ -329,7 +333,9 @@ def main() -> None:
     settings = {"corpus": args.corpus, "set": args.set, "recordings": len(cuts),
                 "audio_s": round(sum(c.duration for c in cuts), 2), "speakers": args.speakers,
                 "threshold": args.threshold, "threads": args.threads, "language": args.language,
-                "batch_size": args.batch_size, "machine": f"{platform.processor() or platform.machine()}"}
+                "batch_size": args.batch_size, "machine": f"{platform.processor() or platform.machine()}",
+                # rows of another model or other peer weights are not comparable with these
+                "run": str(Path(args.run).resolve()) if args.run else None, "whisper": str(peer_weights(args))}
     out_path = args.out or OUT_DIR / f"pipeline_peer_{Path(args.corpus).name}_{args.set}.json"
     # Keep an earlier run's rows only when they were measured the same way on the same files.
     out = json.loads(out_path.read_text()) if out_path.is_file() else {}

@@ -25,6 +25,27 @@ def test_verify_uses_the_calibrated_threshold(tiny_run):
     assert same["same_speaker"] is (same["score"] >= model.threshold)
 
 
+def test_vad_threshold_is_picked_on_dev_and_used_everywhere(tiny_run, monkeypatch):
+    """`polyhead evaluate` picks the VAD head's logit threshold on vad_dev (best frame F1),
+    scores vad_test at it, and loading the run for inference applies it."""
+    from polyhead.data.corpus import load_set
+    from polyhead.evaluation import evaluate as ev
+
+    folder, run = tiny_run
+    cal = json.loads((run / "calibration.json").read_text())
+    assert cal["vad_set"] == "vad_dev" and cal["vad_threshold"] in ev.VAD_THRESHOLDS
+    model = load(run)
+    head = model.model.heads["vad"]
+    assert head.threshold == pytest.approx(cal["vad_threshold"])
+    scored = json.loads((run / "metrics.json").read_text())["results"]["vad_test"]["vad"]["f1"]
+    assert ev.evaluate_vad(model.model, list(load_set(folder, "vad_test")), "vad")["f1"] == pytest.approx(scored)
+    # the pick itself: the threshold of best F1, the one nearest 0 among equals
+    refs = np.array([0, 0, 1, 1, 1, 0], dtype=bool)
+    logits = np.array([1.5, 0.5, 3.0, 2.5, 2.0, -1.0])
+    monkeypatch.setattr(ev, "_vad_frames", lambda *a: (refs, logits))
+    assert ev.vad_threshold(None, [], "vad") == (1.5, 1.0)
+
+
 def test_registry_enroll_identify_and_unknown(tmp_path):
     reg = SpeakerRegistry(tmp_path / "spk.sqlite")
     a, b = np.eye(4)[0], np.eye(4)[1]
@@ -88,9 +109,17 @@ def test_read_chunks_bounds_memory_and_covers_the_file(tmp_path):
     path = tmp_path / "long.wav"
     sf.write(path, np.zeros(16000 * 65, np.float32), 16000)
     chunks = list(read_chunks(path, chunk_s=30.0))
-    assert [round(o) for o, _ in chunks] == [0, 30, 60]
-    assert max(len(x) for _, x in chunks) == 16000 * 30
-    assert sum(len(x) for _, x in chunks) == 16000 * 65
+    assert [round(o) for o, _, _ in chunks] == [0, 30, 60]
+    assert [last for _, _, last in chunks] == [False, False, True]
+    assert max(len(x) for _, x, _ in chunks) == 16000 * 30
+    assert sum(len(x) for _, x, _ in chunks) == 16000 * 65
+    # told that only 12.5 s of a chunk were used, the next chunk starts there
+    used = [None]
+    offsets = []
+    for offset, _, _ in read_chunks(path, chunk_s=30.0, feedback=used):
+        offsets.append(offset)
+        used[0] = 12.5 if offset == 0 else None
+    assert offsets == [0, 12.5, 42.5]
 
 
 def test_formats():
@@ -161,3 +190,46 @@ def test_analyze_batch_equals_one_at_a_time(tiny_run):
     for path, result in zip(inputs, batched):
         _assert_same_analysis(model.analyze(path), result)
     assert model.analyze_batch([]) == []
+
+
+def test_utterances_are_cut_at_long_pauses_only():
+    from polyhead.inference.diarize import UTTERANCE_PAUSE_S, utterances
+
+    words = [{"word": "a", "start": 0.1, "end": 0.5}, {"word": "b", "start": 0.6, "end": 1.0},
+             {"word": "c", "start": 1.0 + UTTERANCE_PAUSE_S + 0.1, "end": 2.0}]
+    units = utterances([{"start": 0.0, "end": 2.2}, {"start": 3.0, "end": 4.0}], words)
+    # the pause before "c" cuts (in its middle); the short gap between "a" and "b" does not
+    cut = (1.0 + 1.0 + UTTERANCE_PAUSE_S + 0.1) / 2
+    assert [(u["start"], u["end"]) for u in units] == [(0.0, cut), (cut, 2.2), (3.0, 4.0)]
+
+
+def test_speech_open_at_a_chunk_end_goes_to_the_next_chunk():
+    from polyhead.inference.diarize import EDGE_S, open_at_end
+
+    assert open_at_end([{"start": 2.0, "end": 5.0}, {"start": 20.0, "end": 30.0 - EDGE_S / 2}], 30.0) == 20.0
+    assert open_at_end([{"start": 2.0, "end": 5.0}], 30.0) is None  # silence at the end
+    assert open_at_end([{"start": 0.0, "end": 30.0}], 30.0) is None  # fills the chunk: cut it
+    assert open_at_end([], 30.0) is None
+
+
+def test_long_utterances_are_cut_where_speech_is_least_likely():
+    import torch
+
+    from polyhead.inference.diarize import MAX_UTTERANCE_S, utterances
+
+    fps = 50.0
+    vad = torch.full((int(20 * fps),), 5.0)
+    vad[int(6.0 * fps)] = -3.0  # the likeliest pause of a 20 s stretch without CTC pauses
+    units = utterances([{"start": 0.0, "end": 20.0}], [], vad, fps)
+    assert units[0] == {"start": 0.0, "end": 6.0}
+    assert all(u["end"] - u["start"] <= MAX_UTTERANCE_S for u in units)
+    assert units[-1]["end"] == 20.0 and all(a["end"] == b["start"] for a, b in zip(units, units[1:]))
+    # without a VAD head: halved until short enough
+    assert [(u["start"], u["end"]) for u in utterances([{"start": 0.0, "end": 12.0}], [])] == [(0.0, 6.0), (6.0, 12.0)]
+
+
+def test_a_looping_transcript_is_told_from_language():
+    from polyhead.inference.diarize import MAX_COMPRESSION_RATIO, compression_ratio
+
+    assert compression_ratio("in " * 33) > MAX_COMPRESSION_RATIO
+    assert compression_ratio("my aunt fixed the careful bicycle because kimberly stayed nervously") < MAX_COMPRESSION_RATIO

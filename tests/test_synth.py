@@ -26,7 +26,7 @@ from polyhead.data.synth.text import INTENTS, TextSource
 SPEECH = [f"speech_{s}" for s in ("train", "dev", "test")]
 SPEAKER = [f"speaker_{s}" for s in ("train", "dev", "test")]
 VAD = [f"vad_{s}" for s in ("train", "dev", "test")]
-CONV = ["conversations_dev", "conversations_test"]
+CONV = ["conversations_train", "conversations_dev", "conversations_test"]
 ALL_SETS = SPEECH + SPEAKER + ["ood_test"] + VAD + CONV
 TRIAL_SETS = ["speaker_dev", "speaker_test", "ood_test"]
 TRAIN_SETS = [s for s in ALL_SETS if s.endswith("_train")]

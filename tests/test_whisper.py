@@ -262,3 +262,26 @@ def test_joint_rescoring_prefers_what_ctc_can_align(tiny_whisper):
               for name, tokens, att in (("full", full, -2.0), ("short", short, -1.0))}
     assert scores["full"] > scores["short"]
     assert head._joint_score((short, -1.0), None, CHARS) > head._joint_score((full, -2.0), None, CHARS)
+
+
+def test_the_decoder_follows_the_encoder_into_bf16(tiny_whisper):
+    """The teacher-forced decoder runs in the head's loss, outside the trainer's autocast: it
+    runs in bf16 when the encoder's output came in bf16 (precision=bf16), in fp32 otherwise,
+    and its loss is fp32 either way."""
+    torch.manual_seed(0)
+    model = MultiTaskModel(config(tiny_whisper, ctc_weight=0.3))
+    head = model.heads["asr"]
+    seen = []
+    for m in head.decoder.layers.modules():
+        if isinstance(m, torch.nn.Linear):
+            m.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    x, lengths = batch(model, (1.5,))
+    target = text_target(["hello world"])
+    for autocast, dtype in ((False, torch.float32), (True, torch.bfloat16)):
+        seen.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = model(x, lengths, ["asr"])["asr"]
+        loss = head.loss(out, target)
+        assert seen and set(seen) == {dtype}
+        assert loss.dtype == torch.float32 and torch.isfinite(loss)
+        loss.backward()

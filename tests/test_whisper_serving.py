@@ -14,7 +14,7 @@ from liveserver import serving
 
 from polyhead.config import Config
 from polyhead.inference.diarize import chunk_segments, segment_embedding, transcribe
-from polyhead.inference.pipeline import Polyhead
+from polyhead.inference.pipeline import GREEDY, Polyhead
 from polyhead.model import MultiTaskModel
 from polyhead.training.data import CHARS
 from tiny_whisper import make_tiny_whisper
@@ -233,7 +233,7 @@ def test_speaker_attributed_transcription_with_every_pooling(tiny_whisper_folder
         np.testing.assert_allclose(piece, ph.embed(samples[3200:19200]), atol=1e-5)
     else:
         np.testing.assert_allclose(whole, out["speaker"]["embedding"][0].numpy(), atol=1e-5)
-    assert len(chunk_segments(ph, samples, 0.0)) >= 2
+    assert len(chunk_segments(ph, samples, 0.0)[0]) >= 2
     sf.write(tmp_path / "conv.wav", np.concatenate([samples] * 12), 16000)
     res = transcribe(ph, tmp_path / "conv.wav", num_speakers=2)
     assert res["speakers"] and all(s["speaker"] in res["speakers"] for s in res["segments"])
@@ -248,3 +248,76 @@ def test_each_aligned_word_gets_the_decoder_tokens_that_spell_it(tiny_whisper_fo
     words = [{"word": w} for w in ("hello", "world", "this", "is", "a", "test")]
     Polyhead._give_tokens(tok, tokens, words)
     assert [tok.decode(w["tokens"]).strip() for w in words] == ["Hello,", "world", "this", "is", "a", "test."]
+
+
+def test_each_utterance_is_decoded_on_its_own_frames(tiny_whisper_folder, tmp_path):
+    """A chunk's decoder units are its VAD segments, decoded in one batch, each on its own
+    frames of the one encoder pass: the same text as decoding those frames alone."""
+    from polyhead.inference.diarize import utterance_transcripts
+
+    ph = Polyhead.load(saved(whisper_config(tiny_whisper_folder), tmp_path / "m"))
+    samples = (np.random.default_rng(1).standard_normal(16000 * 4) * 0.1).astype(np.float32)
+    inputs, lengths = ph._inputs(samples)
+    with torch.no_grad():
+        out = ph.model(inputs, lengths)
+        fps = ph.model.encoder.frames_per_second
+        segs = [{"start": 0.2, "end": 1.4}, {"start": 2.0, "end": 3.6}]
+        units = utterance_transcripts(ph, "asr", out["asr"], segs, GREEDY, fps)
+        assert [(u["start"], u["end"]) for u in units] == [(0.2, 1.4), (2.0, 3.6)]
+        head = ph.model.heads["asr"]
+        for u in units:
+            a, b = int(u["start"] * fps), int(round(u["end"] * fps))
+            alone = head.generate(out["asr"]["memory"][:, a:b], torch.tensor([b - a]), frames_per_second=fps)[0]
+            assert u["avg_logprob"] == pytest.approx(alone["avg_logprob"], abs=1e-4)
+            assert all(u["start"] - 0.1 <= w["start"] <= w["end"] <= u["end"] + 0.1 for w in u["words"]), u
+
+
+def tokens_config(pretrained) -> Config:
+    config = whisper_config(pretrained)
+    config.tasks["asr"].head.options.update(decoder_tasks=["transcribe", "speakers"], ctc_weight=0.3)
+    return config
+
+
+def test_speaker_tokens_method_turns_the_decoder_turns_into_segments(tiny_whisper_folder, tmp_path, monkeypatch):
+    """``--method tokens``: the decoder's <|speakers|> answer for a chunk becomes one segment per
+    turn, timed by CTC alignment, speakers numbered by the decoder; a second chunk's numbers
+    are linked to the first's by embedding; a model without the task is refused up front."""
+    from polyhead.inference.diarize import chunk_speaker_turns
+
+    ph = Polyhead.load(saved(tokens_config(tiny_whisper_folder), tmp_path / "m"))
+    head = ph.model.heads["asr"]
+    asked = []
+
+    def fake_generate(memory, lengths, task="transcribe", **kw):
+        asked.append(task)
+        return [{"text": "<|spk1|> ab cd <|spk2|> ef <|spk1|> gh", "tokens": [], "avg_logprob": -0.5}]
+
+    monkeypatch.setattr(head, "generate", fake_generate)
+    samples = (np.random.default_rng(2).standard_normal(16000 * 4) * 0.1).astype(np.float32)
+    found, covered = chunk_speaker_turns(ph, samples, 10.0, GREEDY)
+    assert asked == ["speakers"] and covered == pytest.approx(4.0)
+    assert [(s["local"], s["text"]) for s in found] == [(1, "ab cd"), (2, "ef"), (1, "gh")]
+    assert all(10.0 <= s["start"] <= s["end"] <= 14.1 for s in found) and "embedding" in found[0]
+    assert [s["start"] for s in found] == sorted(s["start"] for s in found)
+
+    sf.write(tmp_path / "long.wav", np.concatenate([samples] * 10), 16000)  # 40 s: two chunks
+    res = transcribe(ph, tmp_path / "long.wav", method="tokens", num_speakers=2)
+    assert res["segments"] and set(res["speakers"]) <= {"SPEAKER_00", "SPEAKER_01"}
+    assert " ".join(s["text"] for s in res["segments"]).split().count("ef") == 2  # once per chunk
+
+    plain = Polyhead.load(saved(whisper_config(tiny_whisper_folder), tmp_path / "plain"))
+    with pytest.raises(ValueError, match="speakers"):
+        transcribe(plain, tmp_path / "long.wav", method="tokens")
+
+
+def test_chunks_speakers_are_linked_by_embedding():
+    from polyhead.inference.diarize import link_speakers
+
+    a, b = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
+    segs = [{"chunk": 0, "local": 1, "embedding": a}, {"chunk": 0, "local": 2, "embedding": b},
+            # in the second chunk the decoder met speaker b first
+            {"chunk": 1, "local": 1, "embedding": b + 0.1}, {"chunk": 1, "local": 2, "embedding": a + 0.1}]
+    labels = link_speakers(segs, 2, 0.6)
+    assert labels[0] == labels[3] and labels[1] == labels[2] and labels[0] != labels[1]
+    one = [dict(s, chunk=0) for s in segs[:2]]
+    assert link_speakers(one, None, 0.6) == [1, 2]  # one chunk: the decoder's numbers stand

@@ -136,7 +136,7 @@ def _transcribe(args) -> None:
     model = load(args.model)
     registry = SpeakerRegistry(args.registry) if args.registry and Path(args.registry).is_file() else None
     res = transcribe(model, args.file, num_speakers=args.num_speakers, registry=registry,
-                     id_threshold=model.threshold, progress=True)
+                     id_threshold=model.threshold, progress=True, method=args.method)
     if not args.speakers:
         for seg in res["segments"]:
             seg.pop("speaker", None)
@@ -292,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", **model_arg)
     p.add_argument("--speakers", action="store_true", help="label segments by speaker (diarize)")
     p.add_argument("--num-speakers", type=int, default=None, help="known speaker count (else estimated)")
+    p.add_argument("--method", default="clustering", choices=["clustering", "tokens"],
+                   help="who speaks: speaker-head embeddings clustered, or the decoder's speaker tokens "
+                        "(a model trained with the <|speakers|> decoder task)")
     p.add_argument("--format", default="json", choices=["json", "srt", "vtt", "rttm", "text"])
     p.add_argument("--registry", default="runs/speakers.sqlite", help="enrolled names to use where they match")
     p.add_argument("--output", "-o", default=None)

@@ -47,3 +47,13 @@ def from_main(values: list[float]) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=_comm_device())
     dist.broadcast(t, src=0)
     return t.tolist()
+
+
+def gather(values: list[float]) -> list[list[float]]:
+    """Every rank's ``values`` (the same length on each), in rank order, on every rank."""
+    if not _spread():
+        return [list(values)]
+    t = torch.tensor(values, dtype=torch.float64, device=_comm_device())
+    out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, t)
+    return [o.tolist() for o in out]

@@ -236,16 +236,34 @@ def predict_windows(model, cuts, task: str, key: str = "logits"):
         yield cut, [by_id[c.id] for c in pieces]  # predict reorders by length
 
 
-def evaluate_vad(model, cuts, task: str) -> dict:
-    refs, hyps = [], []
+def _vad_frames(model, cuts, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """(reference speech, head logits) per 10 ms frame over ``cuts``, concatenated."""
+    refs, logits = [], []
+    fps = model.encoder.frames_per_second
     for cut, pieces in predict_windows(model, cuts, task):
-        logits = torch.cat(pieces)
-        fps = model.encoder.frames_per_second
+        x = torch.cat(pieces).float().cpu().numpy()
         n = int(round(cut.duration * 100))
-        idx = np.minimum((np.arange(n) * fps / 100.0).astype(int), len(logits) - 1)
-        hyps.append((logits.float().cpu().numpy() > 0)[idx])
+        idx = np.minimum((np.arange(n) * fps / 100.0).astype(int), len(x) - 1)
+        logits.append(x[idx])
         refs.append(metrics.segments_to_frames([(s.start, s.end) for s in cut.supervisions], cut.duration)[:n])
-    return metrics.frame_f1(np.concatenate(refs), np.concatenate(hyps))
+    return np.concatenate(refs), np.concatenate(logits)
+
+
+def evaluate_vad(model, cuts, task: str) -> dict:
+    """Frame F1 at the head's decision threshold (speech where its logit > 0)."""
+    refs, logits = _vad_frames(model, cuts, task)
+    return metrics.frame_f1(refs, logits > 0)
+
+
+VAD_THRESHOLDS = np.arange(-4.0, 6.01, 0.25)  # logit thresholds tried on the dev set
+
+
+def vad_threshold(model, cuts, task: str) -> tuple[float, float]:
+    """(logit threshold of best frame F1 on ``cuts``, that F1); ties go to the one nearest 0."""
+    refs, logits = _vad_frames(model, cuts, task)
+    scored = [(metrics.frame_f1(refs, logits > t)["f1"], -abs(t), float(t)) for t in VAD_THRESHOLDS]
+    f1, _, t = max(scored)
+    return t, float(f1)
 
 
 def evaluate_model(model, corpus: str | Path, sets: list[str] | None = None, limit: int | None = None) -> dict:

@@ -48,20 +48,29 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def calibrate(model: MultiTaskModel, corpus, run: Path) -> float | None:
-    """Verification threshold = the EER threshold on the dev trials; saved in the run folder."""
-    from ..data.corpus import trials_path
-    from .evaluate import evaluate_speaker
+def calibrate(model: MultiTaskModel, corpus, run: Path) -> dict:
+    """Decision thresholds picked on dev sets, saved in the run's calibration.json (and set
+    on the model): the verification threshold at the dev trials' equal error rate, and the
+    VAD head's logit threshold of best frame F1 on the VAD dev set."""
+    from ..data.corpus import available_sets, load_set, trials_path
+    from .evaluate import evaluate_speaker, vad_threshold
 
+    cal: dict = {}
     tasks = model.tasks_with(head_type="speaker")
-    if not tasks or not trials_path(corpus, "speaker_dev").is_file():
-        return None
-    res = evaluate_speaker(model, corpus, "speaker_dev", tasks[0])
-    if res["eer"] is None:
-        return None
-    (run / "calibration.json").write_text(json.dumps(
-        {"verify_threshold": float(res["threshold"]), "dev_eer": float(res["eer"]), "set": "speaker_dev"}, indent=2) + "\n")
-    return float(res["threshold"])
+    if tasks and trials_path(corpus, "speaker_dev").is_file():
+        res = evaluate_speaker(model, corpus, "speaker_dev", tasks[0])
+        if res["eer"] is not None:
+            cal.update(verify_threshold=float(res["threshold"]), dev_eer=float(res["eer"]), set="speaker_dev")
+    for task in model.tasks_with(target="vad"):
+        dev = model.config.tasks[task].dev_set or "vad_dev"
+        if dev in available_sets(corpus):
+            model.heads[task].threshold = 0.0
+            threshold, f1 = vad_threshold(model, load_set(corpus, dev), task)
+            model.heads[task].threshold = threshold
+            cal.update(vad_threshold=threshold, vad_dev_f1=f1, vad_set=dev)
+    if cal:
+        (run / "calibration.json").write_text(json.dumps(cal, indent=2) + "\n")
+    return cal
 
 
 def evaluate_run(run: str | Path, corpus: str | None = None, sets=None, checkpoint: str = "best",
@@ -73,8 +82,8 @@ def evaluate_run(run: str | Path, corpus: str | None = None, sets=None, checkpoi
         if beam_size and hasattr(head, "beam_size"):
             head.beam_size = beam_size
     corpus = corpus or model.config.corpus
+    calibrate(model, corpus, run)  # first: the test sets are scored at the dev sets' thresholds
     results = evaluate_model(model, corpus, sets, limit=limit)
-    calibrate(model, corpus, run)
     row = flatten(results, model)
     out = {"run": str(run), "checkpoint": str(folder), "corpus": str(corpus), "results": results,
            "row": row, "table": format_table({run.name: row})}

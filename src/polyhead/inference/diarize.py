@@ -1,16 +1,22 @@
 """Speaker-attributed transcription of long recordings from one model.
 
-The file is read in fixed chunks (bounded memory however long it is); each chunk gets ONE
-encoder pass, from which the VAD head gives speech segments, the CTC head words with times,
-and the speaker head an embedding per segment (pooled over that segment's frames only).
-Segment embeddings are then clustered (speaker count given, or estimated with a distance
+The file is read in chunks of at most CHUNK_S (bounded memory however long it is); each chunk
+gets ONE encoder pass, from which the VAD head gives speech segments, the CTC head the pauses
+that cut them into utterances, the decoder a transcript per utterance (all of a chunk's
+utterances in one batched decoding, each cross-attending to its own frames of the pass: the
+decoder was fine-tuned on single utterances, and a 30 s window of several turns makes it
+write only a few words), CTC alignment the word times, and the speaker head an embedding per
+piece (pooled over that piece's frames only). A speech segment still open at a chunk's end
+is not cut there: the next chunk starts at its beginning, so no word is lost or written twice.
+Piece embeddings are then clustered (speaker count given, or estimated with a distance
 threshold), clusters take enrolled names where they match, and neighbouring segments of the
 same speaker are merged.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import zlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from ..audio import SAMPLE_RATE, AudioError, to_model_audio
+from ..evaluation.metrics import normalize_text
 from ..model.heads import HeadInput
 from .pipeline import GREEDY, Decoding, Polyhead, no_speech_prob, words_in
 
@@ -30,58 +37,282 @@ MERGE_GAP_S = 0.5
 # of at most MAX_PIECE_S, so each embedding covers one speaker; clustering then re-joins them.
 PAUSE_S = 0.3
 MAX_PIECE_S = 1.5
+# The decoder's units: VAD segments cut at CTC pauses this long (turns in a conversation are
+# separated by longer pauses than words in a sentence), and at most the pass's length.
+UTTERANCE_PAUSE_S = 0.4
+MAX_UTTERANCE_S = 8.0  # longer units are cut where speech is least likely (Whisper was
+MIN_UTTERANCE_S = 1.0  # fine-tuned on single utterances of a few seconds)
+# Above this a decoded text is a loop (Whisper's threshold): the CTC head's words replace it.
+MAX_COMPRESSION_RATIO = 2.4
+# A segment reaching this close to a chunk's end is left to the next chunk (it may go on).
+EDGE_S = 0.3
+MIN_ADVANCE_S = 1.0  # a chunk always moves the reading on by at least this much
 DEFAULT_CLUSTER_THRESHOLD = 0.6  # cosine distance above which segments are different speakers
+METHODS = ("clustering", "tokens")  # who speaks: embedding clustering, or the decoder's speaker tokens
 
 
-def read_chunks(path: str | Path, chunk_s: float = CHUNK_S):
-    """Yield (start seconds, 16 kHz mono samples) without loading the whole file."""
+def read_chunks(path: str | Path, chunk_s: float = CHUNK_S, feedback: list | None = None):
+    """Yield (start seconds, 16 kHz mono samples, is-last) without loading the whole file.
+    With ``feedback``, a one-item list in which the caller puts how many seconds of the chunk
+    it used, the next chunk starts there (at least MIN_ADVANCE_S on, so reading advances)."""
     try:
         info = sf.info(str(path))
     except Exception as e:  # soundfile raises several types for non-audio
         raise AudioError(f"{path}: not a readable audio file ({e})") from None
-    frames = int(chunk_s * info.samplerate)
+    frames, rate = int(chunk_s * info.samplerate), info.samplerate
     with sf.SoundFile(str(path)) as f:
         start = 0
-        while True:
+        while start < info.frames:
+            f.seek(start)
             data = f.read(frames, dtype="float32", always_2d=True)
             if len(data) == 0:
                 break
-            if len(data) >= info.samplerate // 10:  # a tail under 0.1 s carries no speech
-                yield start / info.samplerate, to_model_audio(data, info.samplerate, name=str(path))
-            start += len(data)
+            last = start + len(data) >= info.frames
+            used = len(data)
+            if len(data) >= rate // 10:  # a tail under 0.1 s carries no speech
+                if feedback is not None:
+                    feedback[0] = None
+                yield start / rate, to_model_audio(data, rate, name=str(path)), last
+                if feedback is not None and feedback[0] is not None:
+                    used = min(len(data), max(int(MIN_ADVANCE_S * rate), int(feedback[0] * rate)))
+            start += used
+
+
+@dataclass
+class ChunkPass:
+    """One chunk's encoder pass and what every speaker method starts from: the heads' outputs
+    and layer states, the tasks of the VAD, text and speaker heads (None where absent), the
+    speech segments, and the seconds of the chunk they cover (see ``open_at_end``)."""
+
+    out: dict
+    states: dict
+    fps: float
+    vad: str | None
+    asr: str | None
+    spk: str | None
+    segs: list[dict]
+    covered: float
+
+    @classmethod
+    def run(cls, ph: Polyhead, samples: np.ndarray, last: bool) -> "ChunkPass":
+        model = ph.model
+        inputs, lengths = ph._inputs(samples)
+        out, states = model(inputs, lengths, return_states=True)  # the one encoder pass
+        fps, chunk_s = model.encoder.frames_per_second, len(samples) / SAMPLE_RATE
+        first = lambda found: found[0] if found else None  # noqa: E731
+        vad, asr = first(model.tasks_with(target="vad")), first(model.tasks_with(target="text"))
+        spk = first(model.tasks_with(head_type="speaker"))
+        segs = ph._segments(out[vad]["logits"][0], fps) if vad else [{"start": 0.0, "end": chunk_s}]
+        covered = chunk_s
+        if not last and (cut := open_at_end(segs, chunk_s)) is not None:
+            segs, covered = segs[:-1], cut
+        return cls(out, states, fps, vad, asr, spk, segs, covered)
+
+    def describe(self, ph: Polyhead, item: dict, samples: np.ndarray, a: int, b: int) -> dict:
+        """``item`` (a segment on frames a..b) with its no_speech_prob and speaker embedding."""
+        if self.vad:
+            item["no_speech_prob"] = no_speech_prob(self.out[self.vad]["logits"][0, a:b])
+        if self.spk:
+            item["embedding"] = segment_embedding(ph, self.out, self.states, self.spk, samples, a, b)
+        return item
+
+
+def utterances(segs: list[dict], ctc_words: list[dict], vad_logits: torch.Tensor | None = None,
+               fps: float = 50.0) -> list[dict]:
+    """The decoder's units: each speech segment cut in the middle of every pause of at least
+    UTTERANCE_PAUSE_S between the CTC head's words, then any unit longer than
+    MAX_UTTERANCE_S cut again where speech is least likely (the VAD head's lowest logit at
+    least MIN_UTTERANCE_S from either end; the middle without a VAD head)."""
+    units = []
+    for seg in segs:
+        inner = words_in(ctc_words, seg["start"], seg["end"])
+        cuts = [seg["start"]] + [(p["end"] + n["start"]) / 2 for p, n in zip(inner, inner[1:])
+                                 if n["start"] - p["end"] >= UTTERANCE_PAUSE_S] + [seg["end"]]
+        for a, b in zip(cuts, cuts[1:]):
+            units += _shorter(a, b, vad_logits, fps)
+    return units
+
+
+def _shorter(a: float, b: float, vad_logits: torch.Tensor | None, fps: float) -> list[dict]:
+    if b - a <= MAX_UTTERANCE_S:
+        return [{"start": a, "end": b}]
+    lo, hi = int((a + MIN_UTTERANCE_S) * fps), int((b - MIN_UTTERANCE_S) * fps)
+    if vad_logits is not None and hi > lo and hi <= len(vad_logits):
+        cut = (lo + int(vad_logits[lo:hi].argmin())) / fps
+    else:
+        cut = (a + b) / 2
+    return _shorter(a, cut, vad_logits, fps) + _shorter(cut, b, vad_logits, fps)
+
+
+def compression_ratio(text: str) -> float:
+    """Whisper's loop detector: how well the text compresses (a decoder repeating itself
+    writes text that compresses far better than language does)."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def open_at_end(segs: list[dict], chunk_s: float) -> float | None:
+    """Where the speech still going on at the chunk's end began: the next chunk starts
+    there. None when nothing is open, or when that segment began at the chunk's start (it
+    fills the chunk: cutting it is the only way forward)."""
+    if segs and segs[-1]["end"] >= chunk_s - EDGE_S and segs[-1]["start"] >= MIN_ADVANCE_S:
+        return segs[-1]["start"]
+    return None
 
 
 @torch.no_grad()
-def chunk_segments(ph: Polyhead, samples: np.ndarray, offset: float, decoding: Decoding = GREEDY) -> list[dict]:
+def chunk_segments(ph: Polyhead, samples: np.ndarray, offset: float, decoding: Decoding = GREEDY,
+                   last: bool = True) -> tuple[list[dict], float]:
     """Speech segments of one chunk, each with its words, its speaker embedding and, where
-    the heads give them, the chunk's ``avg_logprob`` and the segment's ``no_speech_prob``."""
-    model = ph.model
-    inputs, lengths = ph._inputs(samples)
-    out, states = model(inputs, lengths, return_states=True)  # the one encoder pass
-    fps = model.encoder.frames_per_second
-    first = lambda found: found[0] if found else None  # noqa: E731
-    vad, asr = first(model.tasks_with(target="vad")), first(model.tasks_with(target="text"))
-    spk = first(model.tasks_with(head_type="speaker"))
-    segs = ph._segments(out[vad]["logits"][0], fps) if vad else [{"start": 0.0, "end": len(samples) / SAMPLE_RATE}]
-    if not segs:
-        return []  # the VAD heard no speech: nothing for the decoder to write
-    transcript = ph._transcript_of(asr, out[asr], 0, ph._decode(asr, out[asr], [decoding]), fps) if asr else {}
-    words = transcript.get("words", [])
+    the heads give them, its utterance's ``avg_logprob`` and its ``no_speech_prob``; and how
+    many seconds of the chunk they cover (less than all when ``last`` is False and speech is
+    still going on at its end: the caller starts the next chunk there)."""
+    p = ChunkPass.run(ph, samples, last)
+    if not p.segs:
+        return [], p.covered  # the VAD heard no speech: nothing for the decoder to write
+    out, fps, vad, asr, segs = p.out, p.fps, p.vad, p.asr, p.segs
+    vad_logits = out[vad]["logits"][0] if vad else None
+    units = (utterance_transcripts(ph, asr, out[asr], segs, decoding, fps, vad_logits) if asr
+             else [dict(s, words=[]) for s in segs])
     result = []
-    for s in (piece for seg in segs for piece in split_segment(seg, words)):
-        a, b = int(s["start"] * fps), max(int(s["end"] * fps), int(s["start"] * fps) + MIN_SEGMENT_FRAMES)
-        seg_words = [dict(w, start=round(w["start"] + offset, 2), end=round(w["end"] + offset, 2))
-                     for w in s["words"]]
-        item = {"start": round(s["start"] + offset, 2), "end": round(s["end"] + offset, 2),
-                "text": " ".join(w["word"] for w in seg_words), "words": seg_words}
-        if "avg_logprob" in transcript:
-            item["avg_logprob"] = transcript["avg_logprob"]  # per decoding window, as Whisper's
-        if vad:
-            item["no_speech_prob"] = no_speech_prob(out[vad]["logits"][0, a:b])
-        if spk:
-            item["embedding"] = segment_embedding(ph, out, states, spk, samples, a, b)
-        result.append(item)
-    return result
+    for unit in units:
+        for s in split_segment(unit, unit["words"]):
+            a, b = int(s["start"] * fps), max(int(s["end"] * fps), int(s["start"] * fps) + MIN_SEGMENT_FRAMES)
+            seg_words = [dict(w, start=round(w["start"] + offset, 2), end=round(w["end"] + offset, 2))
+                         for w in s["words"]]
+            item = {"start": round(s["start"] + offset, 2), "end": round(s["end"] + offset, 2),
+                    "text": " ".join(w["word"] for w in seg_words), "words": seg_words}
+            if unit.get("avg_logprob") is not None:
+                item["avg_logprob"] = unit["avg_logprob"]  # per decoded utterance, as Whisper's per segment
+            result.append(p.describe(ph, item, samples, a, b))
+    return result, p.covered
+
+
+@torch.no_grad()
+def chunk_speaker_turns(ph: Polyhead, samples: np.ndarray, offset: float, decoding: Decoding = GREEDY,
+                        last: bool = True) -> tuple[list[dict], float]:
+    """``--method tokens``: the decoder's <|speakers|> transcript of one chunk (one encoder
+    pass, one decoding of the chunk's speech), its turns timed by CTC alignment, each with
+    ``local`` (the chunk's speaker number) and an embedding of the turn's frames; and the
+    seconds of the chunk used, as ``chunk_segments``."""
+    from ..evaluation.align import word_times
+    from ..model.decoder_tasks import SPEAKERS, parse_speakers
+
+    p = ChunkPass.run(ph, samples, last)
+    if not p.segs:
+        return [], p.covered  # the VAD heard no speech: nothing for the decoder to write
+    out, fps, asr, segs = p.out, p.fps, p.asr, p.segs
+    n = min(int(out[asr]["lengths"][0]), int(round(p.covered * fps)))
+    res = ph.model.heads[asr].generate(out[asr]["memory"][:, :n], torch.tensor([n]), language=decoding.language,
+                                       temperature=decoding.temperature, prompt_text=decoding.prompt,
+                                       frames_per_second=fps, task=SPEAKERS)[0]
+    turns = parse_speakers(res["text"])
+    times = None
+    if "logits" in out[asr]:
+        logp = out[asr]["logits"][0, :n].float().log_softmax(-1).numpy()
+        times = word_times(" ".join(t for _, t in turns), logp, ph.config.vocab["text"], fps)
+    words_of = [normalize_text(t).split() for _, t in turns]
+    if times is None or len(times) != sum(map(len, words_of)):  # no fit: the speech, evenly
+        total = sum(map(len, words_of))
+        speech = [(s["start"], s["end"]) for s in segs]
+        times = _spread([w for ws in words_of for w in ws], speech) if total else []
+    result, i = [], 0
+    for (local, _), words in zip(turns, words_of):
+        mine = times[i:i + len(words)]
+        i += len(words)
+        if not mine:
+            continue
+        seg_words = [dict(w, start=round(w["start"] + offset, 2), end=round(w["end"] + offset, 2)) for w in mine]
+        a = int(mine[0]["start"] * fps)
+        b = max(int(mine[-1]["end"] * fps), a + MIN_SEGMENT_FRAMES)
+        item = {"start": seg_words[0]["start"], "end": seg_words[-1]["end"], "local": local,
+                "text": " ".join(w["word"] for w in seg_words), "words": seg_words, "avg_logprob": res["avg_logprob"]}
+        result.append(p.describe(ph, item, samples, a, b))
+    return result, p.covered
+
+
+def _spread(words: list[str], speech: list[tuple[float, float]]) -> list[dict]:
+    """Times for ``words`` spread evenly over the speech (when CTC alignment cannot time them)."""
+    if not words:
+        return []
+    total = sum(b - a for a, b in speech) or 1e-9
+    step, out = total / len(words), []
+    for k, w in enumerate(words):
+        at, t = k * step, None
+        for a, b in speech:
+            if at < b - a:
+                t = a + at
+                break
+            at -= b - a
+        t = speech[-1][1] - step if t is None else t
+        out.append({"word": w, "start": round(t, 2), "end": round(t + step, 2)})
+    return out
+
+
+def link_speakers(segments: list[dict], num_speakers: int | None, threshold: float) -> list:
+    """``--method tokens``: the decoder numbers speakers per chunk; a (chunk, number) group is
+    one speaker, and the groups of all chunks are clustered by their mean embedding. Labels
+    per segment (the group's cluster). One chunk needs no clustering: its numbers stand."""
+    groups = sorted({(s["chunk"], s["local"]) for s in segments})
+    if len({c for c, _ in groups}) == 1 or "embedding" not in segments[0]:
+        return [s["local"] for s in segments]
+    means = []
+    for g in groups:
+        e = np.stack([s["embedding"] for s in segments if (s["chunk"], s["local"]) == g]).mean(0)
+        means.append(e / (np.linalg.norm(e) + 1e-9))
+    labels = cluster(np.stack(means), num_speakers, threshold)
+    of = dict(zip(groups, labels))
+    return [of[(s["chunk"], s["local"])] for s in segments]
+
+
+def utterance_transcripts(ph: Polyhead, task: str, out: dict, segs: list[dict], decoding: Decoding,
+                          fps: float, vad_logits: torch.Tensor | None = None) -> list[dict]:
+    """Each utterance of ``segs`` with its ``words`` (chunk times): a CTC-only head's greedy
+    words inside it, or the decoder's text for its own frames of the pass, all utterances
+    in one batched decoding, with word times from CTC alignment on those frames (and the CTC
+    head's own words where the decoder looped)."""
+    logits = out["logits"][0, :int(out["lengths"][0])] if "logits" in out else None
+    ctc_words = ph._transcript(logits, fps)["words"] if logits is not None else []
+    head = ph.model.heads[task]
+    if not hasattr(head, "generate"):
+        return [dict(s, words=words_in(ctc_words, s["start"], s["end"])) for s in segs]
+    units = [u for u in utterances(segs, ctc_words, vad_logits, fps) if int(u["end"] * fps) > int(u["start"] * fps)]
+    if not units:
+        return []
+    spans = [(int(u["start"] * fps), min(int(round(u["end"] * fps)), int(out["lengths"][0]))) for u in units]
+    longest = max(b - a for a, b in spans)
+    memory = out["memory"].new_zeros(len(spans), longest, out["memory"].shape[-1])
+    for i, (a, b) in enumerate(spans):
+        memory[i, :b - a] = out["memory"][0, a:b]
+    lengths = torch.tensor([b - a for a, b in spans])
+    prompts = [decoding.prompt] + [None] * (len(spans) - 1)  # the prompt conditions what comes first
+    decoded = []
+    for prompt in dict.fromkeys(prompts):
+        rows = [i for i, p in enumerate(prompts) if p == prompt]
+        res = head.generate(memory[rows], lengths[rows], language=decoding.language,
+                            temperature=decoding.temperature, prompt_text=prompt, frames_per_second=fps)
+        decoded += list(zip(rows, res))
+    by_row = dict(decoded)
+    for i, (u, (a, b)) in enumerate(zip(units, spans)):
+        d = by_row[i]
+        u["avg_logprob"] = d["avg_logprob"]
+        u["words"] = []
+        if logits is None:
+            continue
+        if compression_ratio(d["text"]) > MAX_COMPRESSION_RATIO:
+            words = ph._transcript(logits[a:b], fps)["words"]  # the CTC head's own, on these frames
+        elif d["text"].strip():
+            from ..evaluation.align import word_times
+
+            logp = logits[a:b].float().log_softmax(-1).numpy()
+            words = word_times(d["text"], logp, ph.config.vocab["text"], fps)
+            if words is None:  # the text does not fit the frames: spread its words evenly
+                words = _spread(normalize_text(d["text"]).split(), [(0.0, u["end"] - u["start"])])
+        else:
+            continue
+        u["words"] = [dict(w, start=round(w["start"] + u["start"], 2), end=round(w["end"] + u["start"], 2))
+                      for w in words]
+    return units
 
 
 def segment_embedding(ph: Polyhead, out: dict, states: dict, task: str, samples: np.ndarray,
@@ -142,29 +373,40 @@ def cluster(embeddings: np.ndarray, num_speakers: int | None, threshold: float) 
 
 def transcribe(ph: Polyhead, path: str | Path, num_speakers: int | None = None,
                threshold: float = DEFAULT_CLUSTER_THRESHOLD, registry=None, id_threshold: float = 0.5,
-               progress: bool = False, decoding: Decoding = GREEDY) -> dict:
+               progress: bool = False, decoding: Decoding = GREEDY, method: str = "clustering") -> dict:
     """Speaker-attributed transcript: {"segments": [{start, end, speaker, text, words}], ...}.
-    ``decoding.prompt`` conditions the first chunk only, as Whisper's initial prompt does
-    when it does not condition on its own previous text."""
+    ``method``: ``clustering`` (speaker-head embeddings of short pieces, clustered) or
+    ``tokens`` (the decoder's <|speakers|> task writes the turns of each chunk; chunks are
+    linked by embedding). ``decoding.prompt`` conditions the first chunk only, as Whisper's
+    initial prompt does when it does not condition on its own previous text."""
     ph.check_decoding(decoding)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    if method == "tokens":
+        check_speaker_tokens(ph)
+    per_chunk = chunk_speaker_turns if method == "tokens" else chunk_segments
     info = sf.info(str(path)) if Path(path).is_file() else None
     if info is None:
         raise AudioError(f"{path}: file not found")
     segments: list[dict] = []
     total = info.frames / info.samplerate
     with tqdm(total=round(total), unit="s", desc="transcribe", disable=not progress) as bar:
-        for offset, samples in read_chunks(path):
-            segments += chunk_segments(ph, samples, offset, decoding)
-            decoding = replace(decoding, prompt=None)
-            bar.update(round(len(samples) / SAMPLE_RATE))
-    if segments and "embedding" in segments[0]:
-        embs = np.stack([s.pop("embedding") for s in segments])
-        labels = cluster(embs, num_speakers, threshold)
+        covered: list = [None]  # read_chunks starts the next chunk where this one's speech ended
+        for k, (offset, samples, last) in enumerate(read_chunks(path, feedback=covered)):
+            found, covered[0] = per_chunk(ph, samples, offset, decoding, last=last)
+            segments += [dict(s, chunk=k) for s in found]
+            if found:
+                decoding = replace(decoding, prompt=None)
+            bar.update(round(covered[0]))
+    if segments and (method == "tokens" or "embedding" in segments[0]):
+        labels = np.asarray(link_speakers(segments, num_speakers, threshold) if method == "tokens"
+                            else cluster(np.stack([s["embedding"] for s in segments]), num_speakers, threshold))
+        embs = np.stack([s["embedding"] for s in segments]) if "embedding" in segments[0] else None
         names = {}
-        for k in sorted(set(labels)):
-            centroid = embs[labels == k].mean(axis=0)
+        for k in sorted(set(labels), key=lambda k: int(np.argmax(labels == k))):  # in order of appearance
             name = f"SPEAKER_{len(names):02d}"
-            if registry is not None:
+            if registry is not None and embs is not None:
+                centroid = embs[labels == k].mean(axis=0)
                 match = registry.identify(centroid, id_threshold)
                 if match["speaker"] != "unknown":
                     name = match["speaker"]
@@ -173,9 +415,22 @@ def transcribe(ph: Polyhead, path: str | Path, num_speakers: int | None = None,
             s["speaker"] = names[k]
             for w in s["words"]:
                 w["speaker"] = names[k]
+    for s in segments:
+        for key in ("embedding", "chunk", "local"):
+            s.pop(key, None)
     segments = merge_segments(segments)
     return {"duration": round(total, 2), "segments": segments,
             "speakers": sorted({s.get("speaker") for s in segments if s.get("speaker")})}
+
+
+def check_speaker_tokens(ph: Polyhead) -> None:
+    """``--method tokens`` needs a decoder trained on <|speakers|>: refuse up front otherwise."""
+    from ..model.decoder_tasks import SPEAKERS
+
+    head = ph.decoder()
+    if head is None or SPEAKERS not in getattr(head, "tasks", []):
+        raise ValueError("method tokens: this model's decoder was not trained on <|speakers|> "
+                         "(decoder_tasks; configs/decoder_tasks.yaml); use method clustering")
 
 
 def merge_segments(segments: list[dict]) -> list[dict]:

@@ -181,6 +181,9 @@ def export_model(run: str | Path, fmt: str, out: str | Path) -> dict:
     for cal in (folder / CALIBRATION_FILE, folder.parent / CALIBRATION_FILE):
         if cal.is_file():
             shutil.copyfile(cal, out / CALIBRATION_FILE)
+            from .pipeline import apply_calibration
+
+            apply_calibration(model, json.loads(cal.read_text()))  # the ONNX graph gets the VAD threshold
             break
     info = {"format": fmt, "source": str(folder), "features": model.encoder.features.spec(),
             "frames_per_second": model.encoder.frames_per_second}

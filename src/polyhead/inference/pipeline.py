@@ -81,13 +81,15 @@ class Polyhead:
         from .export import quantize as quantized
 
         folder = Path(path) if is_export(path) else _resolve(path)
-        threshold = DEFAULT_VERIFY_THRESHOLD
+        calibration = {}
         for cal in (folder / CALIBRATION_FILE, folder.parent / CALIBRATION_FILE):
             if cal.is_file():
-                threshold = json.loads(cal.read_text())["verify_threshold"]
+                calibration = json.loads(cal.read_text())
                 break
         model = load_export(folder) if is_export(folder) else MultiTaskModel.load(folder)
-        return cls(quantized(model, quantize), threshold)
+        if hasattr(model, "heads"):  # an ONNX graph has the VAD threshold built in (export)
+            apply_calibration(model, calibration)
+        return cls(quantized(model, quantize), calibration.get("verify_threshold", DEFAULT_VERIFY_THRESHOLD))
 
     @property
     def max_seconds(self) -> float:
@@ -314,6 +316,13 @@ def words_in(words: list[dict], start: float, end: float, slack: float = 0.1) ->
     """The words of a CTC transcript that begin inside [start, end] (with a little slack for
     frame rounding): how segments get their text."""
     return [w for w in words if start - slack <= w["start"] < end + slack]
+
+
+def apply_calibration(model: MultiTaskModel, calibration: dict) -> None:
+    """Set the decision thresholds ``polyhead evaluate`` picked on dev sets (calibration.json)."""
+    if "vad_threshold" in calibration:
+        for task in model.tasks_with(target="vad"):
+            model.heads[task].threshold = float(calibration["vad_threshold"])
 
 
 def load(path: str | Path, quantize: str | None = None) -> Polyhead:

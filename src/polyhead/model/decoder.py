@@ -229,8 +229,13 @@ class WhisperDecoderHead(Head):
 
     def loss(self, out: dict, target) -> torch.Tensor:
         tasks = getattr(target, "tasks", None)
-        ids, labels = self.encode_texts(target.texts, out["memory"].device, tasks)
-        logits = self.logits(ids[:, :-1], out["memory"], out["lengths"])
+        memory = out["memory"]
+        ids, labels = self.encode_texts(target.texts, memory.device, tasks)
+        # The teacher-forced decoder runs here, after the model's forward and so outside the
+        # trainer's autocast: it follows the precision the encoder's output came in (bf16
+        # memory: a bf16 decoder), and the cross-entropy below is fp32 either way.
+        with torch.autocast(memory.device.type, dtype=torch.bfloat16, enabled=memory.dtype == torch.bfloat16):
+            logits = self.logits(ids[:, :-1], memory, out["lengths"])
         attention = F.cross_entropy(logits.float().transpose(1, 2), labels[:, 1:], ignore_index=IGNORE,
                                     label_smoothing=self.label_smoothing)
         if self.ctc_weight == 0:
@@ -297,6 +302,7 @@ class WhisperDecoderHead(Head):
         logits = self.logits(ids, memory, lengths, cache)[:, -1]
         tokens = torch.zeros(b, 0, dtype=torch.long, device=device)
         logp_sum = torch.zeros(b, device=device)
+        counted = torch.zeros(b, device=device)  # tokens each row chose itself (not the padding)
         done = torch.zeros(b, dtype=torch.bool, device=device)
         allowance = (lengths.float() / frames_per_second * MAX_TOKENS_PER_SECOND).ceil() + MIN_TOKEN_ALLOWANCE
         for step in range(limit):
@@ -307,18 +313,23 @@ class WhisperDecoderHead(Head):
                 nxt = logp.argmax(-1)
             nxt = torch.where(done, torch.full_like(nxt, self.eot), nxt)
             logp_sum += torch.where(done, 0.0, logp.gather(1, nxt[:, None])[:, 0])
+            counted += (~done).float()
             tokens = torch.cat([tokens, nxt[:, None]], 1)
             done |= (nxt == self.eot) | (step + 1 >= allowance)
             if bool(done.all()):
                 break
             logits = self.logits(nxt[:, None], memory, lengths, cache, offset=len(prompt) + step)[:, -1]
-        return [self._result(row, float(s)) for row, s in zip(tokens.tolist(), logp_sum)]
+        # a row's score is its own: neither the end tokens padding it after it stopped nor
+        # the other rows of the batch change it
+        return [self._result(row, float(s), int(n)) for row, s, n in zip(tokens.tolist(), logp_sum, counted)]
 
-    def _result(self, row: list[int], logp_sum: float) -> dict:
-        n = row.index(self.eot) + 1 if self.eot in row else len(row)  # the end token counts
+    def _result(self, row: list[int], logp_sum: float, scored: int | None = None) -> dict:
+        """``scored``: how many of the row's tokens ``logp_sum`` covers (default: up to and
+        including the end token, which counts)."""
+        n = row.index(self.eot) + 1 if self.eot in row else len(row)
         text = [t for t in row[:n] if t != self.eot]
         return {"text": self.tokenizer.decode(text).strip(), "tokens": text,
-                "avg_logprob": round(logp_sum / max(n, 1), 4)}
+                "avg_logprob": round(logp_sum / max(scored if scored is not None else n, 1), 4)}
 
     @torch.no_grad()
     def beam_search(self, memory: torch.Tensor, length: torch.Tensor, beam_size: int = 4,

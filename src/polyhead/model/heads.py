@@ -213,9 +213,13 @@ class FrameHead(Head):
     def __init__(self, in_dim: int, num_classes: int = 1, **common):
         super().__init__(in_dim, **common)
         self.proj = nn.Linear(self.width, 1)
+        # Logits come relative to the decision threshold (speech where > 0). It is 0 in
+        # training; `polyhead evaluate` picks it on the dev set (calibration.json) and loading
+        # a run for inference sets it: the head's raw logits are not calibrated.
+        self.threshold = 0.0
 
     def forward(self, inp: HeadInput) -> dict:
-        return {"logits": self.proj(self.prepare(inp.x)).squeeze(-1), "lengths": inp.lengths,
+        return {"logits": self.proj(self.prepare(inp.x)).squeeze(-1) - self.threshold, "lengths": inp.lengths,
                 "frames_per_second": inp.frames_per_second}
 
     @classmethod

@@ -45,7 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from ..audio import SAMPLE_RATE, AudioError, load_audio
-from ..inference.diarize import CHUNK_S, transcribe
+from ..inference.diarize import CHUNK_S, METHODS, check_speaker_tokens, transcribe
 from ..inference.formats import to_srt, to_vtt
 from ..inference.pipeline import GREEDY, Decoding, Polyhead, words_in
 from ..inference.registry import SpeakerRegistry
@@ -198,12 +198,12 @@ def _speaker_name(name: str) -> str:
 
 
 def _diarize(model: Polyhead, data: bytes, name: str, num_speakers: int | None = None,
-             decoding: Decoding = GREEDY) -> dict:
+             decoding: Decoding = GREEDY, method: str = "clustering") -> dict:
     """Chunked long-form transcription by speaker (it reads a file: bounded memory)."""
     with tempfile.NamedTemporaryFile(suffix=_suffix(name)) as tmp:
         tmp.write(data)
         tmp.flush()
-        return transcribe(model, tmp.name, num_speakers=num_speakers, decoding=decoding)
+        return transcribe(model, tmp.name, num_speakers=num_speakers, decoding=decoding, method=method)
 
 
 def _long_form(model: Polyhead, data: bytes, name: str, decoding: Decoding = GREEDY) -> dict:
@@ -349,12 +349,20 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
         return await svc.run(_key("analyze", data), lambda: svc.analysis(data, file.filename or "upload"))
 
     @app.post("/v1/audio/diarize")
-    async def diarize(file: UploadFile = File(...), num_speakers: int | None = Form(None, ge=1, le=MAX_SPEAKERS)):
+    async def diarize(file: UploadFile = File(...), num_speakers: int | None = Form(None, ge=1, le=MAX_SPEAKERS),
+                      method: str = Form("clustering")):
+        if method not in METHODS:
+            raise HTTPException(400, f"method must be one of {', '.join(METHODS)}")
+        if method == "tokens":
+            try:
+                check_speaker_tokens(model)
+            except ValueError as e:
+                raise HTTPException(400, str(e)) from None
         data = await file.read()
         name = file.filename or "upload"
         await asyncio.to_thread(_decode, data, name)  # a clear 400 for what is not audio
-        return await svc.run(_key("diarize", data, n=num_speakers),
-                             lambda: svc.call(_diarize, model, data, name, num_speakers))
+        return await svc.run(_key("diarize", data, n=num_speakers, method=method),
+                             lambda: svc.call(_diarize, model, data, name, num_speakers, GREEDY, method))
 
     def _need_speaker_head():
         if not model.model.tasks_with(head_type="speaker"):

@@ -108,6 +108,10 @@ def check_cut(cut, task: TaskConfig, vocab: dict[str, list[str]]) -> str | None:
             return "no phonemes"
     elif task.target == "speaker" and label(cut, "speaker") not in vocab["speaker"]:
         return "speaker not in the training vocabulary"
+    elif task.target in vocab and task.target not in ("speaker", "text") and label(cut, task.target) not in vocab[task.target]:
+        # an utterance without the label (an intent head on sentences that are not commands)
+        # would only spend the step on a zero loss
+        return f"no {task.target} label in the training vocabulary"
     return None
 
 

@@ -21,7 +21,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from ..collectives import all_true, from_main
+from ..collectives import all_true, from_main, gather
 
 
 class Distributed:
@@ -33,7 +33,7 @@ class Distributed:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
             dist.init_process_group(backend)
 
-    all_true, from_main = staticmethod(all_true), staticmethod(from_main)
+    all_true, from_main, gather = staticmethod(all_true), staticmethod(from_main), staticmethod(gather)
 
     @property
     def enabled(self) -> bool:

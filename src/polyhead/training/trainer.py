@@ -490,11 +490,15 @@ class Trainer:
                 stopped = "time budget"
                 break
         bar.close()
+        peak = self.dist.gather(peak_rss_mb())
         summary = {"steps": self.step, "stopped": stopped, **({"error": error} if error else {}),
                    "best_criterion": self.best,
                    "skipped_steps": self.skipped_steps, "rollbacks": self.rollbacks,
                    "train_seconds": round(time.time() - start, 1), "audio_seconds_seen": self.seconds_seen,
-                   "parameters": self.model.parameter_counts(), "history": self.history}
+                   "parameters": self.model.parameter_counts(),
+                   # per rank: the training process, and its largest loader worker that has ended
+                   "peak_rss_mb": [{"process": round(a), "loader_workers": round(b)} for a, b in peak],
+                   "history": self.history}
         if self.dist.is_main:
             ckpt.write_text_atomic(self.run_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
             self.writer.close()
@@ -556,6 +560,29 @@ class Trainer:
         self.save(best=improved)
         self.dist.barrier()
         return bool(tc.early_stop_patience and self.evals_since_best >= tc.early_stop_patience)
+
+
+def peak_rss_mb() -> list[float]:
+    """Peak resident memory of this process and of its largest child (loader workers, alive:
+    their VmHWM from /proc; or ended), in MB."""
+    import resource
+
+    kib = 1024.0  # ru_maxrss and VmHWM are in KiB on Linux
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kib
+    for task in Path("/proc/self/task").glob("*"):
+        try:
+            pids = (task / "children").read_text().split()
+        except OSError:  # not Linux, or the thread ended
+            continue
+        for pid in pids:
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    children = max(children, int(line.split()[1]) / kib)
+    return [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kib, children]
 
 
 def train(config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True,

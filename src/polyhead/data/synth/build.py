@@ -12,7 +12,7 @@ Layout of the output folder (names are what the trainer and evaluator look for):
 Sets: speech_{train,dev,test} (LibriSpeech-like: English, many sentences per speaker),
 speaker_{train,dev,test} (VoxCeleb-like: many speakers x sessions, several languages),
 ood_test (engines never used in training), vad_{train,dev,test} (one speaker, long, with
-silences and noise) and conversations_{dev,test} (2-4 speakers taking turns).
+silences and noise) and conversations_{train,dev,test} (2-4 speakers taking turns).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class Preset:
     ood_speakers: int
     ood_utts: int  # per speaker
     vad_recordings: tuple[int, int, int]
-    conversations: tuple[int, int]  # dev, test
+    conversations: tuple[int, int] | tuple[int, int, int]  # dev, test (, train)
     held_out_voice_fraction: float = 0.3
     mbrola_share: float = 0.5  # share of speakers drawn from MBROLA (vs espeak formant) voices
     jitter: float = 1.0  # within-speaker prosody jitter scale
@@ -65,14 +65,16 @@ class Preset:
 
 
 PRESETS = {
-    "tiny": Preset((6, 2, 3), 6, 1, (6, 2, 4), 2, 2, 2, 2, (2, 1, 1), (1, 1)),
+    "tiny": Preset((6, 2, 3), 6, 1, (6, 2, 4), 2, 2, 2, 2, (2, 1, 1), (1, 1, 1)),
     # The demo trains on a CPU in 15 minutes (Whisper or from scratch): milder channels than
     # bench. Many speakers with few utterances each (300 in speaker_train, 40 in every test
     # set, as a pretrained-encoder recipe needs), at about the training audio of the earlier
     # 64 x 45 speech and 80 x 12 speaker utterances (4.4 h instead of 3.6 h).
-    "demo": Preset((160, 10, 40), (18, 24, 12), 2, (300, 20, 40), 3, 2, 40, 4, (12, 3, 4), (3, 4),
+    # conversations_train (the training speakers, 40 recordings) teaches the decoder's
+    # <|speakers|> task (configs/decoder_tasks.yaml).
+    "demo": Preset((160, 10, 40), (18, 24, 12), 2, (300, 20, 40), 3, 2, 40, 4, (12, 3, 4), (3, 4, 40),
                    snr_range=(15.0, 40.0), reverb_prob=0.25, rt60_max=0.45),
-    "bench": Preset((200, 12, 24), 75, 3, (240, 24, 60), 4, 5, 12, 10, (40, 6, 10), (6, 12)),
+    "bench": Preset((200, 12, 24), 75, 3, (240, 24, 60), 4, 5, 12, 10, (40, 6, 10), (6, 12, 60)),
 }
 
 
@@ -311,7 +313,8 @@ class Planner:
                 turns = [(spk, 0, self.utterance(spk)) for _ in range(int(self.rng.integers(5, 10)))]
                 jobs.append(Job(f"vad_{split}", f"vad_{split}_{r:03d}", turns,
                                 seed=int(self.rng.integers(2**31)), long=True))
-        for split, n in zip(("dev", "test"), p.conversations):
+        # train last: adding it leaves the dev and test recordings of a preset as they were
+        for split, n in zip(("dev", "test", "train"), p.conversations):
             pool = speakers[f"speech_{split}"]
             for r in range(n):
                 k = int(self.rng.integers(2, 5))
