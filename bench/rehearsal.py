@@ -62,7 +62,8 @@ def layout(corpus: Path, root: Path, hours: float) -> dict:
                 folder.mkdir(parents=True, exist_ok=True)
                 lines = []
                 for j, c in enumerate(group):
-                    src = Path(c.recording.sources[0].source).resolve()
+                    src = Path(c.recording.sources[0].source)
+                    src = (src if src.is_absolute() else corpus / src).resolve()
                     if kind == "librispeech":
                         utt = f"{spk}-{chapter}-{j:04d}"
                         link = folder / f"{utt}.flac"

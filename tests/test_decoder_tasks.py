@@ -191,7 +191,7 @@ def test_trainer_mixes_decoder_tasks_and_evaluate_scores_them(tiny_corpus, tiny_
     folder, _ = tiny_corpus
     cfg = config(tiny_whisper, ["transcribe", "slu", "speakers"]).model_copy(update={"corpus": str(folder), "vocab": {}})
     cfg.tasks["asr"].train_sets = ["speech_train"]
-    cfg.tasks["asr"].decoder_task_sets = {"speakers": ["conversations_dev"]}
+    cfg.tasks["asr"].decoder_task_sets = {"speakers": ["conversations_train"]}
     cfg.train.steps, cfg.train.eval_every, cfg.train.max_utterance, cfg.train.spec_augment = 2, 2, 30.0, False
     trainer = Trainer(cfg, tmp_path / "run", progress=False)
     cuts = trainer.streams["asr"].cuts
@@ -203,3 +203,9 @@ def test_trainer_mixes_decoder_tasks_and_evaluate_scores_them(tiny_corpus, tiny_
     assert set(results["conversations_test"]["asr/speakers"]) == {"cpwer", "der", "windows"}
     slu = [r["asr/slu"] for r in results.values() if "asr/slu" in r]
     assert slu and 0.0 <= slu[0]["intent_accuracy"] <= 1.0
+    # analyze gives the decoder's intent and slots beside the transcript
+    from polyhead.inference import load
+
+    wav = next((folder / "audio" / "speech_test").rglob("*.wav"))
+    res = load(tmp_path / "run").analyze(wav)
+    assert set(res["slu"]) == {"intent", "slots", "avg_logprob"} and isinstance(res["slu"]["slots"], dict)

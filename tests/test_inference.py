@@ -192,17 +192,6 @@ def test_analyze_batch_equals_one_at_a_time(tiny_run):
     assert model.analyze_batch([]) == []
 
 
-def test_utterances_are_cut_at_long_pauses_only():
-    from polyhead.inference.diarize import UTTERANCE_PAUSE_S, utterances
-
-    words = [{"word": "a", "start": 0.1, "end": 0.5}, {"word": "b", "start": 0.6, "end": 1.0},
-             {"word": "c", "start": 1.0 + UTTERANCE_PAUSE_S + 0.1, "end": 2.0}]
-    units = utterances([{"start": 0.0, "end": 2.2}, {"start": 3.0, "end": 4.0}], words)
-    # the pause before "c" cuts (in its middle); the short gap between "a" and "b" does not
-    cut = (1.0 + 1.0 + UTTERANCE_PAUSE_S + 0.1) / 2
-    assert [(u["start"], u["end"]) for u in units] == [(0.0, cut), (cut, 2.2), (3.0, 4.0)]
-
-
 def test_speech_open_at_a_chunk_end_goes_to_the_next_chunk():
     from polyhead.inference.diarize import EDGE_S, open_at_end
 
@@ -220,12 +209,12 @@ def test_long_utterances_are_cut_where_speech_is_least_likely():
     fps = 50.0
     vad = torch.full((int(20 * fps),), 5.0)
     vad[int(6.0 * fps)] = -3.0  # the likeliest pause of a 20 s stretch without CTC pauses
-    units = utterances([{"start": 0.0, "end": 20.0}], [], vad, fps)
+    units = utterances([{"start": 0.0, "end": 20.0}], vad, fps)
     assert units[0] == {"start": 0.0, "end": 6.0}
     assert all(u["end"] - u["start"] <= MAX_UTTERANCE_S for u in units)
     assert units[-1]["end"] == 20.0 and all(a["end"] == b["start"] for a, b in zip(units, units[1:]))
     # without a VAD head: halved until short enough
-    assert [(u["start"], u["end"]) for u in utterances([{"start": 0.0, "end": 12.0}], [])] == [(0.0, 6.0), (6.0, 12.0)]
+    assert [(u["start"], u["end"]) for u in utterances([{"start": 0.0, "end": 12.0}])] == [(0.0, 6.0), (6.0, 12.0)]
 
 
 def test_a_looping_transcript_is_told_from_language():

@@ -1,16 +1,20 @@
 """Speaker-attributed transcription of long recordings from one model.
 
-The file is read in chunks of at most CHUNK_S (bounded memory however long it is); each chunk
-gets ONE encoder pass, from which the VAD head gives speech segments, the CTC head the pauses
-that cut them into utterances, the decoder a transcript per utterance (all of a chunk's
-utterances in one batched decoding, each cross-attending to its own frames of the pass: the
-decoder was fine-tuned on single utterances, and a 30 s window of several turns makes it
-write only a few words), CTC alignment the word times, and the speaker head an embedding per
-piece (pooled over that piece's frames only). A speech segment still open at a chunk's end
-is not cut there: the next chunk starts at its beginning, so no word is lost or written twice.
-Piece embeddings are then clustered (speaker count given, or estimated with a distance
-threshold), clusters take enrolled names where they match, and neighbouring segments of the
-same speaker are merged.
+The file is read in chunks of at most CHUNK_S (bounded memory however long it is). Each
+chunk gets one encoder pass for the heads that read whole stretches of audio (the VAD head's
+speech segments, the speaker head's embeddings, both from low layers, so the pass stops
+there); each speech segment (cut at the VAD head's likeliest pause when longer than
+MAX_UTTERANCE_S) then gets a pass of its own for the speech head, all segments of a chunk in
+one padded batch and one batched decoding: the decoder was fine-tuned on single utterances,
+and Whisper's absolute positions make the same speech later in a 30 s window read
+differently to it (it writes only the ends of the turns). CTC alignment times the words,
+and the speaker head embeds pieces of at most MAX_PIECE_S. A speech segment still open at a
+chunk's end is not cut there: the next chunk starts at its beginning, so no word is lost or
+written twice. Piece embeddings are clustered (speaker count given, or estimated with a
+distance threshold), clusters take enrolled names where they match, and neighbouring
+segments of the same speaker are merged. ``method="tokens"`` instead asks a decoder trained
+on <|speakers|> for each chunk's turns (one pass of the whole chunk, as it was trained on
+windows of conversations) and links the chunks' speakers by embedding.
 """
 
 from __future__ import annotations
@@ -37,9 +41,6 @@ MERGE_GAP_S = 0.5
 # of at most MAX_PIECE_S, so each embedding covers one speaker; clustering then re-joins them.
 PAUSE_S = 0.3
 MAX_PIECE_S = 1.5
-# The decoder's units: VAD segments cut at CTC pauses this long (turns in a conversation are
-# separated by longer pauses than words in a sentence), and at most the pass's length.
-UTTERANCE_PAUSE_S = 0.4
 MAX_UTTERANCE_S = 8.0  # longer units are cut where speech is least likely (Whisper was
 MIN_UTTERANCE_S = 1.0  # fine-tuned on single utterances of a few seconds)
 # Above this a decoded text is a loop (Whisper's threshold): the CTC head's words replace it.
@@ -94,14 +95,18 @@ class ChunkPass:
     covered: float
 
     @classmethod
-    def run(cls, ph: Polyhead, samples: np.ndarray, last: bool) -> "ChunkPass":
+    def run(cls, ph: Polyhead, samples: np.ndarray, last: bool, text: bool = True) -> "ChunkPass":
+        """``text=False``: the pass leaves out the speech head (and the layers only it reads)."""
         model = ph.model
-        inputs, lengths = ph._inputs(samples)
-        out, states = model(inputs, lengths, return_states=True)  # the one encoder pass
-        fps, chunk_s = model.encoder.frames_per_second, len(samples) / SAMPLE_RATE
         first = lambda found: found[0] if found else None  # noqa: E731
         vad, asr = first(model.tasks_with(target="vad")), first(model.tasks_with(target="text"))
         spk = first(model.tasks_with(head_type="speaker"))
+        # a CTC-pooled speaker head needs the speech head's blank decisions on this pass
+        text = text or bool(spk and model.heads[spk].needs_blank)
+        tasks = [t for t in model.config.tasks if text or t != asr]
+        inputs, lengths = ph._inputs(samples)
+        out, states = model(inputs, lengths, tasks, return_states=True)  # the chunk's pass
+        fps, chunk_s = model.encoder.frames_per_second, len(samples) / SAMPLE_RATE
         segs = ph._segments(out[vad]["logits"][0], fps) if vad else [{"start": 0.0, "end": chunk_s}]
         covered = chunk_s
         if not last and (cut := open_at_end(segs, chunk_s)) is not None:
@@ -117,20 +122,11 @@ class ChunkPass:
         return item
 
 
-def utterances(segs: list[dict], ctc_words: list[dict], vad_logits: torch.Tensor | None = None,
-               fps: float = 50.0) -> list[dict]:
-    """The decoder's units: each speech segment cut in the middle of every pause of at least
-    UTTERANCE_PAUSE_S between the CTC head's words, then any unit longer than
-    MAX_UTTERANCE_S cut again where speech is least likely (the VAD head's lowest logit at
-    least MIN_UTTERANCE_S from either end; the middle without a VAD head)."""
-    units = []
-    for seg in segs:
-        inner = words_in(ctc_words, seg["start"], seg["end"])
-        cuts = [seg["start"]] + [(p["end"] + n["start"]) / 2 for p, n in zip(inner, inner[1:])
-                                 if n["start"] - p["end"] >= UTTERANCE_PAUSE_S] + [seg["end"]]
-        for a, b in zip(cuts, cuts[1:]):
-            units += _shorter(a, b, vad_logits, fps)
-    return units
+def utterances(segs: list[dict], vad_logits: torch.Tensor | None = None, fps: float = 50.0) -> list[dict]:
+    """The decoder's units: the speech segments, those longer than MAX_UTTERANCE_S cut where
+    speech is least likely (the VAD head's lowest logit at least MIN_UTTERANCE_S from either
+    end; the middle without a VAD head)."""
+    return [u for seg in segs for u in _shorter(seg["start"], seg["end"], vad_logits, fps)]
 
 
 def _shorter(a: float, b: float, vad_logits: torch.Tensor | None, fps: float) -> list[dict]:
@@ -167,13 +163,19 @@ def chunk_segments(ph: Polyhead, samples: np.ndarray, offset: float, decoding: D
     the heads give them, its utterance's ``avg_logprob`` and its ``no_speech_prob``; and how
     many seconds of the chunk they cover (less than all when ``last`` is False and speech is
     still going on at its end: the caller starts the next chunk there)."""
-    p = ChunkPass.run(ph, samples, last)
+    decoder = ph.decoder() is not None
+    p = ChunkPass.run(ph, samples, last, text=not decoder)
     if not p.segs:
         return [], p.covered  # the VAD heard no speech: nothing for the decoder to write
     out, fps, vad, asr, segs = p.out, p.fps, p.vad, p.asr, p.segs
-    vad_logits = out[vad]["logits"][0] if vad else None
-    units = (utterance_transcripts(ph, asr, out[asr], segs, decoding, fps, vad_logits) if asr
-             else [dict(s, words=[]) for s in segs])
+    if decoder:
+        units = utterance_transcripts(ph, asr, samples, utterances(segs, out[vad]["logits"][0] if vad else None, fps),
+                                      decoding)
+    elif asr:  # CTC: its words on the chunk's pass
+        words = ph._transcript(out[asr]["logits"][0, :int(out[asr]["lengths"][0])], fps)["words"]
+        units = [dict(s, words=words_in(words, s["start"], s["end"])) for s in segs]
+    else:
+        units = [dict(s, words=[]) for s in segs]
     result = []
     for unit in units:
         for s in split_segment(unit, unit["words"]):
@@ -265,51 +267,46 @@ def link_speakers(segments: list[dict], num_speakers: int | None, threshold: flo
     return [of[(s["chunk"], s["local"])] for s in segments]
 
 
-def utterance_transcripts(ph: Polyhead, task: str, out: dict, segs: list[dict], decoding: Decoding,
-                          fps: float, vad_logits: torch.Tensor | None = None) -> list[dict]:
-    """Each utterance of ``segs`` with its ``words`` (chunk times): a CTC-only head's greedy
-    words inside it, or the decoder's text for its own frames of the pass, all utterances
-    in one batched decoding, with word times from CTC alignment on those frames (and the CTC
-    head's own words where the decoder looped)."""
-    logits = out["logits"][0, :int(out["lengths"][0])] if "logits" in out else None
-    ctc_words = ph._transcript(logits, fps)["words"] if logits is not None else []
-    head = ph.model.heads[task]
-    if not hasattr(head, "generate"):
-        return [dict(s, words=words_in(ctc_words, s["start"], s["end"])) for s in segs]
-    units = [u for u in utterances(segs, ctc_words, vad_logits, fps) if int(u["end"] * fps) > int(u["start"] * fps)]
+@torch.no_grad()
+def utterance_transcripts(ph: Polyhead, task: str, samples: np.ndarray, units: list[dict],
+                          decoding: Decoding) -> list[dict]:
+    """Each unit (chunk times) with the decoder's text and its ``words``: every unit gets an
+    encoder pass of its own audio (all in one padded batch), as the decoder was fine-tuned on
+    single utterances that start at the encoder's first position (its positions are
+    absolute: the same speech later in a 30 s window reads differently to it), then one
+    batched decoding; word times from CTC alignment on the unit's frames, and the CTC head's
+    own words where the decoder looped."""
+    from ..evaluation.align import word_times
+
+    units = [u for u in units if int(u["end"] * SAMPLE_RATE) - int(u["start"] * SAMPLE_RATE) >= SAMPLE_RATE // 10]
     if not units:
         return []
-    spans = [(int(u["start"] * fps), min(int(round(u["end"] * fps)), int(out["lengths"][0]))) for u in units]
-    longest = max(b - a for a, b in spans)
-    memory = out["memory"].new_zeros(len(spans), longest, out["memory"].shape[-1])
-    for i, (a, b) in enumerate(spans):
-        memory[i, :b - a] = out["memory"][0, a:b]
-    lengths = torch.tensor([b - a for a, b in spans])
-    prompts = [decoding.prompt] + [None] * (len(spans) - 1)  # the prompt conditions what comes first
-    decoded = []
+    feats = [ph.model.encoder.features(samples[int(u["start"] * SAMPLE_RATE):int(u["end"] * SAMPLE_RATE)])
+             for u in units]
+    batch = np.zeros((len(feats), max(len(f) for f in feats), *feats[0].shape[1:]), dtype=np.float32)
+    for i, f in enumerate(feats):
+        batch[i, :len(f)] = f
+    out = ph.model(torch.from_numpy(batch), torch.tensor([len(f) for f in feats]), [task])[task]
+    fps, head = out["frames_per_second"], ph.model.heads[task]
+    prompts = [decoding.prompt] + [None] * (len(units) - 1)  # the prompt conditions what comes first
+    by_row = {}
     for prompt in dict.fromkeys(prompts):
         rows = [i for i, p in enumerate(prompts) if p == prompt]
-        res = head.generate(memory[rows], lengths[rows], language=decoding.language,
+        res = head.generate(out["memory"][rows], out["lengths"][rows], language=decoding.language,
                             temperature=decoding.temperature, prompt_text=prompt, frames_per_second=fps)
-        decoded += list(zip(rows, res))
-    by_row = dict(decoded)
-    for i, (u, (a, b)) in enumerate(zip(units, spans)):
-        d = by_row[i]
-        u["avg_logprob"] = d["avg_logprob"]
-        u["words"] = []
-        if logits is None:
-            continue
-        if compression_ratio(d["text"]) > MAX_COMPRESSION_RATIO:
-            words = ph._transcript(logits[a:b], fps)["words"]  # the CTC head's own, on these frames
+        by_row.update(zip(rows, res))
+    for i, u in enumerate(units):
+        d, n = by_row[i], int(out["lengths"][i])
+        u["avg_logprob"], u["words"], words = d["avg_logprob"], [], []
+        logits = out["logits"][i, :n] if "logits" in out else None
+        if logits is not None and compression_ratio(d["text"]) > MAX_COMPRESSION_RATIO:
+            words = ph._transcript(logits, fps)["words"]  # the CTC head's own
         elif d["text"].strip():
-            from ..evaluation.align import word_times
-
-            logp = logits[a:b].float().log_softmax(-1).numpy()
-            words = word_times(d["text"], logp, ph.config.vocab["text"], fps)
-            if words is None:  # the text does not fit the frames: spread its words evenly
-                words = _spread(normalize_text(d["text"]).split(), [(0.0, u["end"] - u["start"])])
-        else:
-            continue
+            spoken = normalize_text(d["text"]).split()
+            if logits is not None:
+                words = word_times(d["text"], logits.float().log_softmax(-1).numpy(), ph.config.vocab["text"], fps)
+            if not words:  # no CTC head, or the text does not fit the frames: spread evenly
+                words = _spread(spoken, [(0.0, u["end"] - u["start"])])
         u["words"] = [dict(w, start=round(w["start"] + u["start"], 2), end=round(w["end"] + u["start"], 2))
                       for w in words]
     return units

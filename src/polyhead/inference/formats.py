@@ -55,8 +55,13 @@ def to_summary(res: dict, name: str = "") -> str:
     if res.get("language"):
         prob = res.get("language_probs", {}).get(res["language"])
         lines.append(f"language: {res['language']}" + (f" ({prob:.2f})" if prob is not None else ""))
+    if res.get("decoder_language"):
+        lines.append(f"language (decoder's token): {res['decoder_language']}")
     if res.get("intent"):
         lines.append(f"intent: {res['intent']}")
+    if res.get("slu"):
+        slots = "; ".join(f"{k} = {v}" for k, v in res["slu"]["slots"].items())
+        lines.append(f"intent and slots (decoder): {res['slu']['intent']}" + (f" | {slots}" if slots else ""))
     lines.append(f"transcript: {res.get('text', '')}")
     segments = res.get("segments", [])
     if segments:

@@ -190,6 +190,7 @@ class Polyhead:
         heard = [i for i in range(len(items)) if not vad or speech[i][1]]
         texts = {t: self._decode(t, out[t], [f.decoding for f in items], heard)
                  for t in self.model.tasks_with(target="text")}
+        spoken = self._decoder_answers(out, heard)
         results = []
         for i, f in enumerate(items):
             result: dict = {"duration": f.duration}
@@ -205,6 +206,7 @@ class Polyhead:
                 ranked = sorted(zip(labels, probs), key=lambda kv: -kv[1])
                 result[target] = ranked[0][0]
                 result[f"{target}_probs"] = {k: round(v, 4) for k, v in ranked[:5]}
+            result.update(spoken.get(i, {}))
             if i in speech:
                 result["no_speech_prob"] = no_speech_prob(speech[i][0])
                 result["segments"] = speech[i][1]
@@ -229,6 +231,31 @@ class Polyhead:
                                 frames_per_second=out["frames_per_second"])
             decoded.update(zip(idx, res))
         return decoded
+
+    def _decoder_answers(self, out: dict, items: list[int]) -> dict[int, dict]:
+        """What a decoder trained on more than transcripts says besides them, per item: the
+        intent and slots it writes after <|slu|> (``slu``), and the language token it puts
+        after <|startoftranscript|> (``decoder_language``), beside the heads' answers."""
+        from ..model.decoder_tasks import LANGUAGE, SLU, parse_slu
+
+        answers: dict[int, dict] = defaultdict(dict)
+        head = self.decoder()
+        if head is None or not items:
+            return answers
+        task = self.model.tasks_with(target="text")[0]
+        rows = torch.tensor(items)
+        memory, lengths = out[task]["memory"][rows], out[task]["lengths"][rows]
+        if SLU in head.tasks:
+            for i, r in zip(items, head.generate(memory, lengths, task=SLU,
+                                                 frames_per_second=out[task]["frames_per_second"])):
+                intent, slots = parse_slu(r["text"])
+                answers[i]["slu"] = {"intent": intent, "slots": slots, "avg_logprob": r["avg_logprob"]}
+        if LANGUAGE in head.tasks:
+            for i, r in zip(items, head.detect_language(memory, lengths)):
+                top = sorted(r["probs"].items(), key=lambda kv: -kv[1])[:5]
+                answers[i]["decoder_language"] = r["language"]
+                answers[i]["decoder_language_probs"] = {k: round(v, 4) for k, v in top}
+        return answers
 
     @staticmethod
     def _no_transcript(decoder: bool) -> dict:
