@@ -96,6 +96,18 @@ def test_lazy_manifests_give_the_same_cuts(tiny_corpus):
         stream.close()
 
 
+def test_a_cropped_task_streams_a_lazy_set(tiny_corpus):
+    """A cropped task's batch size comes from the mean cropped length; a streamed set has no
+    length, so it is taken from the set's first cuts (found by the scale rehearsal)."""
+    from polyhead.training.data import crops_per_batch
+
+    eager = training_cuts(_config(tiny_corpus[0]), "asr")
+    lazy = training_cuts(_config(tiny_corpus[0], lazy_manifests=True), "asr")
+    assert crops_per_batch(lazy, 3.0, 12.0) == crops_per_batch(eager, 3.0, 12.0)  # fewer cuts than the sample
+    stream = BatchStream(lazy, Collator(VOCAB, ["text"], FeatureCache("fbank", enabled=False)), 12.0, seed=0, crop=3.0)
+    assert stream.next(0).cut_ids
+
+
 def test_cache_auto_follows_the_corpus_size(tiny_corpus, tmp_path, caplog):
     fbank = from_spec("fbank")  # 32 kB per second of audio: 2 GB hold about 17 h
     big = tmp_path / "big"

@@ -16,6 +16,7 @@ task's target (``decoder_target``).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import operator
@@ -466,11 +467,16 @@ def spec_augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x
 
 
+CROP_MEAN_SAMPLE = 10_000
+
+
 def crops_per_batch(cuts, crop: float, max_duration: float) -> int:
     """Items per batch of a cropped task: max_duration over the mean cropped length, as an
     utterance shorter than the crop is taken whole. Counting every item as a full crop would
     give 9 s crops of 3.7 s utterances a third of the audio the budget allows."""
-    mean = sum(min(crop, c.duration) for c in cuts) / max(len(cuts), 1)
+    # a streamed (lazy) set has no length: its mean comes from its first CROP_MEAN_SAMPLE cuts
+    lengths = [min(crop, c.duration) for c in (itertools.islice(cuts, CROP_MEAN_SAMPLE) if cuts.is_lazy else cuts)]
+    mean = sum(lengths) / max(len(lengths), 1)
     return max(1, int(max_duration // max(mean, 1e-3)))
 
 
