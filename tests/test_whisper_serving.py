@@ -318,3 +318,27 @@ def test_chunks_speakers_are_linked_by_embedding():
     assert labels[0] == labels[3] and labels[1] == labels[2] and labels[0] != labels[1]
     one = [dict(s, chunk=0) for s in segs[:2]]
     assert link_speakers(one, None, 0.6) == [1, 2]  # one chunk: the decoder's numbers stand
+
+
+def test_conversation_bad_input_gets_an_answer_or_a_clear_error(tiny_whisper_folder, tmp_path):
+    """`transcribe --speakers` on the Whisper model: 8 kHz telephone audio is resampled, a
+    clip under 0.1 s and silence give no segments (no hallucinated text), a speaker count
+    above the segments is capped, a missing or non-audio file is refused by name."""
+    from polyhead.audio import AudioError
+
+    ph = Polyhead.load(saved(whisper_config(tiny_whisper_folder), tmp_path / "m"))
+    rng = np.random.default_rng(3)
+    sf.write(tmp_path / "tel.wav", (rng.standard_normal(8000 * 5) * 0.1).astype(np.float32), 8000)
+    res = transcribe(ph, tmp_path / "tel.wav", num_speakers=9)
+    assert res["duration"] == pytest.approx(5.0) and 1 <= len(res["speakers"]) <= 9
+    assert all(0 <= s["start"] <= s["end"] <= 5.1 for s in res["segments"])
+    sf.write(tmp_path / "blip.wav", np.zeros(800, np.float32), 16000)  # 0.05 s
+    assert transcribe(ph, tmp_path / "blip.wav")["segments"] == []
+    ph.model.heads["vad"].proj.bias.data.fill_(SILENCE_BIAS)
+    sf.write(tmp_path / "quiet.wav", np.zeros(16000 * 40, np.float32), 16000)
+    assert transcribe(ph, tmp_path / "quiet.wav", num_speakers=2)["segments"] == []
+    (tmp_path / "notes.wav").write_text("not audio")
+    with pytest.raises(AudioError, match="notes.wav"):
+        transcribe(ph, tmp_path / "notes.wav")
+    with pytest.raises(AudioError, match="missing.wav"):
+        transcribe(ph, tmp_path / "missing.wav")

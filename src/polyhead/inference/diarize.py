@@ -384,9 +384,12 @@ def transcribe(ph: Polyhead, path: str | Path, num_speakers: int | None = None,
     if method == "tokens":
         check_speaker_tokens(ph)
     per_chunk = chunk_speaker_turns if method == "tokens" else chunk_segments
-    info = sf.info(str(path)) if Path(path).is_file() else None
-    if info is None:
+    if not Path(path).is_file():
         raise AudioError(f"{path}: file not found")
+    try:
+        info = sf.info(str(path))
+    except Exception as e:  # soundfile raises several types for non-audio
+        raise AudioError(f"{path}: not a readable audio file ({e})") from None
     segments: list[dict] = []
     total = info.frames / info.samplerate
     with tqdm(total=round(total), unit="s", desc="transcribe", disable=not progress) as bar:
