@@ -11,6 +11,7 @@ import polyhead
 from polyhead.features import N_MELS
 from polyhead.cli import main
 from polyhead.inference.export import EXPORT_FILE, load_export, output_names
+from polyhead.inference.pipeline import apply_calibration
 from polyhead.model import MultiTaskModel
 
 LENGTHS = (173, 611)  # fbank frames: two lengths, neither the traced one (400)
@@ -40,6 +41,9 @@ def onnx_export(tiny_run, tmp_path_factory):
 def test_onnx_matches_pytorch_on_two_lengths(tiny_run, onnx_export):
     _, run = tiny_run
     model = MultiTaskModel.load(run / "best")
+    # the graph carries the run's calibrated VAD threshold, as a loaded run applies it
+    apply_calibration(model, json.loads((run / "calibration.json").read_text()))
+    assert "vad_threshold" in json.loads((onnx_export / "calibration.json").read_text())
     exported = load_export(onnx_export)
     info = json.loads((onnx_export / EXPORT_FILE).read_text())
     assert info["outputs"][:-1] == [name for name, _, _ in output_names(model.config)]

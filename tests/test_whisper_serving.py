@@ -13,7 +13,7 @@ import torch
 from liveserver import serving
 
 from polyhead.config import Config
-from polyhead.inference.diarize import chunk_segments, segment_embedding, transcribe
+from polyhead.inference.diarize import MAX_PIECE_S, chunk_segments, segment_embedding, transcribe
 from polyhead.inference.pipeline import GREEDY, Polyhead
 from polyhead.model import MultiTaskModel
 from polyhead.training.data import CHARS
@@ -233,7 +233,7 @@ def test_speaker_attributed_transcription_with_every_pooling(tiny_whisper_folder
         np.testing.assert_allclose(piece, ph.embed(samples[3200:19200]), atol=1e-5)
     else:
         np.testing.assert_allclose(whole, out["speaker"]["embedding"][0].numpy(), atol=1e-5)
-    assert len(chunk_segments(ph, samples, 0.0)[0]) >= 2
+    assert len(chunk_segments(ph, samples, 0.0)[0]) >= int(np.ceil(3.0 / MAX_PIECE_S))  # pieces of a 3 s segment
     sf.write(tmp_path / "conv.wav", np.concatenate([samples] * 12), 16000)
     res = transcribe(ph, tmp_path / "conv.wav", num_speakers=2)
     assert res["speakers"] and all(s["speaker"] in res["speakers"] for s in res["segments"])
