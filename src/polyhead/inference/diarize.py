@@ -31,7 +31,7 @@ from tqdm import tqdm
 from ..audio import SAMPLE_RATE, AudioError, to_model_audio
 from ..evaluation.metrics import normalize_text
 from ..model.heads import HeadInput
-from .pipeline import GREEDY, Decoding, Polyhead, no_speech_prob, words_in
+from .pipeline import GREEDY, Decoding, Polyhead, no_speech_prob, pad_batch, words_in
 
 CHUNK_S = 30.0  # seconds per encoder pass: memory stays bounded for hour-long files
 MIN_SEGMENT_FRAMES = 3
@@ -216,10 +216,9 @@ def chunk_speaker_turns(ph: Polyhead, samples: np.ndarray, offset: float, decodi
         logp = out[asr]["logits"][0, :n].float().log_softmax(-1).numpy()
         times = word_times(" ".join(t for _, t in turns), logp, ph.config.vocab["text"], fps)
     words_of = [normalize_text(t).split() for _, t in turns]
-    if times is None or len(times) != sum(map(len, words_of)):  # no fit: the speech, evenly
-        total = sum(map(len, words_of))
-        speech = [(s["start"], s["end"]) for s in segs]
-        times = _spread([w for ws in words_of for w in ws], speech) if total else []
+    spoken = [w for ws in words_of for w in ws]
+    if times is None or len(times) != len(spoken):  # no fit: the speech, evenly
+        times = _spread(spoken, [(s["start"], s["end"]) for s in segs])
     result, i = [], 0
     for (local, _), words in zip(turns, words_of):
         mine = times[i:i + len(words)]
@@ -285,10 +284,7 @@ def utterance_transcripts(ph: Polyhead, task: str, samples: np.ndarray, units: l
         return []
     feats = [ph.model.encoder.features(samples[int(u["start"] * SAMPLE_RATE):int(u["end"] * SAMPLE_RATE)])
              for u in units]
-    batch = np.zeros((len(feats), max(len(f) for f in feats), *feats[0].shape[1:]), dtype=np.float32)
-    for i, f in enumerate(feats):
-        batch[i, :len(f)] = f
-    out = ph.model(torch.from_numpy(batch), torch.tensor([len(f) for f in feats]), [task])[task]
+    out = ph.model(*pad_batch(feats), [task])[task]
     fps, head = out["frames_per_second"], ph.model.heads[task]
     prompts = [decoding.prompt] + [None] * (len(units) - 1)  # the prompt conditions what comes first
     by_row = {}

@@ -175,11 +175,7 @@ class Polyhead:
         """``analyze_batch`` for inputs already through ``features``."""
         if not items:
             return []
-        longest = max(len(f.inputs) for f in items)
-        batch = np.zeros((len(items), longest, *items[0].inputs.shape[1:]), dtype=np.float32)
-        for i, f in enumerate(items):
-            batch[i, :len(f.inputs)] = f.inputs
-        out = self.model(torch.from_numpy(batch), torch.tensor([len(f.inputs) for f in items]))
+        out = self.model(*pad_batch([f.inputs for f in items]))
         fps = self.model.encoder.frames_per_second
         vad = self.model.tasks_with(target="vad")
         speech = {}  # item -> (its VAD logits, its segments)
@@ -343,6 +339,14 @@ def words_in(words: list[dict], start: float, end: float, slack: float = 0.1) ->
     """The words of a CTC transcript that begin inside [start, end] (with a little slack for
     frame rounding): how segments get their text."""
     return [w for w in words if start - slack <= w["start"] < end + slack]
+
+
+def pad_batch(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder inputs of different lengths as one zero-padded batch, and their lengths."""
+    batch = np.zeros((len(arrays), max(len(a) for a in arrays), *arrays[0].shape[1:]), dtype=np.float32)
+    for i, a in enumerate(arrays):
+        batch[i, :len(a)] = a
+    return torch.from_numpy(batch), torch.tensor([len(a) for a in arrays])
 
 
 def apply_calibration(model: MultiTaskModel, calibration: dict) -> None:
