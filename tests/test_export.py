@@ -10,7 +10,7 @@ import torch
 import polyhead
 from polyhead.features import N_MELS
 from polyhead.cli import main
-from polyhead.inference.export import EXPORT_FILE, load_export, output_names
+from polyhead.inference.export import EXPORT_FILE, export_model, load_export, output_names
 from polyhead.inference.pipeline import apply_calibration
 from polyhead.model import MultiTaskModel
 
@@ -117,3 +117,48 @@ def test_onnx_int8_export_runs_and_stays_close(tiny_run, onnx_export, tmp_path):
     ref, got = polyhead.load(run).analyze(wav), polyhead.load(out).analyze(wav)
     assert set(got) == set(ref)
     assert _cosine(got["speaker_embedding"], ref["speaker_embedding"]) > INT8_MIN_COSINE
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "onnx-int8"])
+def test_whisper_model_exports_with_its_decoder_and_reloads_elsewhere(tmp_path, fmt):
+    """Encoder graph + the decoder graphs (cross keys, cached step) + tokenizer: the export, moved away from
+    its run and its pretrained source, transcribes as the PyTorch model does (fp32: the same
+    tokens), and export.json's parity is measured on the files shipped, int8 ones included."""
+    _needs_onnx()
+    import shutil
+
+    import soundfile as sf
+    from test_whisper_serving import saved, whisper_config
+    from tiny_whisper import make_tiny_whisper
+
+    from polyhead.inference.diarize import transcribe
+
+    pretrained = make_tiny_whisper(tmp_path / "tiny")
+    run = saved(whisper_config(pretrained), tmp_path / "model")
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, 0.1 * np.random.default_rng(0).standard_normal(24_000).astype(np.float32), 16_000)
+    ref = polyhead.load(run).analyze(wav)
+    ref_speakers = transcribe(polyhead.load(run), wav, num_speakers=1)
+    assert main(["export", run, "--format", fmt, "--out", str(tmp_path / "export")]) == 0
+    info = json.loads((tmp_path / "export" / EXPORT_FILE).read_text())
+    assert info["decoder"]["files"] == ["decoder_cross.onnx", "decoder_step.onnx"]
+    assert info["fp32"]["decoder_greedy_equal"] and info["fp32"]["decoder_beam_equal"]
+    assert info["fp32"]["decoder_max_abs_diff"] < 1e-3
+    assert info["max_input_seconds"] == 30.0 and set(info["shipped"]) == set(info["fp32"])
+    with pytest.raises(ValueError, match="--format onnx"):  # torch int8 has no decoder loop
+        export_model(run, "int8", tmp_path / "int8")
+    moved = shutil.move(tmp_path / "export", tmp_path / "elsewhere" / "export")
+    shutil.rmtree(run)
+    shutil.rmtree(pretrained)
+    exported = polyhead.load(moved)
+    got = exported.analyze(wav)
+    assert exported.max_seconds == 30.0
+    by_speaker = transcribe(exported, wav, num_speakers=1)  # pieces, passes and decoder on onnxruntime
+    assert by_speaker["speakers"] == ref_speakers["speakers"]
+    if fmt == "onnx":
+        assert info["shipped"] == info["fp32"]
+        assert got["text"] == ref["text"] and got["avg_logprob"] == pytest.approx(ref["avg_logprob"], abs=1e-3)
+        assert [s["text"] for s in by_speaker["segments"]] == [s["text"] for s in ref_speakers["segments"]]
+    else:  # quantised: another model, but a working one, and it was measured as shipped
+        assert info["shipped"]["max_abs_diff"] > info["fp32"]["max_abs_diff"]
+        assert isinstance(got["text"], str)

@@ -76,3 +76,14 @@ def word_times(text: str, logp: np.ndarray, vocab: list[str], fps: float) -> lis
         if mine:
             out.append({"word": word, "start": round(mine[0][0] / fps, 2), "end": round((mine[-1][1] + 1) / fps, 2)})
     return out
+
+
+def words_by_turn(turns: list[tuple[int, str]], times: list[dict]) -> list[tuple[int, list[dict]]]:
+    """(speaker, its words' times) per turn of a <|speakers|> transcript, given ``times`` for
+    all the turns' words in order (``word_times`` of their joined text)."""
+    out, i = [], 0
+    for speaker, text in turns:
+        k = len(normalize_text(text).split())
+        out.append((speaker, times[i:i + k]))
+        i += k
+    return out

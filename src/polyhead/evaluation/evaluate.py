@@ -162,16 +162,10 @@ def evaluate_speaker_tokens(model, cuts, task: str) -> dict:
 
 
 def _timed_turns(turns: list[tuple[int, str]], times: list[dict]) -> list[tuple[float, float, int]]:
-    """(start, end, speaker) per turn from the times of its words (``word_times`` of all the
-    turns' words in order); none when the alignment failed."""
-    out, i = [], 0
-    for n, text in turns:
-        k = len(metrics.normalize_text(text).split())
-        mine = times[i:i + k]
-        i += k
-        if mine:
-            out.append((mine[0]["start"], mine[-1]["end"], n))
-    return out
+    """(start, end, speaker) per turn from the times of its words; none when the alignment failed."""
+    from .align import words_by_turn
+
+    return [(mine[0]["start"], mine[-1]["end"], n) for n, mine in words_by_turn(turns, times) if mine]
 
 
 def embeddings(model, cuts, task: str) -> dict[str, np.ndarray]:

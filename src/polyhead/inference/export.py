@@ -2,17 +2,22 @@
 
     polyhead export RUN --format onnx|onnx-int8|int8 --out DIR
 
-The ONNX graph holds the encoder and every head: inputs ``features`` [B, T, F] (fbank
-encoders; ``waveform`` [B, S] for wav2vec2) and ``lengths`` [B]; outputs one tensor per
-task (CTC log-probabilities, speaker embedding, classifier logits, VAD frame logits) and
-``frame_lengths`` [B], with batch and time dynamic. An export folder also holds the run's
-config.json (label vocabularies) and calibration.json, and export.json saying what is in
-it, so ``polyhead.load(DIR)`` answers through the same ``Polyhead`` API.
+The ONNX graph holds the encoder and every head: inputs ``features`` [B, T, F] (fbank and
+log-mel encoders; ``waveform`` [B, S] for wav2vec2) and ``lengths`` [B]; outputs one tensor
+per task (CTC log-probabilities, speaker embedding, classifier logits, VAD frame logits; for
+a Whisper decoder head its encoder states ``memory`` and its CTC branch) and
+``frame_lengths`` [B], with batch and time dynamic. A Whisper decoder adds two graphs with a
+key/value cache (``onnx_decoder.py``) and its tokenizer. An export folder also holds the
+run's config.json (label vocabularies) and calibration.json, and export.json saying what is
+in it and how close each graph came to PyTorch (``fp32``, and ``shipped``: measured on the
+files as written, int8 ones included), so ``polyhead.load(DIR)`` answers through the same
+``Polyhead`` API.
 
 int8 is dynamic quantisation of every nn.Linear (int8 weights, activations quantised per
 call): no calibration data needed, and it covers the feed-forward layers that dominate the
 encoder's cost. Attention projections stay fp32 (torch leaves MultiheadAttention's out_proj
-out on purpose), as do convolutions, which dynamic quantisation does not cover.
+out on purpose), as do convolutions, which dynamic quantisation does not cover. The PyTorch
+int8 format covers models without a Whisper decoder (whose loop needs the ONNX graphs).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from torch import nn
 from ..config import read_config_json
 from ..features import FeatureExtractor, from_spec
 from ..model import MultiTaskModel
+from ..model.decoder import TOKENIZER_DIR
 from ..model.multitask import CONFIG_FILE
 
 FORMATS = ("onnx", "onnx-int8", "int8")
@@ -45,10 +51,15 @@ FRAME_LENGTHS = "frame_lengths"
 EXAMPLE_FRAMES = 400
 EXAMPLE_SAMPLES = 64_000
 MIN_TIME = 2  # shortest input (frames or samples) the graph is exported for
-# Per head type: (name of its ONNX output after the task name, key in the head's output dict).
-HEAD_OUTPUTS = {"ctc": ("log_probs", "logits"), "speaker": ("embedding", "embedding"),
-                "classifier": ("logits", "logits"), "frame": ("logits", "logits")}
+# Per head type: (name of its ONNX output after the task name, key in the head's output dict);
+# outputs named *log_probs get a log-softmax in the graph.
+HEAD_OUTPUTS = {"ctc": [("log_probs", "logits")], "speaker": [("embedding", "embedding")],
+                "classifier": [("logits", "logits")], "frame": [("logits", "logits")],
+                # the decoder's input (its encoder states) and its CTC branch; the decoder
+                # itself is onnx_decoder.py's two graphs
+                "whisper_decoder": [("memory", "memory"), ("ctc_log_probs", "logits")]}
 PARITY_TOLERANCE = 1e-3  # max |ONNX - PyTorch| accepted right after export (fp32 graph)
+DECODER_TOLERANCE = 1e-2  # the same for the decoder's vocabulary logits (values of order 10)
 
 
 # --- int8 (PyTorch) ------------------------------------------------------------------------
@@ -79,11 +90,20 @@ def quantize(model: MultiTaskModel, how: str | None) -> MultiTaskModel:
 
 def output_names(config) -> list[tuple[str, str, str]]:
     """(ONNX output name, task, key in that task's output dict), in graph order."""
+    from ..model.decoder import DEFAULT_CTC_WEIGHT
+
     names = []
     for task, cfg in config.tasks.items():
-        suffix, key = HEAD_OUTPUTS[cfg.head.type]
-        names.append((f"{task}.{suffix}", task, key))
+        for suffix, key in HEAD_OUTPUTS[cfg.head.type]:
+            if suffix == "ctc_log_probs" and not cfg.head.options.get("ctc_weight", DEFAULT_CTC_WEIGHT) > 0:
+                continue
+            names.append((f"{task}.{suffix}", task, key))
     return names
+
+
+def _as_exported(name: str, value: torch.Tensor) -> torch.Tensor:
+    # CTC decoders (greedy, beam search, k2, pyctcdecode) take log-probabilities.
+    return value.log_softmax(-1) if name.endswith("log_probs") else value
 
 
 class ExportGraph(nn.Module):
@@ -93,12 +113,10 @@ class ExportGraph(nn.Module):
         super().__init__()
         self.model = model
         self.names = output_names(model.config)
-        self.ctc = set(model.tasks_with(head_type="ctc"))
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(inputs, lengths)
-        # CTC decoders (greedy, beam search, k2, pyctcdecode) take log-probabilities.
-        flat = [out[t][k].log_softmax(-1) if t in self.ctc else out[t][k] for _, t, k in self.names]
+        flat = [_as_exported(n, out[t][k]) for n, t, k in self.names]
         frames = next((o["lengths"] for o in out.values() if "lengths" in o), None)
         return (*flat, frames if frames is not None else lengths)
 
@@ -170,10 +188,11 @@ def export_model(run: str | Path, fmt: str, out: str | Path) -> dict:
     folder = _resolve(run)
     model = MultiTaskModel.load(folder)
     decoders = [t for t in model.config.tasks if model.heads[t].reads_encoder_source]
-    if decoders:
-        # autoregressive decoding is a loop with a cache, not one graph of the encoder pass
-        raise ValueError(f"{folder}: task {decoders[0]!r} has a Whisper decoder head; export covers "
-                         "models whose heads all read one encoder pass (CTC, speaker, classifier, frame)")
+    if len(decoders) > 1:
+        raise ValueError(f"{folder}: tasks {decoders} each have a Whisper decoder; an export holds one")
+    if decoders and fmt == "int8":
+        raise ValueError(f"{folder}: task {decoders[0]!r} has a Whisper decoder head; export it with "
+                         "--format onnx or onnx-int8 (its decoding loop runs on the exported graphs)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / EXPORT_FILE).unlink(missing_ok=True)  # written last: a failed export is no export
@@ -186,20 +205,37 @@ def export_model(run: str | Path, fmt: str, out: str | Path) -> dict:
             apply_calibration(model, json.loads(cal.read_text()))  # the ONNX graph gets the VAD threshold
             break
     info = {"format": fmt, "source": str(folder), "features": model.encoder.features.spec(),
-            "frames_per_second": model.encoder.frames_per_second}
+            "frames_per_second": model.encoder.frames_per_second,
+            "max_input_seconds": getattr(model.encoder, "max_input_seconds", None)}
     if fmt == "int8":
         torch.save(quantize_int8(model).state_dict(), out / INT8_FILE)
         info["file"] = INT8_FILE
     else:
         target = out / ONNX_FILE
         info["outputs"] = export_onnx(model, target)
-        info["max_abs_diff"] = parity(model, OnnxModel(out, info=info))
-        if info["max_abs_diff"] > PARITY_TOLERANCE:
-            raise RuntimeError(f"ONNX export differs from PyTorch by {info['max_abs_diff']:.2g}")
+        files = [ONNX_FILE]
+        if decoders:
+            from .onnx_decoder import export_decoder
+
+            shutil.copytree(folder / TOKENIZER_DIR, out / TOKENIZER_DIR, dirs_exist_ok=True)
+            info["decoder"] = {"task": decoders[0], "in_dim": model.encoder.dim,
+                               "files": export_decoder(model.heads[decoders[0]], out)}
+            files += info["decoder"]["files"]
+        # the fp32 graphs must match PyTorch before anything else is done with them
+        info["fp32"] = check_parity(model, OnnxModel(out, info=info))
+        if info["fp32"]["max_abs_diff"] > PARITY_TOLERANCE:
+            raise RuntimeError(f"ONNX export differs from PyTorch by {info['fp32']['max_abs_diff']:.2g}")
+        if decoders and not (info["fp32"]["decoder_max_abs_diff"] <= DECODER_TOLERANCE
+                             and info["fp32"]["decoder_greedy_equal"] and info["fp32"]["decoder_beam_equal"]):
+            raise RuntimeError(f"the exported decoder differs from PyTorch: {info['fp32']}")
         if fmt == "onnx-int8":
-            quantize_onnx(target, target)
-        info["file"] = ONNX_FILE
-    info["bytes"] = (out / info["file"]).stat().st_size
+            for name in files:
+                quantize_onnx(out / name, out / name)
+        # what is measured on the files shipped (int8: the quantised ones), not assumed
+        info["shipped"] = info["fp32"] if fmt == "onnx" else check_parity(model, OnnxModel(out, info=info))
+        info["max_abs_diff"] = info["shipped"]["max_abs_diff"]
+        info["file"], info["files"] = ONNX_FILE, files
+    info["bytes"] = sum((out / f).stat().st_size for f in info.get("files", [info["file"]]))
     (out / EXPORT_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return info
 
@@ -223,17 +259,23 @@ def load_export(folder: str | Path, threads: int | None = None):
     return model.eval()
 
 
+def check_parity(model: MultiTaskModel, onnx_model: "OnnxModel") -> dict:
+    """Parity of the encoder graph (and of the decoder graphs where there are some)."""
+    result = {"max_abs_diff": parity(model, onnx_model)}
+    for task, head in onnx_model.heads.items():
+        from .onnx_decoder import decoder_parity
+
+        result.update(decoder_parity(model.heads[task], head))
+    return result
+
+
 @torch.no_grad()
 def parity(model: MultiTaskModel, onnx_model: "OnnxModel") -> float:
     """Largest |ONNX - PyTorch| over every output, on an input shorter than the traced one."""
     x, lengths = example_inputs(model)
     x, lengths = x[:, : x.shape[1] * 3 // 4], lengths * 3 // 4
     ref, got = model(x, lengths), onnx_model(x, lengths)
-    diffs = []
-    for _, task, key in onnx_model.names:
-        expected = ref[task][key].log_softmax(-1) if task in onnx_model.ctc else ref[task][key]
-        diffs.append(float((expected - got[task][key]).abs().max()))
-    return max(diffs)
+    return max(float((_as_exported(n, ref[t][k]) - got[t][k]).abs().max()) for n, t, k in onnx_model.names)
 
 
 @dataclass(frozen=True)
@@ -266,23 +308,40 @@ class OnnxModel:
         self.config = read_config_json(folder / CONFIG_FILE)
         # exports written before features had a spec name their kind only
         self.encoder = EncoderInfo(from_spec(info.get("features") or info["input_kind"]),
-                                   float(info["frames_per_second"]))
-        self.ctc = set(self.tasks_with(head_type="ctc"))
+                                   float(info["frames_per_second"]), info.get("max_input_seconds"))
         self.names = output_names(self.config)
         opts = ort.SessionOptions()
         # Same thread budget as torch, so torch.set_num_threads governs both back ends.
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(folder / ONNX_FILE), opts, providers=["CPUExecutionProvider"])
+
+        def session(name: str):
+            return ort.InferenceSession(str(folder / name), opts, providers=["CPUExecutionProvider"])
+
+        self.session = session(ONNX_FILE)
         self.input_names = [i.name for i in self.session.get_inputs()]
+        # decoder heads only: the other heads' outputs come whole from the encoder graph
+        self.heads = {}
+        if "decoder" in info:
+            from ..model.multitask import num_classes
+            from .onnx_decoder import OnnxDecoderHead
+
+            task = info["decoder"]["task"]
+            cfg = self.config.tasks[task]
+            self.heads[task] = OnnxDecoderHead(
+                tuple(session(f) for f in info["decoder"]["files"]),
+                in_dim=info["decoder"]["in_dim"],
+                num_classes=num_classes(self.config, cfg.target), dims=cfg.head.dims,
+                **dict(cfg.head.options, pretrained=None, whisper_config=self.config.encoder.whisper_config,
+                       tokenizer=str(folder / TOKENIZER_DIR))).eval()
 
     def eval(self) -> "OnnxModel":
         return self
 
     def __call__(self, inputs: torch.Tensor, lengths: torch.Tensor, tasks=None, return_states: bool = False):
         if return_states:
-            raise ValueError("an ONNX export gives head outputs only, no encoder states; "
-                             "speaker-attributed transcription needs the PyTorch checkpoint")
+            raise ValueError("an ONNX export gives head outputs only, no encoder states "
+                             "(layer probes need the PyTorch checkpoint)")
         feed = {self.input_names[0]: np.ascontiguousarray(inputs.numpy(), dtype=np.float32),
                 self.input_names[1]: lengths.numpy().astype(np.int64)}
         values = self.session.run(None, feed)
@@ -292,7 +351,7 @@ class OnnxModel:
         for (_, task, key), value in zip(self.names, values):
             if task not in wanted:
                 continue
-            out[task] = {key: torch.from_numpy(value)}
-            if self.config.tasks[task].head.type in ("ctc", "frame"):
+            out.setdefault(task, {})[key] = torch.from_numpy(value)
+            if self.config.tasks[task].head.type in ("ctc", "frame", "whisper_decoder"):
                 out[task].update(lengths=frames, frames_per_second=self.encoder.frames_per_second)
         return out

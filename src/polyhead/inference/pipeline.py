@@ -87,7 +87,7 @@ class Polyhead:
                 calibration = json.loads(cal.read_text())
                 break
         model = load_export(folder) if is_export(folder) else MultiTaskModel.load(folder)
-        if hasattr(model, "heads"):  # an ONNX graph has the VAD threshold built in (export)
+        if isinstance(model, MultiTaskModel):  # an ONNX graph has the VAD threshold built in (export)
             apply_calibration(model, calibration)
         return cls(quantized(model, quantize), calibration.get("verify_threshold", DEFAULT_VERIFY_THRESHOLD))
 
@@ -126,7 +126,7 @@ class Polyhead:
     def decoder(self):
         """The speech task's decoder head (Whisper's), or None for a CTC-only model."""
         tasks = self.model.tasks_with(target="text")
-        head = self.model.heads[tasks[0]] if tasks and hasattr(self.model, "heads") else None
+        head = _head(self.model, tasks[0]) if tasks else None
         return head if hasattr(head, "generate") else None
 
     def check_decoding(self, decoding: Decoding) -> None:
@@ -213,7 +213,7 @@ class Polyhead:
                 items: list[int] | None = None) -> dict[int, dict] | None:
         """The decoder's transcripts of ``items`` of a batch (default all) by item, each
         group of items with the same options decoded together; None for a CTC-only head."""
-        head = self.model.heads[task] if hasattr(self.model, "heads") else None
+        head = _head(self.model, task)
         if head is None or not hasattr(head, "generate"):
             return None
         groups = defaultdict(list)
@@ -347,6 +347,12 @@ def pad_batch(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     for i, a in enumerate(arrays):
         batch[i, :len(a)] = a
     return torch.from_numpy(batch), torch.tensor([len(a) for a in arrays])
+
+
+def _head(model, task: str):
+    """A task's head: any head of a PyTorch model; an ONNX export has its decoder's only."""
+    heads = getattr(model, "heads", None)
+    return heads[task] if heads is not None and task in heads else None
 
 
 def apply_calibration(model: MultiTaskModel, calibration: dict) -> None:

@@ -35,6 +35,7 @@ from .heads import HEADS, Head, HeadInput, pad_mask
 IGNORE = -100  # cross-entropy ignore index: prompt and padding positions
 TOKENIZER_DIR = "tokenizer"
 DEFAULT_MAX_NEW_TOKENS = 200
+DEFAULT_CTC_WEIGHT = 0.3  # seed 000 section 15's joint CTC/attention weight
 # No speech runs faster than this: a transcript that outgrows its audio is a decoder stuck in a
 # loop (Whisper's failure on unfamiliar input), and the batch would wait for it to the limit.
 MAX_TOKENS_PER_SECOND = 8.0
@@ -59,7 +60,7 @@ class WhisperDecoderHead(Head):
 
     def __init__(self, in_dim: int, num_classes: int, pretrained: str | None = None,
                  whisper_config: dict | None = None, tokenizer: str | None = None,
-                 ctc_weight: float = 0.3, language: str = "en", freeze: bool = False,
+                 ctc_weight: float = DEFAULT_CTC_WEIGHT, language: str = "en", freeze: bool = False,
                  label_smoothing: float = 0.0, dropout: float = 0.1,
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, beam_size: int = 1,
                  decoder_tasks: list[str] | None = None, max_speakers: int = MAX_SPEAKERS, **common):
@@ -227,6 +228,10 @@ class WhisperDecoderHead(Head):
                       encoder_attention_mask=cross, cache=cache, use_cache=cache is not None)
         return dec.layer_norm(h) @ dec.embed_tokens.weight.T  # Whisper ties the output projection
 
+    def steps(self, memory: torch.Tensor, lengths: torch.Tensor) -> "CachedSteps":
+        """The decoder as a step function for decoding loops (an ONNX export swaps in its graphs)."""
+        return CachedSteps(self, memory, lengths)
+
     def loss(self, out: dict, target) -> torch.Tensor:
         tasks = getattr(target, "tasks", None)
         memory = out["memory"]
@@ -273,7 +278,7 @@ class WhisperDecoderHead(Head):
         self.prompt(task=LANGUAGE)  # an English-only model raises here
         ids = torch.tensor([[self.sot]] * memory.shape[0], device=memory.device)
         lang_ids = self.language_ids()
-        probs = self.logits(ids, memory, lengths)[:, -1, lang_ids].float().softmax(-1)
+        probs = self.steps(memory, lengths)(ids, 0)[:, lang_ids].float().softmax(-1)
         codes = [t[2:-2] for t in self.tokenizer.convert_ids_to_tokens(lang_ids)]
         return [{"language": codes[int(p.argmax())], "probs": dict(zip(codes, p.tolist()))} for p in probs]
 
@@ -286,8 +291,6 @@ class WhisperDecoderHead(Head):
         Returns per utterance ``{"text", "tokens", "avg_logprob"}``; ``prompt_text`` is
         Whisper's previous-text prompt (``<|startofprev|>`` text before the task prompt);
         ``task`` a decoder task that writes text (not ``language``: ``detect_language``)."""
-        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
-
         if task == LANGUAGE:
             raise ValueError("whisper_decoder: the language task is answered by detect_language")
         b, device = memory.shape[0], memory.device
@@ -297,9 +300,8 @@ class WhisperDecoderHead(Head):
             half = self.config.max_target_positions // 2
             prompt = [self.tokenizer.convert_tokens_to_ids("<|startofprev|>")] + prev[-(half - 1):] + prompt
         limit = min(max_new_tokens or self.max_new_tokens, self.config.max_target_positions - len(prompt))
-        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        ids = torch.tensor([prompt] * b, device=device)
-        logits = self.logits(ids, memory, lengths, cache)[:, -1]
+        steps = self.steps(memory, lengths)
+        logits = steps(torch.tensor([prompt] * b, device=device), 0)
         tokens = torch.zeros(b, 0, dtype=torch.long, device=device)
         logp_sum = torch.zeros(b, device=device)
         counted = torch.zeros(b, device=device)  # tokens each row chose itself (not the padding)
@@ -318,7 +320,7 @@ class WhisperDecoderHead(Head):
             done |= (nxt == self.eot) | (step + 1 >= allowance)
             if bool(done.all()):
                 break
-            logits = self.logits(nxt[:, None], memory, lengths, cache, offset=len(prompt) + step)[:, -1]
+            logits = steps(nxt[:, None], len(prompt) + step)
         # a row's score is its own: neither the end tokens padding it after it stopped nor
         # the other rows of the batch change it
         return [self._result(row, float(s), int(n)) for row, s, n in zip(tokens.tolist(), logp_sum, counted)]
@@ -341,14 +343,11 @@ class WhisperDecoderHead(Head):
         (1 - a) log p_att + a log p_ctc, a = ``ctc_weight``, where log p_ctc is the CTC
         head's likelihood of the hypothesis' normalised characters. CTC's monotonic alignment
         punishes the dropped and repeated words that attention scores alone let through."""
-        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
-
         prompt = self.prompt(language)
         limit = min(max_new_tokens or self.max_new_tokens, self.config.max_target_positions - len(prompt))
         allowance = int(math.ceil(float(length[0]) / frames_per_second * MAX_TOKENS_PER_SECOND)) + MIN_TOKEN_ALLOWANCE
-        mem, lens = memory.expand(beam_size, -1, -1), length.expand(beam_size)
-        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        logits = self.logits(torch.tensor([prompt] * beam_size, device=memory.device), mem, lens, cache)[:, -1]
+        steps = self.steps(memory.expand(beam_size, -1, -1), length.expand(beam_size))
+        logits = steps(torch.tensor([prompt] * beam_size, device=memory.device), 0)
         scores = torch.full((beam_size,), -math.inf, device=memory.device)
         scores[0] = 0.0  # one live beam to start with: the others would repeat it
         seqs: list[list[int]] = [[] for _ in range(beam_size)]
@@ -367,13 +366,11 @@ class WhisperDecoderHead(Head):
             # scores only fall: once the best ended hypothesis beats every live one, stop
             if not live or (finished and max(f[1] for f in finished) > live[0][2]):
                 break
-            cache.reorder_cache(torch.tensor([k for k, _, _ in live], device=memory.device))
+            # fewer live beams than slots: the batch shrinks with them
+            steps.reorder(torch.tensor([k for k, _, _ in live], device=memory.device))
             seqs = [seqs[k] + [tok] for k, tok, _ in live]
             scores = torch.tensor([s for _, _, s in live], device=memory.device)
-            nxt = torch.tensor([[tok] for _, tok, _ in live], device=memory.device)
-            logits = self.logits(nxt, mem[: len(live)], lens[: len(live)], cache, offset=len(prompt) + step)[:, -1]
-            if len(live) < beam_size:  # fewer live beams than slots: keep the batch that size
-                mem, lens = mem[: len(live)], lens[: len(live)]
+            logits = steps(torch.tensor([[tok] for _, tok, _ in live], device=memory.device), len(prompt) + step)
         if not finished:  # stopped by the allowance: take the live beams as they are
             finished = [(s, float(v)) for s, v in zip(seqs, scores.tolist())]
         best = max(finished, key=lambda h: self._joint_score(h, ctc_logits, vocab))
@@ -410,3 +407,23 @@ class WhisperDecoderHead(Head):
 
     def save_assets(self, folder: Path) -> None:
         self.tokenizer.save_pretrained(str(Path(folder) / TOKENIZER_DIR))
+
+
+class CachedSteps:
+    """The decoder run a few tokens at a time over fixed encoder states, with a key/value
+    cache (transformers' ``EncoderDecoderCache``): ``steps(ids, offset)`` gives the logits
+    [B, vocab] after ``ids`` [B, L] placed at positions offset..offset+L-1, and
+    ``reorder(rows)`` keeps (and reorders) the batch rows a beam search goes on with."""
+
+    def __init__(self, head: WhisperDecoderHead, memory: torch.Tensor, lengths: torch.Tensor):
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+        self.head, self.memory, self.lengths = head, memory, lengths
+        self.cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+
+    def __call__(self, ids: torch.Tensor, offset: int) -> torch.Tensor:
+        return self.head.logits(ids, self.memory, self.lengths, self.cache, offset)[:, -1]
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        self.cache.reorder_cache(rows)
+        self.memory, self.lengths = self.memory[rows], self.lengths[rows]

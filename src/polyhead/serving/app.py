@@ -45,7 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from ..audio import SAMPLE_RATE, AudioError, load_audio
-from ..inference.diarize import CHUNK_S, METHODS, check_speaker_tokens, transcribe
+from ..inference.diarize import METHODS, check_speaker_tokens, transcribe
 from ..inference.formats import to_srt, to_vtt
 from ..inference.pipeline import GREEDY, Decoding, Polyhead, words_in
 from ..inference.registry import SpeakerRegistry
@@ -208,10 +208,10 @@ def _diarize(model: Polyhead, data: bytes, name: str, num_speakers: int | None =
 
 def _long_form(model: Polyhead, data: bytes, name: str, decoding: Decoding = GREEDY) -> dict:
     """Files over LONG_AUDIO_S: chunked transcription (bounded memory), no speaker labels;
-    each segment's ``seek`` is the start of the chunk it begins in."""
+    each segment's ``seek`` is where the encoder window that wrote it began."""
     res = _diarize(model, data, name, decoding=decoding)
     for s in res["segments"]:
-        s["seek"] = int(s["start"] // CHUNK_S * CHUNK_S * MEL_FRAMES_PER_SECOND)
+        s["seek"] = int(round(s.pop("window_start") * MEL_FRAMES_PER_SECOND))
         s.pop("speaker", None)
         for w in s["words"]:
             w.pop("speaker", None)
