@@ -202,10 +202,36 @@ def test_trainer_mixes_decoder_tasks_and_evaluate_scores_them(tiny_corpus, tiny_
     results = json.loads((tmp_path / "run" / "metrics.json").read_text())["results"]
     assert set(results["conversations_test"]["asr/speakers"]) == {"cpwer", "der", "windows"}
     slu = [r["asr/slu"] for r in results.values() if "asr/slu" in r]
-    assert slu and 0.0 <= slu[0]["intent_accuracy"] <= 1.0
+    assert slu and 0.0 <= slu[0]["intent_accuracy"] <= 1.0 and 0.0 <= slu[0]["free_intent_accuracy"] <= 1.0
     # analyze gives the decoder's intent and slots beside the transcript
     from polyhead.inference import load
 
     wav = next((folder / "audio" / "speech_test").rglob("*.wav"))
     res = load(tmp_path / "run").analyze(wav)
-    assert set(res["slu"]) == {"intent", "slots", "avg_logprob"} and isinstance(res["slu"]["slots"], dict)
+    # the intent from the trained set (closed), scored by the decoder
+    assert set(res["slu"]) == {"intent", "slots", "intent_logprob"} and isinstance(res["slu"]["slots"], dict)
+    assert res["slu"]["intent"] in trainer.model.config.vocab["intent"]
+
+
+def test_closed_slu_picks_a_trained_intent_and_writes_its_slots(tiny_whisper):
+    """The decoder trained on two commands: the closed-set answer names one of the given
+    intents (the decoder's own best-scored one), and the slots follow it where it has some."""
+    torch.manual_seed(0)
+    model = MultiTaskModel(config(tiny_whisper, ["transcribe", "slu"]))
+    head = model.heads["asr"]
+    x, lengths = batch(model, (1.5, 1.2))
+    target = text_target(["set an alarm for seven", "play some music"])
+    target.texts, target.tasks = ["set_alarm | time = seven am", "play_music"], ["slu", "slu"]
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        loss = head.loss(model(x, lengths, ["asr"])["asr"], target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    intents = ["play_music", "set_alarm", "set_timer", "weather_query"]
+    with torch.no_grad():
+        out = model(x, lengths, ["asr"])["asr"]
+        answers = head.closed_slu(out["memory"], out["lengths"], intents)
+    assert [parse_slu(a["text"]) for a in answers] == [("set_alarm", {"time": "seven am"}), ("play_music", {})]
+    assert all(a["intent"] in intents and a["intent_logprob"] <= 0 for a in answers)

@@ -242,10 +242,15 @@ class Polyhead:
         rows = torch.tensor(items)
         memory, lengths = out[task]["memory"][rows], out[task]["lengths"][rows]
         if SLU in head.tasks:
-            for i, r in zip(items, head.generate(memory, lengths, task=SLU,
-                                                 frames_per_second=out[task]["frames_per_second"])):
-                intent, slots = parse_slu(r["text"])
-                answers[i]["slu"] = {"intent": intent, "slots": slots, "avg_logprob": r["avg_logprob"]}
+            fps, intents = out[task]["frames_per_second"], self.config.vocab.get("intent")
+            if intents:  # the intent from the trained set, then the slots the decoder writes after it
+                for i, r in zip(items, head.closed_slu(memory, lengths, intents, frames_per_second=fps)):
+                    intent, slots = parse_slu(r["text"])
+                    answers[i]["slu"] = {"intent": intent, "slots": slots, "intent_logprob": r["intent_logprob"]}
+            else:  # a checkpoint from before the intents were saved: written freely
+                for i, r in zip(items, head.generate(memory, lengths, task=SLU, frames_per_second=fps)):
+                    intent, slots = parse_slu(r["text"])
+                    answers[i]["slu"] = {"intent": intent, "slots": slots, "avg_logprob": r["avg_logprob"]}
         if LANGUAGE in head.tasks:
             for i, r in zip(items, head.detect_language(memory, lengths)):
                 top = sorted(r["probs"].items(), key=lambda kv: -kv[1])[:5]

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .decoder_tasks import (LANGUAGE, SPEAKER_TOKEN, SPEAKERS, TASK_TOKENS, TRANSCRIBE, decoder_tasks_of,
-                            speaker_token)
+from .decoder_tasks import (INTENT_SEP, LANGUAGE, SLU, SPEAKER_TOKEN, SPEAKERS, TASK_TOKENS, TRANSCRIBE,
+                            decoder_tasks_of, speaker_token)
 from .heads import HEADS, Head, HeadInput, pad_mask
 
 IGNORE = -100  # cross-entropy ignore index: prompt and padding positions
@@ -283,14 +283,54 @@ class WhisperDecoderHead(Head):
         return [{"language": codes[int(p.argmax())], "probs": dict(zip(codes, p.tolist()))} for p in probs]
 
     @torch.no_grad()
+    def closed_slu(self, memory: torch.Tensor, lengths: torch.Tensor, intents: list[str],
+                   language: str | None = None, frames_per_second: float = 50.0) -> list[dict]:
+        """``<|slu|>`` with the intent chosen from a closed set (the intents it was trained on):
+        each intent's tokens are scored by the decoder, followed by the slot separator or the
+        end, whichever it prefers; the best intent is forced and the slots are written after
+        it. Free decoding may write an intent that does not exist, or a near miss of one.
+        Returns ``{"text", "intent", "intent_logprob"}`` per utterance."""
+        prompt = self.prompt(language, SLU)
+        cands = [self.tokenizer.encode(text_to_target(i), add_special_tokens=False) for i in intents]
+        sep = self.tokenizer.encode(" " + INTENT_SEP, add_special_tokens=False)
+        b, k, longest = memory.shape[0], len(cands), max(len(c) for c in cands)
+        ids = torch.full((k, len(prompt) + longest), self.eot, dtype=torch.long, device=memory.device)
+        for j, c in enumerate(cands):
+            ids[j, :len(prompt) + len(c)] = torch.tensor(prompt + c)
+        scores = torch.zeros(b, k, device=memory.device)
+        ends = torch.zeros(b, k, dtype=torch.bool, device=memory.device)  # the end beats the separator
+        for i in range(b):  # one utterance's intents per teacher-forced pass (vocabulary-wide logits)
+            logp = self._next_logp(self.logits(ids, memory[i:i + 1].expand(k, -1, -1), lengths[i:i + 1].expand(k)), SLU)
+            for j, c in enumerate(cands):
+                at = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(c), device=memory.device)
+                after = logp[j, len(prompt) - 1 + len(c)]
+                stop, more = after[self.eot], after[sep[0]]
+                scores[i, j] = logp[j, at, torch.tensor(c, device=memory.device)].sum() + torch.logaddexp(stop, more)
+                ends[i, j] = stop > more
+        best = scores.argmax(-1).tolist()
+        out: list[dict] = [{} for _ in range(b)]
+        for j in sorted(set(best)):
+            rows = [i for i in range(b) if best[i] == j]
+            open_rows = [i for i in rows if not bool(ends[i, j])]
+            for i in rows:
+                out[i] = {"text": intents[j], "intent": intents[j], "intent_logprob": round(float(scores[i, j]), 4)}
+            if open_rows:
+                idx = torch.tensor(open_rows, device=memory.device)
+                for i, r in zip(open_rows, self.generate(memory[idx], lengths[idx], language=language, task=SLU,
+                                                         frames_per_second=frames_per_second, forced=cands[j] + sep)):
+                    out[i]["text"] = f"{intents[j]} {INTENT_SEP} {r['text']}".strip()
+        return out
+
+    @torch.no_grad()
     def generate(self, memory: torch.Tensor, lengths: torch.Tensor, language: str | None = None,
                  max_new_tokens: int | None = None, temperature: float = 0.0,
                  prompt_text: str | None = None, frames_per_second: float = 50.0,
-                 task: str = TRANSCRIBE) -> list[dict]:
+                 task: str = TRANSCRIBE, forced: list[int] | None = None) -> list[dict]:
         """Greedy (temperature 0) or sampled decoding of a batch, with a key/value cache.
         Returns per utterance ``{"text", "tokens", "avg_logprob"}``; ``prompt_text`` is
         Whisper's previous-text prompt (``<|startofprev|>`` text before the task prompt);
-        ``task`` a decoder task that writes text (not ``language``: ``detect_language``)."""
+        ``task`` a decoder task that writes text (not ``language``: ``detect_language``);
+        ``forced``: tokens every row's answer starts with (not in the returned text)."""
         if task == LANGUAGE:
             raise ValueError("whisper_decoder: the language task is answered by detect_language")
         b, device = memory.shape[0], memory.device
@@ -299,6 +339,7 @@ class WhisperDecoderHead(Head):
             prev = self.tokenizer.encode(text_to_target(prompt_text), add_special_tokens=False)
             half = self.config.max_target_positions // 2
             prompt = [self.tokenizer.convert_tokens_to_ids("<|startofprev|>")] + prev[-(half - 1):] + prompt
+        prompt = prompt + list(forced or [])
         limit = min(max_new_tokens or self.max_new_tokens, self.config.max_target_positions - len(prompt))
         steps = self.steps(memory, lengths)
         logits = steps(torch.tensor([prompt] * b, device=device), 0)

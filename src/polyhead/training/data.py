@@ -69,14 +69,19 @@ def phonemes_of(cut) -> str | None:
 def build_vocab(config: Config) -> dict[str, list[str]]:
     """Label sets from the training sets: speakers, languages, intents, phoneme symbols."""
     vocab: dict[str, set] = {}
+    read = lazy_set if config.train.lazy_manifests else load_set
     for name, task in config.tasks.items():
         if task.target == "text":
             vocab["text"] = set(CHARS)
+            if SLU in decoder_tasks_of(task.head.options):
+                # the intents the decoder learns to write: its closed set at inference
+                intents = vocab.setdefault("intent", set())
+                for set_name in task.decoder_task_sets.get(SLU, task.train_sets):
+                    intents.update(v for cut in read(config.corpus, set_name) if (v := label(cut, "intent")))
             continue
         if task.target == "vad":
             continue
         values = vocab.setdefault(task.target, set())
-        read = lazy_set if config.train.lazy_manifests else load_set
         for set_name in task.train_sets:
             for cut in read(config.corpus, set_name):
                 v = phonemes_of(cut) if task.target == "phonemes" else label(cut, task.target)
