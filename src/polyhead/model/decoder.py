@@ -294,19 +294,24 @@ class WhisperDecoderHead(Head):
         cands = [self.tokenizer.encode(text_to_target(i), add_special_tokens=False) for i in intents]
         sep = self.tokenizer.encode(" " + INTENT_SEP, add_special_tokens=False)
         b, k, longest = memory.shape[0], len(cands), max(len(c) for c in cands)
-        ids = torch.full((k, len(prompt) + longest), self.eot, dtype=torch.long, device=memory.device)
+        ids = torch.full((k, longest), self.eot, dtype=torch.long, device=memory.device)
         for j, c in enumerate(cands):
-            ids[j, :len(prompt) + len(c)] = torch.tensor(prompt + c)
+            ids[j, :len(c)] = torch.tensor(c)
         scores = torch.zeros(b, k, device=memory.device)
         ends = torch.zeros(b, k, dtype=torch.bool, device=memory.device)  # the end beats the separator
-        for i in range(b):  # one utterance's intents per teacher-forced pass (vocabulary-wide logits)
-            logp = self._next_logp(self.logits(ids, memory[i:i + 1].expand(k, -1, -1), lengths[i:i + 1].expand(k)), SLU)
-            for j, c in enumerate(cands):
-                at = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(c), device=memory.device)
-                after = logp[j, len(prompt) - 1 + len(c)]
-                stop, more = after[self.eot], after[sep[0]]
-                scores[i, j] = logp[j, at, torch.tensor(c, device=memory.device)].sum() + torch.logaddexp(stop, more)
-                ends[i, j] = stop > more
+        for i in range(b):  # one utterance's intents as the rows of one cached decoding (any back end)
+            steps = self.steps(memory[i:i + 1].expand(k, -1, -1), lengths[i:i + 1].expand(k))
+            logp = self._next_logp(steps(torch.tensor([prompt] * k, device=memory.device), 0), SLU)
+            for t in range(longest + 1):
+                for j, c in enumerate(cands):
+                    if t < len(c):
+                        scores[i, j] += logp[j, c[t]]
+                    elif t == len(c):
+                        stop, more = logp[j, self.eot], logp[j, sep[0]]
+                        scores[i, j] += torch.logaddexp(stop, more)
+                        ends[i, j] = stop > more
+                if t < longest:
+                    logp = self._next_logp(steps(ids[:, t:t + 1], len(prompt) + t), SLU)
         best = scores.argmax(-1).tolist()
         out: list[dict] = [{} for _ in range(b)]
         for j in sorted(set(best)):
