@@ -9,11 +9,11 @@ mkdir -p bench/out
 [ -f corpora/bench/corpus.json ] || /usr/bin/time -v $PH synth --preset bench --out corpora/bench 2>&1 | tee bench/out/synth_bench.log
 $PH data stats corpora/bench | tee bench/out/bench_stats.md
 $PY bench/padding.py corpora/bench | tee bench/out/padding.md
-# The papers' tables: every sweep fine-tunes pretrained Whisper base on the demo corpus
+# The papers' tables: every sweep fine-tunes pretrained Whisper tiny.en on the demo corpus
 # (configs/bench/base.yaml; two workers sharing the runs), then test-set tables, Pareto/DET
 # plots and the layer-wise probe
 [ -f corpora/demo/corpus.json ] || $PH synth --preset demo --out corpora/demo
-bash bench/tables.sh & WORKER=2 bash bench/tables.sh; wait
+bash bench/tables.sh & bash bench/tables.sh; wait
 OMP_NUM_THREADS=1 $PY bench/tables.py --speech-limit 160
 OMP_NUM_THREADS=1 $PH probe runs/bench/paper1_table1/mtl_3s_dynamic --corpus corpora/demo --set speaker_test --plot docs/img/bench_probe.png
 # The from-scratch conformer against transformers' wav2vec2 of the same size (bench corpus)
