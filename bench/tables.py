@@ -195,7 +195,11 @@ def main() -> None:
     ap.add_argument("--speech-limit", type=int, default=None, help="first N speech_test utterances")
     ap.add_argument("--img", default=str(ROOT / "docs" / "img"))
     ap.add_argument("--score", metavar="RUN", help="only score this finished run (cached), no tables")
+    ap.add_argument("--queue", action="store_true", help="print every run the tables need, in table order")
     args = ap.parse_args()
+    if args.queue:  # bench/tables.sh trains what this prints: the tables are the one list of runs
+        print("\n".join(dict.fromkeys(key for rows in TABLES.values() for _, key in rows)))
+        return
     if args.score:  # bench/tables.sh scores each run as it finishes, while the next one trains
         res = evaluate(Path(args.score), args.corpus, args.speech_limit)
         print(json.dumps({k: v for k, v in res.items() if k != "speech_limit"}))
