@@ -5,7 +5,7 @@
 set -euo pipefail
 
 MBROLA_VOICES="${POLYHEAD_MBROLA_VOICES:-us1 us2 us3 en1 de1 de2 de3 de4 de5 de6 de7 fr1 fr2 fr4 es1 es2 es3 it3 it4 nl2 nl3 pt1 br1 br3 sw1 sw2 pl1 cz2 hu1 ro1 gr2 tr1 ee1 id1 ir1 mx1 mx2 ca1 la1 hb2 af1}"
-APT_PKGS="espeak-ng flite festival festvox-kallpc16k sox"
+APT_PKGS="espeak-ng flite festival festvox-kallpc16k sox fortunes"
 STATE_DIR="${POLYHEAD_APT_STATE:-/var/tmp/polyhead-apt}"
 
 if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null; then

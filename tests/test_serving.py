@@ -132,7 +132,8 @@ def test_analyze_verify_enroll_identify_metrics(server):
     assert r.status_code == 200 and r.json()["speaker"] == "alice"
     # the second identical analyze is a cache hit
     httpx.post(f"{url}/v1/audio/analyze", files={"file": ("a.wav", a)}, headers=h)
-    text = httpx.get(f"{url}/metrics").text
+    assert httpx.get(f"{url}/metrics").status_code == 401  # with a token, /metrics needs it too
+    text = httpx.get(f"{url}/metrics", headers=h).text
     assert "polyhead_requests_total" in text and "polyhead_cache_hits_total" in text
     assert 'status="401"' in text or "polyhead_latency_seconds" in text
 

@@ -35,6 +35,9 @@ def load_audio(source: str | Path | bytes, *, name: str | None = None,
     Stereo is down-mixed by averaging, any rate is resampled. Raises AudioError for
     anything that is not finite, decodable, non-empty audio, and for audio longer than
     ``max_seconds`` (decoding stops there: a small compressed file cannot expand without bound).
+    Each block is resampled to SAMPLE_RATE as it is decoded, so what memory holds is the
+    audio at 16 kHz: ``max_seconds`` is a fixed budget of 16 kHz samples whatever the file's
+    own rate (a 768 kHz file no longer holds 48 times as many samples before it is refused).
     """
     label = name or (str(source) if not isinstance(source, bytes) else "<upload>")
     if isinstance(source, (str, Path)) and not Path(source).is_file():
@@ -48,30 +51,57 @@ def load_audio(source: str | Path | bytes, *, name: str | None = None,
             if offset:
                 f.seek(int(round(offset * rate)))
             frames = None if duration is None else int(round(duration * rate))
-            limit = None if max_seconds is None else int(max_seconds * rate)
-            data = _read_mono(f, frames, limit, label)
+            budget = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
+            data = _read_mono(f, frames, budget, label)
     except AudioError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         raise AudioError(f"{label}: not a readable audio file ({e})") from None
-    return to_model_audio(data, rate, name=label)
+    if data.size == 0:
+        raise AudioError(f"{label}: empty audio (0 samples)")
+    return _long_enough(data, label)
 
 
-def _read_mono(f: sf.SoundFile, frames: int | None, limit: int | None, label: str) -> np.ndarray:
-    """Read block by block, down-mixing as we go: memory follows the audio actually there,
-    never the length a (possibly damaged) header claims."""
+def _read_mono(f: sf.SoundFile, frames: int | None, budget: int | None, label: str) -> np.ndarray:
+    """Read block by block, down-mixing, checking and resampling to SAMPLE_RATE as we go:
+    memory follows the audio actually there (never the length a possibly damaged header
+    claims), at 16 kHz; past ``budget`` samples at 16 kHz (its duration, whatever the file's
+    rate) decoding stops. Bit-identical to resampling the whole file at once (soxr's stream)."""
+    rate = f.samplerate
     block = max(1, BLOCK_VALUES // f.channels)
+    stream = None if rate == SAMPLE_RATE else soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32",
+                                                                  quality="HQ")
     parts, total = [], 0
     while frames is None or total < frames:
         want = block if frames is None else min(block, frames - total)
         data = f.read(want, dtype="float32", always_2d=True)
         if len(data) == 0:
             break
-        parts.append(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
         total += len(data)
-        if limit is not None and total > limit:
-            raise AudioError(f"{label}: longer than the limit of {limit / f.samplerate:g} s")
-    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        if budget is not None and total * SAMPLE_RATE > budget * rate:  # duration past the limit
+            raise AudioError(f"{label}: longer than the limit of {budget / SAMPLE_RATE:g} s")
+        mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+        _check_samples(mono, label)  # before resampling spreads a bad sample over its neighbours
+        parts.append(mono if stream is None else stream.resample_chunk(mono, last=False))
+    if stream is not None and total:
+        parts.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
+    return np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
+
+
+def _check_samples(data: np.ndarray, name: str) -> None:
+    if not np.isfinite(data).all():
+        raise AudioError(f"{name}: contains NaN or infinite samples")
+    peak = float(np.abs(data).max()) if data.size else 0.0
+    if peak > MAX_PEAK:
+        raise AudioError(f"{name}: samples up to {peak:.3g}, far outside the [-1, 1] of audio "
+                         f"(limit {MAX_PEAK:g}); a corrupt or mislabelled float file")
+
+
+def _long_enough(data: np.ndarray, name: str) -> np.ndarray:
+    if len(data) < MIN_SAMPLES:
+        raise AudioError(f"{name}: too short ({len(data) / SAMPLE_RATE * 1000:.1f} ms); "
+                         f"at least {MIN_SAMPLES / SAMPLE_RATE * 1000:g} ms needed")
+    return data
 
 
 def to_model_audio(data: np.ndarray, rate: int, *, name: str = "<audio>") -> np.ndarray:
@@ -83,20 +113,12 @@ def to_model_audio(data: np.ndarray, rate: int, *, name: str = "<audio>") -> np.
         raise AudioError(f"{name}: expected 1-D or 2-D samples, got shape {data.shape}")
     if data.size == 0:
         raise AudioError(f"{name}: empty audio (0 samples)")
-    if not np.isfinite(data).all():
-        raise AudioError(f"{name}: contains NaN or infinite samples")
-    peak = float(np.abs(data).max())
-    if peak > MAX_PEAK:
-        raise AudioError(f"{name}: samples up to {peak:.3g}, far outside the [-1, 1] of audio "
-                         f"(limit {MAX_PEAK:g}); a corrupt or mislabelled float file")
+    _check_samples(data, name)
     if rate <= 0:
         raise AudioError(f"{name}: invalid sample rate {rate}")
     if rate != SAMPLE_RATE:
         data = soxr.resample(data, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
-    if len(data) < MIN_SAMPLES:
-        raise AudioError(f"{name}: too short ({len(data) / SAMPLE_RATE * 1000:.1f} ms); "
-                         f"at least {MIN_SAMPLES / SAMPLE_RATE * 1000:g} ms needed")
-    return data
+    return _long_enough(data, name)
 
 
 def save_audio(path: str | Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:

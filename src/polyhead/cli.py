@@ -99,9 +99,9 @@ def _analyze(args) -> None:
 
 
 def _verify(args) -> None:
-    from .inference import load
+    from .inference import load, speaker
 
-    print(json.dumps(load(args.model).verify(args.a, args.b), indent=2))
+    print(json.dumps(speaker.verify(load(args.model), args.a, args.b), indent=2))
 
 
 def _registry(args):
@@ -111,40 +111,121 @@ def _registry(args):
 
 
 def _enroll(args) -> None:
-    from .inference import load
+    from .inference import load, speaker
+    from .inference.registry import check_name
 
+    check_name(args.name)  # before the model is loaded: "unknown" is refused (exit 2)
     model = load(args.model)
-    n = _registry(args).enroll(args.name, [model.embed(f) for f in args.files])
+    n = _registry(args).enroll(args.name, [speaker.embed(model, f) for f in args.files])
     print(json.dumps({"speaker": args.name, "enrolled_utterances": n}))
 
 
 def _identify(args) -> None:
-    from .inference import load
+    from .inference import load, speaker
 
     model = load(args.model)
     registry = _registry(args)
     for path in args.files:
-        print(json.dumps({"file": path, **registry.identify(model.embed(path), model.threshold, args.top_k)}))
+        print(json.dumps({"file": path, **registry.identify(speaker.embed(model, path), model.threshold,
+                                                            args.top_k)}))
 
 
-def _transcribe(args) -> None:
+TRANSCRIBE_THRESHOLDS = ("compression_ratio_threshold", "logprob_threshold", "no_speech_threshold")
+
+
+def _transcribe(args) -> int:
+    """One file to stdout (or --output), or any number of files and folders into
+    --output-dir; exit 1 naming the files that failed, every other file's outputs written."""
+    from .audio import AudioError
     from .inference import load
-    from .inference.diarize import transcribe
-    from .inference.formats import render
+    from .inference.files import collect, parse_extensions, transcribe_files
+    from .inference.formats import formats_of, render, write_outputs
     from .inference.registry import SpeakerRegistry
 
+    fmt = args.output_format or ("all" if args.output_dir else "json")
+    formats = formats_of(fmt, speakers=args.speakers)
+    inputs = collect(args.inputs, parse_extensions(args.extensions))
+    if not args.output_dir:
+        if len(inputs) != 1 or Path(args.inputs[0]).is_dir():
+            raise ValueError(f"{len(inputs)} input files: give --output-dir DIR to write each one's outputs there")
+        if len(formats) != 1:
+            raise ValueError(f"--output-format {fmt} writes several files: give --output-dir DIR")
+    elif args.output:
+        raise ValueError("--output names the one output of a single file; with --output-dir the outputs "
+                         "are named after their inputs")
+    if not inputs:
+        raise ValueError(f"no input files with extension {args.extensions} in {', '.join(args.inputs)}")
     model = load(args.model)
+    decoding = _transcribe_decoding(args, model)
+    if args.word_timestamps and not _times_words(model):
+        raise ValueError("--word-timestamps: this model's speech head has no CTC branch to time words with "
+                         "(plain Whisper's cross-attention alignment is not implemented); its segments are timed")
     registry = SpeakerRegistry(args.registry) if args.registry and Path(args.registry).is_file() else None
-    res = transcribe(model, args.file, num_speakers=args.num_speakers, registry=registry,
-                     id_threshold=model.threshold, progress=True, method=args.method)
-    if not args.speakers:
-        for seg in res["segments"]:
-            seg.pop("speaker", None)
-    out = render(res, args.format, uri=Path(args.file).stem)
-    if args.output:
-        Path(args.output).write_text(out)
-    else:
-        sys.stdout.write(out)
+    printed: list[str] = []
+
+    def on_result(item, result: dict) -> None:
+        if args.output_dir:
+            write_outputs(result, args.output_dir, item.name, formats)
+        else:
+            printed.append(render(result, formats[0], uri=item.path.stem))
+
+    summary = transcribe_files(model, inputs, decoding, on_result=on_result, speakers=args.speakers,
+                               num_speakers=args.num_speakers, registry=registry, method=args.method,
+                               batch_size=args.batch_size, progress=True)
+    if not args.output_dir:
+        if summary.failed:  # one file, as before: its error on one line (exit 2)
+            raise AudioError(f"{summary.failed[0].path}: {summary.failed[0].error}")
+        if args.output:
+            Path(args.output).write_text(printed[0])
+        else:
+            sys.stdout.write(printed[0])
+    for line in summary.lines():
+        print(line, file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def _transcribe_decoding(args, model):
+    """Whisper's decoding options from the command line: what was given, and for a decoder
+    Whisper's temperature fallback by default (a CTC-only model refuses any of them)."""
+    from .inference.pipeline import WHISPER_TEMPERATURES, Decoding
+
+    given = {k: v for k, v in (("language", args.language), ("prompt", args.initial_prompt),
+                               ("temperature", args.temperature), ("beam_size", args.beam_size)) if v is not None}
+    given.update({k: getattr(args, k) for k in TRANSCRIBE_THRESHOLDS if hasattr(args, k)})
+    if model.decoder() is not None:
+        given.setdefault("temperature", WHISPER_TEMPERATURES)
+    return Decoding(**given)
+
+
+def _times_words(model) -> bool:
+    """Whether the speech head times words: a CTC head, or a decoder trained with its CTC branch."""
+    from .model.decoder import DEFAULT_CTC_WEIGHT
+
+    for task in model.model.tasks_with(target="text"):
+        head = model.config.tasks[task].head
+        return head.type != "whisper_decoder" or head.options.get("ctc_weight", DEFAULT_CTC_WEIGHT) > 0
+    return False
+
+
+def _temperatures(text: str):
+    """``0`` -> 0.0; ``0,0.2,0.4`` -> (0.0, 0.2, 0.4), Whisper's fallback list."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a temperature or a comma list, e.g. 0,0.2,0.4") from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: temperatures are >= 0")
+    return values[0] if len(values) == 1 else values
+
+
+def _optional_float(text: str):
+    """A threshold, or ``none`` to turn it off."""
+    if text.strip().lower() in ("none", "off"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number, or none to turn the check off") from None
 
 
 def _serve(args) -> None:
@@ -156,10 +237,31 @@ def _serve(args) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    app = create_app(args.model, token=args.token, max_upload_mb=args.max_upload_mb,
+    app = create_app(args.model, token=_serve_token(args), max_upload_mb=args.max_upload_mb,
                      timeout_s=args.timeout, registry_path=args.registry,
                      max_batch=1 if args.no_batching else args.max_batch, batch_window_ms=args.batch_window_ms)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+
+
+TOKEN_ENV = "POLYHEAD_TOKEN"
+
+
+def _serve_token(args) -> str | None:
+    """The bearer token: --token-file (its first line), else $POLYHEAD_TOKEN, else --token
+    (visible to every user in ps: prefer the other two). At most one of them."""
+    import os
+
+    env = os.environ.get(TOKEN_ENV) or None
+    given = [n for n, v in (("--token", args.token), ("--token-file", args.token_file), (TOKEN_ENV, env)) if v]
+    if len(given) > 1:
+        raise ValueError(f"give the token one way, not {' and '.join(given)}")
+    if args.token_file:
+        lines = Path(args.token_file).read_text().splitlines()
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise ValueError(f"{args.token_file}: the token file is empty")
+        return token
+    return env or args.token
 
 
 def _export(args) -> None:
@@ -287,24 +389,55 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--top-k", type=int, default=3)
         p.set_defaults(func=func)
 
-    p = sub.add_parser("transcribe", help="transcribe a long recording, optionally by speaker")
-    p.add_argument("file")
-    p.add_argument("--model", **model_arg)
+    p = sub.add_parser("transcribe", help="transcribe files and folders (Whisper's options), optionally by speaker")
+    p.add_argument("inputs", nargs="+", metavar="FILE|DIR",
+                   help="audio files, and folders searched recursively for --extensions")
+    p.add_argument("--model", default=model_arg["default"],
+                   help="run, checkpoint or export folder, or plain Whisper: a name from `polyhead models list` "
+                        "or a transformers Whisper folder")
     p.add_argument("--speakers", action="store_true", help="label segments by speaker (diarize)")
     p.add_argument("--num-speakers", type=int, default=None, help="known speaker count (else estimated)")
     p.add_argument("--method", default="clustering", choices=["clustering", "tokens"],
                    help="who speaks: speaker-head embeddings clustered, or the decoder's speaker tokens "
                         "(a model trained with the <|speakers|> decoder task)")
-    p.add_argument("--format", default="json", choices=["json", "srt", "vtt", "rttm", "text"])
+    p.add_argument("--output-format", "--format", "-f", dest="output_format", default=None, metavar="FORMAT",
+                   choices=["txt", "text", "srt", "vtt", "tsv", "json", "rttm", "all"],
+                   help="txt|srt|vtt|tsv|json|rttm|all (all: txt, srt, vtt, tsv and json, and rttm with "
+                        "--speakers); default json on stdout, all with --output-dir")
+    p.add_argument("--output-dir", default=None,
+                   help="write DIR/NAME.FORMAT per input (a folder's tree mirrored); without it one file's "
+                        "output goes to stdout or --output")
+    p.add_argument("--output", "-o", default=None, help="one file's output into this file instead of stdout")
+    p.add_argument("--extensions", default="wav,flac,mp3,ogg,m4a",
+                   help="what to take from folders (files named on the command line are always taken)")
+    p.add_argument("--batch-size", type=int, default=8, help="files up to the encoder's window per encoder pass")
+    p.add_argument("--language", default=None, help="the decoder's language token (default: the model's)")
+    p.add_argument("--initial-prompt", default=None, help="previous-text prompt for each file's first window")
+    p.add_argument("--beam-size", type=int, default=None,
+                   help="beam search at temperature 0 (with joint CTC rescoring where the head has CTC)")
+    p.add_argument("--temperature", type=_temperatures, default=None,
+                   help="one value, or a comma list to fall back through (default for a decoder: "
+                        "0,0.2,0.4,0.6,0.8,1.0, as Whisper)")
+    p.add_argument("--compression-ratio-threshold", type=_optional_float, default=argparse.SUPPRESS,
+                   help="decode again at the next temperature when the text compresses better than this "
+                        "(default 2.4; none: off)")
+    p.add_argument("--logprob-threshold", type=_optional_float, default=argparse.SUPPRESS,
+                   help="decode again when the average log-probability is below this (default -1.0; none: off)")
+    p.add_argument("--no-speech-threshold", type=_optional_float, default=argparse.SUPPRESS,
+                   help="no transcript where the no-speech probability is above this and the average "
+                        "log-probability is not above --logprob-threshold (default 0.6; none: off)")
+    p.add_argument("--word-timestamps", action="store_true",
+                   help="require word times (a CTC head times every word; refused by a model without one)")
     p.add_argument("--registry", default="runs/speakers.sqlite", help="enrolled names to use where they match")
-    p.add_argument("--output", "-o", default=None)
     p.set_defaults(func=_transcribe)
 
     p = sub.add_parser("serve", help="HTTP API (OpenAI-compatible transcriptions, analyze, speakers)")
     p.add_argument("--model", **model_arg)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on /v1/")
+    p.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on /v1/ and /metrics "
+                   "(visible in ps: prefer --token-file or $POLYHEAD_TOKEN)")
+    p.add_argument("--token-file", default=None, help="read the bearer token from the first line of this file")
     p.add_argument("--max-upload-mb", type=float, default=25.0)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--registry", default="runs/speakers.sqlite", help="speaker registry (SQLite)")
@@ -348,12 +481,12 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "command", None) == "synth" and args.out is None:
         args.out = f"corpora/{args.preset}"
     try:
-        args.func(args)
+        rc = args.func(args)  # a command may return its own exit status (transcribe: 1 when files failed)
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as e:
         # Expected user errors get one clear line, not a traceback.
         print(f"polyhead: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return rc or 0
 
 
 if __name__ == "__main__":

@@ -46,6 +46,10 @@ class EncoderConfig(Strict):
     # whisper: WhisperConfig overrides (the full config once a model is saved)
     whisper_config: dict[str, Any] = Field(default_factory=dict)
     freeze_front_end: bool = False  # whisper: the two convolutions
+    # whisper: run every input in a full 30 s window, padded as Whisper was trained (what
+    # zero-shot Whisper needs to transcribe well; up to 10x the encoder's cost on short clips).
+    # False: each utterance at its own length, which a fine-tuned model learns.
+    pad_to_window: bool = False
     freeze_layers: int = 0  # whisper: the first n layers
     # A polyhead run or checkpoint folder whose encoder weights start this model (the fbank
     # encoders' stand-in for a pretrained wav2vec2; heads still start from scratch).
@@ -58,7 +62,8 @@ class EncoderConfig(Strict):
                         normalize=self.normalize_waveform)
         if self.name == "whisper":
             return dict(pretrained=self.pretrained, config=self.whisper_config,
-                        freeze_front_end=self.freeze_front_end, freeze_layers=self.freeze_layers)
+                        freeze_front_end=self.freeze_front_end, freeze_layers=self.freeze_layers,
+                        pad_to_window=self.pad_to_window)
         return dict(dim=self.dim, layers=self.layers, heads=self.heads, ff_mult=self.ff_mult,
                     conv_kernel=self.conv_kernel, dropout=self.dropout)
 
@@ -95,6 +100,14 @@ class AggregatorConfig(Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class RetentionConfig(Strict):
+    """One forgetting-control strategy (training/retention.py): what keeps a fine-tuned model
+    at least as good as its pretrained weights on what it never trained on."""
+
+    name: str  # none | frozen | lora | distill | replay | interpolate
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class TrainConfig(Strict):
     step: Literal["joint", "disjoint"] = "disjoint"
     weighting: WeightingConfig = Field(default_factory=WeightingConfig)
@@ -126,9 +139,9 @@ class TrainConfig(Strict):
     temperature: float = 1.0  # sampling over a task's several train sets: p_i ~ D_i^(1/T)
     # sampling over a decoder head's decoder_tasks (their pools' seconds D_i), the same way
     task_temperature: float = 1.0
-    # keep decoded features in memory (small corpora, CPU); auto: only when the train sets'
-    # features fit cache_budget_gb (training/loader.py)
-    cache_features: bool | Literal["auto"] = True
+    # keep decoded features in memory (small corpora, CPU); auto (the default): only when the
+    # train sets' features fit cache_budget_gb (training/loader.py); true caches whatever the size
+    cache_features: bool | Literal["auto"] = "auto"
     cache_budget_gb: float = Field(2.0, ge=0)
     # DataLoader worker processes per task that decode, compute features and augment off the
     # training thread, each prefetch_factor batches ahead; 0: all on the training thread
@@ -137,6 +150,8 @@ class TrainConfig(Strict):
     lazy_manifests: bool = False  # stream manifests from disk (corpora too large to hold as cuts)
     speed_perturb: list[float] = Field(default_factory=list)  # e.g. [0.9, 1.0, 1.1], one drawn per utterance
     time_budget_s: float | None = None  # stop after this wall time (demo budgets)
+    # forgetting control, applied in order (e.g. distill during training, then interpolate)
+    retention: list[RetentionConfig] = Field(default_factory=list)
 
 
 class Config(Strict):

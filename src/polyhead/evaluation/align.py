@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import normalize_text
+from ..text import normalize_text
 
 
 def ctc_forced_align(logp: np.ndarray, labels: list[int]) -> list[tuple[int, int]] | None:

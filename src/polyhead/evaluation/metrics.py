@@ -2,7 +2,8 @@
 DER, cpWER.
 
 Conventions (see docs/reference formats, "Metrics"):
-- Text goes through `normalize_text` on both sides before WER/CER/cpWER.
+- Text goes through Whisper's normaliser (`polyhead.text.scoring_form`) on both sides before
+  WER/CER/cpWER.
 - Verification scores are "higher = more likely the same speaker"; labels are 1 (target) / 0.
 - minDCF is normalised by min(c_miss*p_target, c_fa*(1-p_target)); report p_target 0.01 and 0.05.
 - DER uses a +-0.25 s forgiveness collar and counts overlapping speech (pyannote.metrics).
@@ -11,11 +12,12 @@ Conventions (see docs/reference formats, "Metrics"):
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import jiwer
 import numpy as np
+
+from ..text import SCORING_NORMALISER, normalize_text, scoring_form  # noqa: F401 (re-exported)
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import norm
 from sklearn.metrics import roc_curve
@@ -31,31 +33,9 @@ DET_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
 DET_LIMITS = (0.0005, 0.5)
 DET_CLIP = 1e-6  # keeps norm.ppf finite at rates of exactly 0 or 1
 
-_CURLY_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'"})
-_NOT_WORD_SPACE_OR_APOSTROPHE = re.compile(r"[^\w\s']|_")
-_STRAY_APOSTROPHE = re.compile(r"(?<!\w)'|'(?!\w)")  # not between two word characters
-_WHITESPACE = re.compile(r"\s+")
 
 
 # ----------------------------------------------------------------------------- text
-
-def normalize_text(s: str) -> str:
-    """Normalise a transcript before scoring; references and hypotheses both go through it.
-
-    1. lower-case (LibriSpeech references are upper case);
-    2. curly apostrophes become ``'``;
-    3. every punctuation mark (and ``_``) becomes a space, except an apostrophe *inside* a word
-       ("don't" stays, "'quoted'" becomes "quoted"), so "rock-n-roll" scores as "rock n roll";
-    4. runs of whitespace collapse to one space, with none at either end.
-
-    This mirrors LibriSpeech's unpunctuated references. Digits are kept as they are (no
-    number-to-word expansion).
-    """
-    s = s.lower().translate(_CURLY_APOSTROPHES)
-    s = _NOT_WORD_SPACE_OR_APOSTROPHE.sub(" ", s)
-    s = _STRAY_APOSTROPHE.sub(" ", s)
-    return _WHITESPACE.sub(" ", s).strip()
-
 
 def _rate(errors: float, reference: float) -> float:
     # With nothing to recognise, any output is unboundedly wrong; no output is perfect.
@@ -64,18 +44,18 @@ def _rate(errors: float, reference: float) -> float:
     return errors / reference
 
 
-def error_rates(refs: list[str], hyps: list[str]) -> dict:
+def error_rates(refs: list[str], hyps: list[str], language: str = "en") -> dict:
     """Corpus-level WER and CER (fractions, errors pooled over the whole set, not averaged).
 
-    Both sides are normalised with `normalize_text`. CER counts the spaces between words as
+    Both sides are normalised with Whisper's normaliser (`scoring_form`). CER counts the spaces between words as
     characters (jiwer's convention). Empty references are allowed: their hypothesis words are
     insertions; a set with no reference words at all has rate 0.0 if nothing was hypothesised,
     else inf.
     """
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    refs = [normalize_text(r) for r in refs]
-    hyps = [normalize_text(h) for h in hyps]
+    refs = [scoring_form(r, language) for r in refs]
+    hyps = [scoring_form(h, language) for h in hyps]
     if not refs:
         refs, hyps = [""], [""]  # jiwer needs at least one pair; scores as zero errors
     words = jiwer.process_words(refs, hyps)
@@ -93,6 +73,53 @@ def error_rates(refs: list[str], hyps: list[str]) -> dict:
         "ref_words": ref_words,
         "ref_chars": ref_chars,
     }
+
+
+_PUNCTUATION = ".,?!;:"
+
+
+def _written_tokens(text: str) -> list[tuple[str, str, bool]]:
+    """(bare lower-case word, the punctuation mark after it or "", starts upper-case)."""
+    out = []
+    for raw in text.split():
+        bare = normalize_text(raw).replace(" ", "")
+        if not bare:
+            continue
+        tail = raw.rstrip("\"')")[-1:]
+        out.append((bare, tail if tail in _PUNCTUATION else "", raw.lstrip("\"'(")[:1].isupper()))
+    return out
+
+
+def written_form(refs: list[str], hyps: list[str]) -> dict:
+    """How well transcripts keep the written form, on the words both sides share (jiwer's
+    alignment of the bare words): punctuation F1 (a mark after a word is right when the
+    reference has the same mark there) and the share of shared words whose capitalisation
+    matches the reference's."""
+    tp = fp = fn = case_ok = shared = 0
+    for ref, hyp in zip(refs, hyps):
+        r, h = _written_tokens(ref), _written_tokens(hyp)
+        if not r or not h:
+            fn += sum(1 for _, p, _ in r if p)
+            fp += sum(1 for _, p, _ in h if p)
+            continue
+        out = jiwer.process_words(" ".join(w for w, _, _ in r), " ".join(w for w, _, _ in h))
+        matched_r, matched_h = set(), set()
+        for chunk in out.alignments[0]:
+            if chunk.type in ("equal", "substitute"):
+                for k in range(chunk.ref_end_idx - chunk.ref_start_idx):
+                    i, j = chunk.ref_start_idx + k, chunk.hyp_start_idx + k
+                    matched_r.add(i), matched_h.add(j)
+                    pr, ph = r[i][1], h[j][1]
+                    tp += bool(pr) and pr == ph
+                    fp += bool(ph) and ph != pr
+                    fn += bool(pr) and ph != pr
+                    if chunk.type == "equal":
+                        shared += 1
+                        case_ok += r[i][2] == h[j][2]
+        fn += sum(1 for i, (_, p, _) in enumerate(r) if p and i not in matched_r)
+        fp += sum(1 for j, (_, p, _) in enumerate(h) if p and j not in matched_h)
+    f1 = 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else 1.0
+    return {"punctuation_f1": f1, "case_accuracy": case_ok / shared if shared else None}
 
 
 # ------------------------------------------------------------------- verification
@@ -278,10 +305,10 @@ def cp_wer(ref_by_speaker: dict[str, str], hyp_by_speaker: dict[str, str]) -> fl
     Each value is one speaker's words concatenated in time order. Hypothesis speakers are
     assigned one-to-one to reference speakers minimising total word errors (Hungarian); an
     unmatched reference speaker counts as all deletions, an unmatched hypothesis speaker as
-    all insertions. Text is normalised with `normalize_text`.
+    all insertions. Text is normalised with Whisper's normaliser (`scoring_form`).
     """
-    refs = [normalize_text(t) for t in ref_by_speaker.values()]
-    hyps = [normalize_text(t) for t in hyp_by_speaker.values()]
+    refs = [scoring_form(t) for t in ref_by_speaker.values()]
+    hyps = [scoring_form(t) for t in hyp_by_speaker.values()]
     ref_lengths = [len(r.split()) for r in refs]
     hyp_lengths = [len(h.split()) for h in hyps]
     # Square cost matrix: real pairs, then dummy partners that cost a whole side of words.

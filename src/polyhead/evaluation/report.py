@@ -13,6 +13,8 @@ from .evaluate import evaluate_model
 COLUMNS = [
     ("WER", "speech_test", "wer"), ("CER", "speech_test", "cer"), ("OOD WER", "ood_test", "wer"),
     ("OOD CER", "ood_test", "cer"),
+    ("retention WER", "retention_test", "wer"), ("retention WER (tel)", "retention_tel_test", "wer"),
+    ("punct F1 (retention)", "retention_test", "punctuation_f1"),
     ("EER", "speaker_test", "eer"), ("minDCF.01", "speaker_test", "min_dcf_0.01"),
     ("OOD EER", "ood_test", "eer"), ("MFCC EER", "speaker_test", "mfcc_baseline_eer"),
     ("LID acc", "speaker_test", "accuracy@language"), ("intent acc", "speech_test", "accuracy@intent"),
@@ -89,3 +91,34 @@ def evaluate_run(run: str | Path, corpus: str | None = None, sets=None, checkpoi
            "row": row, "table": format_table({run.name: row})}
     (run / "metrics.json").write_text(json.dumps(out, indent=2, default=float) + "\n")
     return out
+
+
+def plot_pareto(points: dict[str, tuple], path: str | Path, xlabel: str = "in-domain WER",
+                ylabel: str = "retention WER") -> Path:
+    """One point per model: (in-domain WER, retention WER, EER or None). Lower-left is better
+    on both; the EER is written beside each point (the third mark). The zero-shot point's
+    retention WER is drawn as a line: points above it forgot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for name, (x, y, eer) in points.items():
+        zero = name.startswith("zero-shot")
+        ax.scatter([100 * x], [100 * y], marker="*" if zero else "o", s=120 if zero else 50,
+                   color="black" if zero else None, zorder=3)
+        label = name + (f"  (EER {100 * eer:.1f}%)" if eer is not None else "")
+        ax.annotate(label, (100 * x, 100 * y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        if zero:
+            ax.axhline(100 * y, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xlabel(xlabel + " (%)")
+    ax.set_ylabel(ylabel + " (%)")
+    ax.set_title("Forgetting: in-domain against retention WER (lower-left is better)")
+    ax.grid(True, alpha=0.3)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

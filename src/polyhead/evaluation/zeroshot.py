@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..audio import to_model_audio  # 16 kHz float: what faster-whisper takes as is
-from ..training.data import text_of
+from ..training.data import raw_text_of, text_of
 from . import metrics
 
 
@@ -33,9 +33,8 @@ def evaluate_zero_shot(model, cuts, language: str | None = "en", every: int = 1)
         audio = cut.load_audio()
         samples = to_model_audio(audio.T if audio.ndim == 2 else audio, cut.sampling_rate, name=cut.id)
         segments, _ = model.transcribe(samples, language=language)
-        refs.append(text_of(cut))
-        hyps.append(metrics.normalize_text(" ".join(s.text for s in segments)))
-    res = metrics.error_rates(refs, hyps)
-    res["n"] = len(refs)
-    res["examples"] = [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:3]]
-    return res
+        refs.append(raw_text_of(cut))
+        hyps.append(" ".join(s.text.strip() for s in segments))
+    from .evaluate import asr_result
+
+    return asr_result(refs, hyps)

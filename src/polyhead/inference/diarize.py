@@ -20,7 +20,6 @@ windows of conversations) and links the chunks' speakers by embedding.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,8 +29,8 @@ import torch
 from tqdm import tqdm
 
 from ..audio import SAMPLE_RATE, AudioError, to_model_audio
-from ..evaluation.metrics import normalize_text
-from .pipeline import GREEDY, Decoding, Polyhead, no_speech_prob, pad_batch, words_in
+from ..text import normalize_text
+from .pipeline import GREEDY, Decoding, Polyhead, compression_ratio, decode, no_speech_prob, pad_batch, words_in
 
 CHUNK_S = 30.0  # seconds per encoder pass: memory stays bounded for hour-long files
 MIN_SEGMENT_FRAMES = 3
@@ -150,13 +149,6 @@ def _shorter(a: float, b: float, vad_logits: torch.Tensor | None, fps: float) ->
     return _shorter(a, cut, vad_logits, fps) + _shorter(cut, b, vad_logits, fps)
 
 
-def compression_ratio(text: str) -> float:
-    """Whisper's loop detector: how well the text compresses (a decoder repeating itself
-    writes text that compresses far better than language does)."""
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data)) if data else 0.0
-
-
 def open_at_end(segs: list[dict], chunk_s: float) -> float | None:
     """Where the speech still going on at the chunk's end began: the next chunk starts
     there. None when nothing is open, or when that segment began at the chunk's start (it
@@ -179,8 +171,11 @@ def chunk_segments(ph: Polyhead, samples: np.ndarray, offset: float, decoding: D
         return [], p.covered  # the VAD heard no speech: nothing for the decoder to write
     out, fps, vad, asr, segs = p.out, p.fps, p.vad, p.asr, p.segs
     if decoder:
-        units = utterance_transcripts(ph, asr, samples, utterances(segs, out[vad]["logits"][0] if vad else None, fps),
-                                      decoding)
+        units = utterances(segs, out[vad]["logits"][0] if vad else None, fps)
+        for u in units if vad else []:  # the VAD head's no-speech probability: Whisper's rules read it
+            u["no_speech_prob"] = no_speech_prob(out[vad]["logits"][0, int(u["start"] * fps):int(u["end"] * fps)])
+        # a unit the no-speech rule silenced is no segment (Whisper skips it)
+        units = [u for u in utterance_transcripts(ph, asr, samples, units, decoding) if not u.get("silence")]
     elif asr:  # CTC: its words on the chunk's pass
         words = ph._transcript(out[asr]["logits"][0, :int(out[asr]["lengths"][0])], fps)["words"]
         units = [dict(s, words=words_in(words, s["start"], s["end"])) for s in segs]
@@ -218,9 +213,9 @@ def chunk_speaker_turns(ph: Polyhead, samples: np.ndarray, offset: float, decodi
         return [], p.covered  # the VAD heard no speech: nothing for the decoder to write
     out, fps, asr, segs = p.out, p.fps, p.asr, p.segs
     n = min(int(out[asr]["lengths"][0]), int(round(p.covered * fps)))
-    res = ph.model.heads[asr].generate(out[asr]["memory"][:, :n], torch.tensor([n]), language=decoding.language,
-                                       temperature=decoding.temperature, prompt_text=decoding.prompt,
-                                       frames_per_second=fps, task=SPEAKERS)[0]
+    res = decode(ph.model.heads[asr], out[asr]["memory"][:, :n], torch.tensor([n]), decoding,
+                 frames_per_second=fps, task=SPEAKERS,
+                 no_speech=[no_speech_prob(out[p.vad]["logits"][0, :n])] if p.vad else None)[0]
     turns = parse_speakers(res["text"])
     times = None
     if "logits" in out[asr]:
@@ -297,17 +292,24 @@ def utterance_transcripts(ph: Polyhead, task: str, samples: np.ndarray, units: l
     out = ph.model(*pad_batch(feats), [task])[task]
     fps, head = out["frames_per_second"], ph.model.heads[task]
     prompts = [decoding.prompt] + [None] * (len(units) - 1)  # the prompt conditions what comes first
+    quiet = [u.get("no_speech_prob") for u in units]
     by_row = {}
     for prompt in dict.fromkeys(prompts):
         rows = [i for i, p in enumerate(prompts) if p == prompt]
-        res = head.generate(out["memory"][rows], out["lengths"][rows], language=decoding.language,
-                            temperature=decoding.temperature, prompt_text=prompt, frames_per_second=fps)
+        # Whisper's temperature fallback and no-speech rule, per unit
+        res = decode(head, out["memory"][rows], out["lengths"][rows], replace(decoding, prompt=prompt),
+                     frames_per_second=fps, ctc_logits=out["logits"][rows] if "logits" in out else None,
+                     vocab=ph.config.vocab.get("text"),
+                     no_speech=[quiet[i] for i in rows] if all(q is not None for q in quiet) else None)
         by_row.update(zip(rows, res))
     for i, u in enumerate(units):
         d, n = by_row[i], int(out["lengths"][i])
         u["avg_logprob"], u["words"], words = d["avg_logprob"], [], []
+        u["silence"] = d["silence"]
         logits = out["logits"][i, :n] if "logits" in out else None
-        if logits is not None and compression_ratio(d["text"]) > MAX_COMPRESSION_RATIO:
+        if d["silence"]:
+            pass  # Whisper's no-speech rule: no words
+        elif logits is not None and compression_ratio(d["text"]) > MAX_COMPRESSION_RATIO:
             words = ph._transcript(logits, fps)["words"]  # the CTC head's own
         elif d["text"].strip():
             spoken = normalize_text(d["text"]).split()
@@ -357,12 +359,14 @@ def cluster(embeddings: np.ndarray, num_speakers: int | None, threshold: float) 
 
 def transcribe(ph: Polyhead, path: str | Path, num_speakers: int | None = None,
                threshold: float = DEFAULT_CLUSTER_THRESHOLD, registry=None, id_threshold: float = 0.5,
-               progress: bool = False, decoding: Decoding = GREEDY, method: str = "clustering") -> dict:
+               progress: bool = False, decoding: Decoding = GREEDY, method: str = "clustering",
+               advance=None) -> dict:
     """Speaker-attributed transcript: {"segments": [{start, end, speaker, text, words}], ...}.
     ``method``: ``clustering`` (speaker-head embeddings of short pieces, clustered) or
     ``tokens`` (the decoder's <|speakers|> task writes the turns of each chunk; chunks are
     linked by embedding). ``decoding.prompt`` conditions the first chunk only, as Whisper's
-    initial prompt does when it does not condition on its own previous text."""
+    initial prompt does when it does not condition on its own previous text. ``advance``:
+    called with the seconds of audio each chunk used (a progress bar over many files)."""
     ph.check_decoding(decoding)
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
@@ -385,6 +389,8 @@ def transcribe(ph: Polyhead, path: str | Path, num_speakers: int | None = None,
             if found:
                 decoding = replace(decoding, prompt=None)
             bar.update(round(covered[0]))
+            if advance is not None:
+                advance(covered[0])
     if segments and (method == "tokens" or "embedding" in segments[0]):
         labels = np.asarray(link_speakers(segments, num_speakers, threshold) if method == "tokens"
                             else cluster(np.stack([s["embedding"] for s in segments]), num_speakers, threshold))

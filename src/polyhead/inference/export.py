@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import read_config_json
+from ..config import read_config_json, save_config
+from ..model.adapters import merge_lora, without_lora
 from ..features import FeatureExtractor, from_spec
 from ..model import MultiTaskModel
 from ..model.decoder import TOKENIZER_DIR
@@ -187,6 +188,9 @@ def export_model(run: str | Path, fmt: str, out: str | Path) -> dict:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     folder = _resolve(run)
     model = MultiTaskModel.load(folder)
+    merged = merge_lora(model)
+    if merged:  # adapters folded into their layers: an export has the plain structure
+        model.config = without_lora(model.config)
     decoders = [t for t in model.config.tasks if model.heads[t].reads_encoder_source]
     if len(decoders) > 1:
         raise ValueError(f"{folder}: tasks {decoders} each have a Whisper decoder; an export holds one")
@@ -196,7 +200,10 @@ def export_model(run: str | Path, fmt: str, out: str | Path) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / EXPORT_FILE).unlink(missing_ok=True)  # written last: a failed export is no export
-    shutil.copyfile(folder / CONFIG_FILE, out / CONFIG_FILE)
+    if merged:
+        save_config(without_lora(read_config_json(folder / CONFIG_FILE)), out / CONFIG_FILE)
+    else:
+        shutil.copyfile(folder / CONFIG_FILE, out / CONFIG_FILE)
     for cal in (folder / CALIBRATION_FILE, folder.parent / CALIBRATION_FILE):
         if cal.is_file():
             shutil.copyfile(cal, out / CALIBRATION_FILE)

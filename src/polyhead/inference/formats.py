@@ -1,8 +1,16 @@
-"""Transcript output formats: JSON (whisperX-style segments), SRT, WebVTT, RTTM."""
+"""Transcript output formats: JSON (whisperX-style segments), plain text, SRT, WebVTT, TSV
+(Whisper's names and layouts), RTTM; and writing several of them for one input."""
 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
+
+# `--output-format all`: Whisper's set (txt, vtt, srt, tsv, json); RTTM too for speaker runs
+ALL_FORMATS = ("txt", "srt", "vtt", "tsv", "json")
+FORMATS = (*ALL_FORMATS, "rttm")
+ALIASES = {"text": "txt"}
 
 
 def _clock(seconds: float, sep: str) -> str:
@@ -28,6 +36,19 @@ def to_vtt(segments: list[dict]) -> str:
     return "WEBVTT\n\n" + "\n".join(cues)
 
 
+def to_txt(segments: list[dict]) -> str:
+    """One line per segment, as Whisper writes ``.txt`` (its speaker first where labelled)."""
+    return "".join(_cue_text(s).strip() + "\n" for s in segments if s["text"].strip())
+
+
+def to_tsv(segments: list[dict]) -> str:
+    """Whisper's ``.tsv``: start and end in integer milliseconds, then the text (tabs and
+    line breaks in it made spaces)."""
+    rows = [f"{int(round(s['start'] * 1000))}\t{int(round(s['end'] * 1000))}\t"
+            f"{' '.join(_cue_text(s).split())}\n" for s in segments]
+    return "start\tend\ttext\n" + "".join(rows)
+
+
 def to_rttm(segments: list[dict], uri: str) -> str:
     uri = "_".join(uri.split()) or "audio"
     return "".join(f"SPEAKER {uri} 1 {s['start']:.3f} {s['end'] - s['start']:.3f} <NA> <NA> "
@@ -42,10 +63,36 @@ def render(result: dict, fmt: str, uri: str = "audio") -> str:
     segments = result["segments"]
     writers = {"json": lambda: to_json(result), "srt": lambda: to_srt(segments),
                "vtt": lambda: to_vtt(segments), "rttm": lambda: to_rttm(segments, uri),
-               "text": lambda: " ".join(s["text"] for s in segments) + "\n"}
+               "txt": lambda: to_txt(segments), "tsv": lambda: to_tsv(segments)}
+    fmt = ALIASES.get(fmt, fmt)
     if fmt not in writers:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(writers)}")
     return writers[fmt]()
+
+
+def formats_of(name: str, speakers: bool = False) -> tuple[str, ...]:
+    """The formats ``--output-format NAME`` writes: one, or ``all`` (RTTM too with speakers)."""
+    if name == "all":
+        return (*ALL_FORMATS, "rttm") if speakers else ALL_FORMATS
+    name = ALIASES.get(name, name)
+    if name not in FORMATS:
+        raise ValueError(f"unknown format {name!r}; choose one of {', '.join((*FORMATS, 'all'))}")
+    return (name,)
+
+
+def write_outputs(result: dict, folder: str | Path, name: str, formats: tuple[str, ...],
+                  uri: str | None = None) -> list[Path]:
+    """``folder/name.<format>`` for each format (``name`` may hold sub-folders), each written
+    under a temporary name and renamed into place: a file there is always a whole one."""
+    written = []
+    for fmt in formats:
+        path = Path(folder) / f"{name}.{fmt}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(render(result, fmt, uri=uri or Path(name).name), encoding="utf-8")
+        os.replace(tmp, path)
+        written.append(path)
+    return written
 
 
 def to_summary(res: dict, name: str = "") -> str:

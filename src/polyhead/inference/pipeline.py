@@ -10,8 +10,9 @@ as Whisper's is, rather than a count of hard frame decisions.
 from __future__ import annotations
 
 import json
+import zlib
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import soundfile as sf
 import torch
 
 from ..audio import SAMPLE_RATE, AudioError, load_audio, to_model_audio
-from ..evaluation.metrics import normalize_text
+from ..text import normalize_text
 from ..model import MultiTaskModel
 
 MIN_SEGMENT_S = 0.2  # VAD segments shorter than this are dropped
@@ -31,25 +32,193 @@ def _resolve(path: str | Path) -> Path:
     for candidate in (path, path / "best", path / "multitask" / "best", path / "last"):
         if (candidate / "model.safetensors").is_file():
             return candidate
-    raise FileNotFoundError(f"{path}: no polyhead checkpoint (config.json + model.safetensors) found")
+    raise FileNotFoundError(f"{path}: no polyhead checkpoint (config.json + model.safetensors) found, "
+                            "and not a Whisper model (a name from `polyhead models list`, or a transformers "
+                            "Whisper folder)")
+
+
+def pretrained_whisper(name_or_path: str | Path) -> Path | None:
+    """The transformers folder of plain Whisper that ``name_or_path`` names: a catalogue name
+    (``polyhead models list``; installed when missing), another converted folder's name in the
+    models folder, or a transformers Whisper folder (config.json with model_type whisper +
+    model.safetensors); None for anything else (a run, checkpoint or export folder)."""
+    from ..model import pretrained as catalogue
+
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path if catalogue.is_transformers_folder(path) and (path / "model.safetensors").is_file() else None
+    key = str(name_or_path)
+    if key in catalogue.MODELS:
+        return catalogue.resolve(key)
+    if key and "/" not in key and catalogue.is_complete(catalogue.models_dir() / key):
+        return catalogue.models_dir() / key
+    return None
+
+
+def whisper_model(folder: str | Path) -> MultiTaskModel:
+    """Plain Whisper as a polyhead model: its encoder, and its pretrained decoder as the one
+    speech head (no CTC branch, no other head), in English for an English-only model and in
+    the language it detects for a multilingual one unless told; every input in Whisper's
+    30 s window, as it was trained."""
+    from ..config import Config, EncoderConfig
+    from ..model.decoder import MULTILINGUAL_VOCAB
+
+    folder = Path(folder)
+    vocab_size = json.loads((folder / "config.json").read_text()).get("vocab_size", 0)
+    encoder = {"name": "whisper", "pretrained": str(folder)}
+    if "pad_to_window" in EncoderConfig.model_fields:  # zero-shot Whisper needs its 30 s window
+        encoder["pad_to_window"] = True
+    head = {"type": "whisper_decoder",
+            "options": {"ctc_weight": 0.0, "language": None if vocab_size >= MULTILINGUAL_VOCAB else "en"}}
+    config = Config.model_validate({"corpus": "", "encoder": encoder,
+                                    "tasks": {"asr": {"head": head, "target": "text", "train_sets": []}}})
+    return MultiTaskModel(config).eval()
 
 
 CALIBRATION_FILE = "calibration.json"  # in the run folder, written by `polyhead evaluate`
 DEFAULT_VERIFY_THRESHOLD = 0.5
 
 
+# Whisper's decoding safeguards (openai-whisper's transcribe defaults)
+WHISPER_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+COMPRESSION_RATIO_THRESHOLD = 2.4  # above: a looping transcript, decoded again hotter
+LOGPROB_THRESHOLD = -1.0  # below: an unsure transcript, decoded again hotter
+NO_SPEECH_THRESHOLD = 0.6  # above (and unsure): silence, no transcript
+
+
 @dataclass(frozen=True)
 class Decoding:
     """How a decoder head writes the transcript (Whisper's options): ``language`` forces its
     language token, ``prompt`` is the previous-text prompt, ``temperature`` 0 is greedy and
-    above 0 samples. A CTC-only speech head takes only the default."""
+    above 0 samples; a tuple of temperatures (``WHISPER_TEMPERATURES``) is Whisper's
+    fallback: each segment is decoded again at the next one while its text compresses
+    better than ``compression_ratio_threshold`` or its average log-probability is below
+    ``logprob_threshold`` (unless its no-speech probability is above
+    ``no_speech_threshold``: silence); a segment whose no-speech probability is above
+    ``no_speech_threshold`` and whose log-probability is not above ``logprob_threshold``
+    gets no transcript. ``beam_size`` > 1: beam search at temperature 0. None turns a
+    threshold off. A CTC-only speech head takes only the defaults."""
 
     language: str | None = None
     prompt: str | None = None
-    temperature: float = 0.0
+    temperature: float | tuple[float, ...] = 0.0
+    beam_size: int | None = None
+    compression_ratio_threshold: float | None = COMPRESSION_RATIO_THRESHOLD
+    logprob_threshold: float | None = LOGPROB_THRESHOLD
+    no_speech_threshold: float | None = NO_SPEECH_THRESHOLD
+
+    def __post_init__(self):
+        if isinstance(self.temperature, (list, tuple)):  # hashable, as decodings group a batch
+            object.__setattr__(self, "temperature", tuple(float(t) for t in self.temperature))
+        if not self.temperatures or any(t < 0 for t in self.temperatures):
+            raise ValueError(f"temperature: one or more values >= 0, got {self.temperature!r}")
+
+    @property
+    def temperatures(self) -> tuple[float, ...]:
+        """The temperatures to try, in order (one: no fallback)."""
+        t = self.temperature
+        return t if isinstance(t, tuple) else (float(t),)
 
 
 GREEDY = Decoding()
+
+
+def compression_ratio(text: str) -> float:
+    """Whisper's loop detector: how well the text compresses (a decoder repeating itself
+    writes text that compresses far better than language does)."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def needs_fallback(result: dict, no_speech: float | None, decoding: Decoding) -> bool:
+    """Whisper's rule for decoding a segment again at the next temperature: its text loops
+    (compression ratio above the threshold) or the decoder is unsure (average log-probability
+    below the threshold), unless the segment is silence (no-speech probability above the
+    threshold while the decoder is unsure)."""
+    d = decoding
+    unsure = d.logprob_threshold is not None and result["avg_logprob"] < d.logprob_threshold
+    loops = d.compression_ratio_threshold is not None and result["compression_ratio"] > d.compression_ratio_threshold
+    silence = d.no_speech_threshold is not None and no_speech is not None and no_speech > d.no_speech_threshold
+    return (loops or unsure) and not (silence and unsure)
+
+
+def is_silence(result: dict, no_speech: float | None, decoding: Decoding) -> bool:
+    """Whisper's rule for skipping a segment: no-speech probability above the threshold,
+    unless the decoder's average log-probability is above its threshold."""
+    d = decoding
+    if d.no_speech_threshold is None or no_speech is None or no_speech <= d.no_speech_threshold:
+        return False
+    return d.logprob_threshold is None or result["avg_logprob"] <= d.logprob_threshold
+
+
+def decode(head, memory: torch.Tensor, lengths: torch.Tensor, decoding: Decoding = GREEDY, *,
+           frames_per_second: float = 50.0, no_speech: list[float | None] | None = None,
+           ctc_logits: torch.Tensor | None = None, vocab: list[str] | None = None,
+           task: str = "transcribe") -> list[dict]:
+    """A decoder head's transcripts of a batch, Whisper's way (``decode_with_fallback``): every
+    row decoded at the first temperature, the rows that ``needs_fallback`` again at the next,
+    together, and so on; each row keeps the first result that passes, else its last.
+    ``no_speech``: each row's no-speech probability where the caller has one (the VAD head's);
+    else the decoder's own (``no_speech_probs``), as Whisper's.
+    Per row: ``text``, ``tokens``, ``avg_logprob``, ``temperature``, ``compression_ratio``,
+    ``no_speech_prob`` (None where not known) and ``silence`` (the text then empty);
+    ``language`` where a multilingual decoder without a language detected it.
+    ``ctc_logits`` [B, T, V] and ``vocab``: beam search's joint CTC rescoring."""
+    b = memory.shape[0]
+    language = decoding.language or getattr(head, "language", None)
+    if language is None and getattr(head, "multilingual", False) and task == "transcribe":
+        # plain multilingual Whisper with no language asked for: detected per row, as Whisper does
+        detected = [r["language"] for r in head.detect_language(memory, lengths)]
+        results: list[dict] = [{} for _ in range(b)]
+        for code in dict.fromkeys(detected):
+            rows = [i for i in range(b) if detected[i] == code]
+            idx = torch.tensor(rows)
+            sub = decode(head, memory[idx], lengths[idx], replace(decoding, language=code),
+                         frames_per_second=frames_per_second, task=task, vocab=vocab,
+                         no_speech=None if no_speech is None else [no_speech[i] for i in rows],
+                         ctc_logits=None if ctc_logits is None else ctc_logits[idx])
+            for i, r in zip(rows, sub):
+                results[i] = dict(r, language=code)
+        return results
+    if no_speech is None:  # Whisper's own: its no-speech token after <|startoftranscript|>
+        no_speech = [None if p is None else round(p, 4)
+                     for p in head.no_speech_probs(memory, lengths, prompt_text=decoding.prompt) or [None] * b]
+    results = [{} for _ in range(b)]
+    pending = list(range(b))
+    temperatures = decoding.temperatures
+    for k, t in enumerate(temperatures):
+        idx = torch.tensor(pending)
+        for i, r in zip(pending, _attempt(head, memory[idx], lengths[idx], decoding, language, t, task,
+                                          frames_per_second, None if ctc_logits is None else ctc_logits[idx],
+                                          vocab)):
+            results[i] = dict(r, temperature=t, compression_ratio=round(compression_ratio(r["text"]), 4))
+        if k + 1 == len(temperatures):
+            break
+        pending = [i for i in pending if needs_fallback(results[i], no_speech[i], decoding)]
+        if not pending:
+            break
+    for i, r in enumerate(results):
+        r["no_speech_prob"] = no_speech[i]
+        r["silence"] = is_silence(r, no_speech[i], decoding)
+        if r["silence"]:
+            r["text"], r["tokens"] = "", []
+    return results
+
+
+def _attempt(head, memory, lengths, decoding: Decoding, language, temperature: float, task: str,
+             fps: float, ctc_logits, vocab) -> list[dict]:
+    """One decoding of every row at one temperature: beam search at 0 with ``beam_size`` > 1
+    (one row at a time, on its own frames), else greedy or sampled, batched."""
+    if temperature == 0 and (decoding.beam_size or 1) > 1 and task == "transcribe":
+        out = []
+        for i in range(memory.shape[0]):
+            n = int(lengths[i])
+            ctc = ctc_logits[i, :n] if ctc_logits is not None else None
+            out.append(head.beam_search(memory[i:i + 1, :n], lengths[i:i + 1], decoding.beam_size, ctc, vocab,
+                                        language=language, frames_per_second=fps, prompt_text=decoding.prompt))
+        return out
+    return head.generate(memory, lengths, language=language, temperature=temperature,
+                         prompt_text=decoding.prompt, frames_per_second=fps, task=task)
 
 
 @dataclass(frozen=True)
@@ -75,11 +244,15 @@ class Polyhead:
 
     @classmethod
     def load(cls, path: str | Path, quantize: str | None = None) -> "Polyhead":
-        """A run or checkpoint folder, or a `polyhead export` folder (ONNX or int8);
-        ``quantize="int8"`` quantises a PyTorch checkpoint on loading."""
+        """A run or checkpoint folder, a `polyhead export` folder (ONNX or int8), or plain
+        Whisper: a name from `polyhead models list` or a transformers Whisper folder (its
+        decoder the one speech head, ``whisper_model``); ``quantize="int8"`` quantises a
+        PyTorch model on loading."""
         from .export import is_export, load_export
         from .export import quantize as quantized
 
+        if not is_export(path) and (whisper := pretrained_whisper(path)) is not None:
+            return cls(quantized(whisper_model(whisper), quantize))
         folder = Path(path) if is_export(path) else _resolve(path)
         calibration = {}
         for cal in (folder / CALIBRATION_FILE, folder.parent / CALIBRATION_FILE):
@@ -184,7 +357,8 @@ class Polyhead:
                 logits = out[task]["logits"][i, :int(out[task]["lengths"][i])]
                 speech[i] = (logits, self._segments(logits, fps))
         heard = [i for i in range(len(items)) if not vad or speech[i][1]]
-        texts = {t: self._decode(t, out[t], [f.decoding for f in items], heard)
+        quiet = {i: no_speech_prob(speech[i][0]) for i in speech}  # the VAD head's no-speech probability
+        texts = {t: self._decode(t, out[t], [f.decoding for f in items], heard, quiet)
                  for t in self.model.tasks_with(target="text")}
         spoken = self._decoder_answers(out, heard)
         results = []
@@ -210,9 +384,11 @@ class Polyhead:
         return results
 
     def _decode(self, task: str, out: dict, decodings: list[Decoding],
-                items: list[int] | None = None) -> dict[int, dict] | None:
+                items: list[int] | None = None, no_speech: dict[int, float] | None = None) -> dict[int, dict] | None:
         """The decoder's transcripts of ``items`` of a batch (default all) by item, each
-        group of items with the same options decoded together; None for a CTC-only head."""
+        group of items with the same options decoded together (``decode``: Whisper's
+        temperature fallback and no-speech rule, ``no_speech`` the VAD head's probability by
+        item where there is one); None for a CTC-only head."""
         head = _head(self.model, task)
         if head is None or not hasattr(head, "generate"):
             return None
@@ -222,9 +398,11 @@ class Polyhead:
         decoded = {}
         for d, idx in groups.items():
             rows = torch.tensor(idx)
-            res = head.generate(out["memory"][rows], out["lengths"][rows], language=d.language,
-                                temperature=d.temperature, prompt_text=d.prompt,
-                                frames_per_second=out["frames_per_second"])
+            res = decode(head, out["memory"][rows], out["lengths"][rows], d,
+                         frames_per_second=out["frames_per_second"],
+                         no_speech=[no_speech[i] for i in idx] if no_speech else None,
+                         ctc_logits=out["logits"][rows] if "logits" in out else None,
+                         vocab=self.config.vocab.get("text"))
             decoded.update(zip(idx, res))
         return decoded
 
@@ -261,7 +439,8 @@ class Polyhead:
     @staticmethod
     def _no_transcript(decoder: bool) -> dict:
         """What an input without speech gets: no text, and no decoder score (it was not run)."""
-        return {"text": "", "words": [], "confidence": None, **({"avg_logprob": None} if decoder else {})}
+        scores = {"avg_logprob": None, "temperature": None, "compression_ratio": None}
+        return {"text": "", "words": [], "confidence": None, **(scores if decoder else {})}
 
     def _transcript_of(self, task: str, out: dict, i: int, decoded: dict[int, dict] | None, fps: float) -> dict:
         """Text, words with times and a confidence for item i: the decoder's text with word
@@ -272,8 +451,13 @@ class Polyhead:
             return self._transcript(logits, fps)
         d = decoded[i]
         result = {"text": d["text"], "avg_logprob": d["avg_logprob"],
-                  "confidence": round(float(np.exp(d["avg_logprob"])), 4), "words": []}
-        if logits is not None:
+                  "confidence": round(float(np.exp(d["avg_logprob"])), 4), "words": [],
+                  "temperature": d.get("temperature"), "compression_ratio": d.get("compression_ratio")}
+        if d.get("no_speech_prob") is not None:  # the decoder's own (the VAD head's replaces it)
+            result["no_speech_prob"] = d["no_speech_prob"]
+        if d.get("language"):  # detected by a multilingual decoder asked for no language
+            result["decoder_language"] = d["language"]
+        if logits is not None and not d.get("silence"):
             from ..evaluation.align import word_times
 
             logp = logits.float().log_softmax(-1).numpy()
@@ -368,7 +552,7 @@ def apply_calibration(model: MultiTaskModel, calibration: dict) -> None:
 
 
 def load(path: str | Path, quantize: str | None = None) -> Polyhead:
-    """``polyhead.load(run_or_checkpoint_or_export_folder, quantize=None | "int8")``."""
+    """``polyhead.load(run_or_checkpoint_or_export_folder_or_whisper_name, quantize=None | "int8")``."""
     return Polyhead.load(path, quantize)
 
 

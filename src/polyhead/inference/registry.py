@@ -15,6 +15,19 @@ import numpy as np
 UNKNOWN = "unknown"
 
 
+def check_name(name: str) -> str:
+    """The name to enrol under (surrounding space removed); ValueError for an empty name or
+    for "unknown" in any case: identify answers that word when nobody matches, so a speaker
+    of that name could not be told from no match."""
+    name = (name or "").strip()
+    if not name:
+        raise ValueError("speaker name must not be empty")
+    if name.casefold() == UNKNOWN:
+        raise ValueError(f"speaker name {name!r} is reserved: identify answers {UNKNOWN!r} when no "
+                         "enrolled speaker matches")
+    return name
+
+
 class SpeakerRegistry:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -30,8 +43,7 @@ class SpeakerRegistry:
 
     def enroll(self, name: str, embeddings: list[np.ndarray]) -> int:
         """Add embeddings for ``name``; returns how many the speaker now has."""
-        if not name or not name.strip():
-            raise ValueError("speaker name must not be empty")
+        check_name(name)
         rows = [(name, _unit(e).astype(np.float32).tobytes(), len(e), time.time()) for e in embeddings]
         if not rows:
             raise ValueError("no audio to enrol")

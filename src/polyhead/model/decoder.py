@@ -232,17 +232,26 @@ class WhisperDecoderHead(Head):
         """The decoder as a step function for decoding loops (an ONNX export swaps in its graphs)."""
         return CachedSteps(self, memory, lengths)
 
-    def loss(self, out: dict, target) -> torch.Tensor:
-        tasks = getattr(target, "tasks", None)
+    def teacher_forced(self, out: dict, texts: list[str], tasks: list[str] | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next-token logits [B, L, vocab] (fp32) of the decoder fed the target texts, and the
+        labels [B, L] they predict (IGNORE on the prompt and the padding)."""
         memory = out["memory"]
-        ids, labels = self.encode_texts(target.texts, memory.device, tasks)
+        ids, labels = self.encode_texts(texts, memory.device, tasks)
         # The teacher-forced decoder runs here, after the model's forward and so outside the
         # trainer's autocast: it follows the precision the encoder's output came in (bf16
-        # memory: a bf16 decoder), and the cross-entropy below is fp32 either way.
+        # memory: a bf16 decoder); what it returns is fp32 either way.
         with torch.autocast(memory.device.type, dtype=torch.bfloat16, enabled=memory.dtype == torch.bfloat16):
             logits = self.logits(ids[:, :-1], memory, out["lengths"])
-        attention = F.cross_entropy(logits.float().transpose(1, 2), labels[:, 1:], ignore_index=IGNORE,
-                                    label_smoothing=self.label_smoothing)
+        return logits.float(), labels[:, 1:]
+
+    def attention_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE,
+                               label_smoothing=self.label_smoothing)
+
+    def loss(self, out: dict, target) -> torch.Tensor:
+        tasks = getattr(target, "tasks", None)
+        attention = self.attention_loss(*self.teacher_forced(out, target.texts, tasks))
         if self.ctc_weight == 0:
             return attention
         logp = out["logits"].float().log_softmax(-1).transpose(0, 1)
@@ -339,12 +348,7 @@ class WhisperDecoderHead(Head):
         if task == LANGUAGE:
             raise ValueError("whisper_decoder: the language task is answered by detect_language")
         b, device = memory.shape[0], memory.device
-        prompt = self.prompt(language, task)
-        if prompt_text:
-            prev = self.tokenizer.encode(text_to_target(prompt_text), add_special_tokens=False)
-            half = self.config.max_target_positions // 2
-            prompt = [self.tokenizer.convert_tokens_to_ids("<|startofprev|>")] + prev[-(half - 1):] + prompt
-        prompt = prompt + list(forced or [])
+        prompt = self._prompt_ids(language, task, prompt_text) + list(forced or [])
         limit = min(max_new_tokens or self.max_new_tokens, self.config.max_target_positions - len(prompt))
         steps = self.steps(memory, lengths)
         logits = steps(torch.tensor([prompt] * b, device=device), 0)
@@ -371,6 +375,32 @@ class WhisperDecoderHead(Head):
         # the other rows of the batch change it
         return [self._result(row, float(s), int(n)) for row, s, n in zip(tokens.tolist(), logp_sum, counted)]
 
+    def _prompt_ids(self, language: str | None = None, task: str = TRANSCRIBE,
+                    prompt_text: str | None = None) -> list[int]:
+        """The task prompt, after Whisper's previous-text prompt (``<|startofprev|>`` and the
+        last half-context of ``prompt_text``'s tokens) when there is one."""
+        return self._previous(prompt_text) + self.prompt(language, task)
+
+    def _previous(self, prompt_text: str | None) -> list[int]:
+        if not prompt_text:
+            return []
+        prev = self.tokenizer.encode(text_to_target(prompt_text), add_special_tokens=False)
+        half = self.config.max_target_positions // 2
+        return [self.tokenizer.convert_tokens_to_ids("<|startofprev|>")] + prev[-(half - 1):]
+
+    @torch.no_grad()
+    def no_speech_probs(self, memory: torch.Tensor, lengths: torch.Tensor,
+                        prompt_text: str | None = None) -> list[float] | None:
+        """Whisper's no-speech probability per utterance: the probability of its no-speech token
+        (``<|nospeech|>``, ``<|nocaptions|>`` in older vocabularies) right after
+        ``<|startoftranscript|>``, as Whisper reads it; None when the vocabulary has neither."""
+        no_speech = next((i for i in map(self.tokenizer.convert_tokens_to_ids, ("<|nospeech|>", "<|nocaptions|>"))
+                          if i is not None and i != self.tokenizer.unk_token_id), None)
+        if no_speech is None:
+            return None
+        ids = torch.tensor([self._previous(prompt_text) + [self.sot]] * memory.shape[0], device=memory.device)
+        return self.steps(memory, lengths)(ids, 0).float().softmax(-1)[:, no_speech].tolist()
+
     def _result(self, row: list[int], logp_sum: float, scored: int | None = None) -> dict:
         """``scored``: how many of the row's tokens ``logp_sum`` covers (default: up to and
         including the end token, which counts)."""
@@ -383,13 +413,14 @@ class WhisperDecoderHead(Head):
     def beam_search(self, memory: torch.Tensor, length: torch.Tensor, beam_size: int = 4,
                     ctc_logits: torch.Tensor | None = None, vocab: list[str] | None = None,
                     language: str | None = None, max_new_tokens: int | None = None,
-                    frames_per_second: float = 50.0) -> dict:
+                    frames_per_second: float = 50.0, prompt_text: str | None = None) -> dict:
         """Beam search for ONE utterance (memory [1, T, D]) with its beams as the batch of the
         key/value cache, then joint CTC/attention rescoring of the finished hypotheses:
         (1 - a) log p_att + a log p_ctc, a = ``ctc_weight``, where log p_ctc is the CTC
         head's likelihood of the hypothesis' normalised characters. CTC's monotonic alignment
-        punishes the dropped and repeated words that attention scores alone let through."""
-        prompt = self.prompt(language)
+        punishes the dropped and repeated words that attention scores alone let through.
+        ``prompt_text``: Whisper's previous-text prompt, as in ``generate``."""
+        prompt = self._prompt_ids(language, TRANSCRIBE, prompt_text)
         limit = min(max_new_tokens or self.max_new_tokens, self.config.max_target_positions - len(prompt))
         allowance = int(math.ceil(float(length[0]) / frames_per_second * MAX_TOKENS_PER_SECOND)) + MIN_TOKEN_ALLOWANCE
         steps = self.steps(memory.expand(beam_size, -1, -1), length.expand(beam_size))
@@ -426,7 +457,7 @@ class WhisperDecoderHead(Head):
         tokens, attention = hyp
         if ctc_logits is None or not vocab or self.ctc_weight == 0:
             return attention
-        from ..evaluation.metrics import normalize_text
+        from ..text import normalize_text
 
         index = {ch: i + 1 for i, ch in enumerate(vocab)}
         chars = [index[c] for c in normalize_text(self.tokenizer.decode(tokens)) if c in index]

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import Config, read_config_json, save_config
+from .adapters import add_lora, lora_options
 from .decoder import TOKENIZER_DIR
 from .encoders import ENCODERS
 from .heads import HEADS, HeadInput, pad_mask
@@ -70,6 +71,9 @@ class MultiTaskModel(nn.Module):
         self.cls = nn.Parameter(torch.randn(self.encoder.dim) * 0.02) if needs_cls else None
         # CTC-pooled speaker heads select frames by the argmax of this task's CTC head.
         self.blank_source = next((n for n in config.tasks if self.heads[n].has_ctc), None)
+        lora = lora_options(config)
+        if lora is not None:  # part of the structure: a checkpoint holds the adapters apart
+            add_lora(self, **lora)
 
     def _head_options(self, head, assets) -> dict:
         options = dict(head.options)

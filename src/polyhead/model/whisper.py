@@ -26,6 +26,11 @@ from ..features import WhisperLogMel
 from .encoders import ENCODERS, Encoder, FinalNorm
 
 WHISPER_FRAMES_PER_SECOND = 50.0  # 100 mel frames/s, conv2 has stride 2
+WINDOW_SECONDS = 30.0  # Whisper's training window
+MEL_FRAMES_PER_SECOND = 100
+# The log-mel of digital silence sits at the 80 dB floor below the utterance's maximum:
+# (max - 8 + 4) / 4 in normalised units, i.e. 2 below the normalised maximum.
+SILENCE_BELOW_MAX = 2.0
 WEIGHTS = "model.safetensors"
 
 
@@ -74,7 +79,8 @@ class WhisperEncoder(Encoder):
     frames_per_second = WHISPER_FRAMES_PER_SECOND
 
     def __init__(self, pretrained: str | None = None, config: dict | None = None,
-                 freeze_front_end: bool = False, freeze_layers: int = 0, **_unused):
+                 freeze_front_end: bool = False, freeze_layers: int = 0, pad_to_window: bool = False,
+                 **_unused):
         super().__init__()
         from transformers.models.whisper.modeling_whisper import WhisperEncoder as HFEncoder
 
@@ -84,6 +90,7 @@ class WhisperEncoder(Encoder):
             load_whisper_weights(hf, pretrained, "encoder")
         self.features = WhisperLogMel(self.hf_config.num_mel_bins)
         self.dim = self.hf_config.d_model
+        self.pad_to_window = pad_to_window
         self.conv1, self.conv2, self.embed_positions = hf.conv1, hf.conv2, hf.embed_positions
         self.dropout = nn.Dropout(self.hf_config.dropout)
         layers = list(hf.layers)
@@ -107,7 +114,24 @@ class WhisperEncoder(Encoder):
     def resolved_options(self):
         return {"whisper_config": self.hf_config.to_diff_dict()}
 
+    def pad_window(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each utterance's log-mel in a full 30 s window, the rest at its own silence level:
+        what Whisper computes for audio padded with zeros (faster-whisper and openai-whisper do
+        so for every window). Every window then counts as 30 s long, as in Whisper."""
+        window = int(min(WINDOW_SECONDS * MEL_FRAMES_PER_SECOND, 2 * self.max_frames))
+        if feats.shape[1] > window:
+            return feats, lengths
+        keep = torch.arange(window, device=feats.device)[None, :] < lengths[:, None]
+        padded = torch.zeros(feats.shape[0], window, feats.shape[2], dtype=feats.dtype, device=feats.device)
+        padded[:, : feats.shape[1]] = feats
+        peak = torch.where(keep[:, : feats.shape[1], None], feats, torch.finfo(feats.dtype).min).amax(dim=(1, 2))
+        silence = (peak - SILENCE_BELOW_MAX)[:, None, None].expand_as(padded)
+        padded = torch.where(keep[..., None], padded, silence)
+        return padded, torch.full_like(lengths, window)
+
     def embed(self, feats, lengths):
+        if self.pad_to_window:
+            feats, lengths = self.pad_window(feats, lengths)
         # feats [B, T, n_mels]; zero the padding before each convolution, as for one utterance
         x = _zero_after(feats, lengths).transpose(1, 2)
         x = nn.functional.gelu(self.conv1(x))

@@ -8,6 +8,11 @@
     POST /v1/audio/diarize          file -> who said what (long-form, clustered speakers)
     GET  /health, /metrics (Prometheus), / (a web page that drives the API)
 
+With a token, /v1/ and /metrics need it. Metrics are labelled with the route template that
+matched (``/v1/audio/analyze``), or ``unmatched``: never the raw path, so requests to any number
+of unknown paths add no series. The speaker endpoints take recordings of any length (windows of
+the encoder's length averaged: inference/speaker.py); a name ``unknown`` cannot be enrolled.
+
 The transcription endpoint answers as Whisper would or says it cannot: ``prompt`` is the
 decoder's previous-text prompt, ``temperature`` above 0 samples (and is never cached),
 ``language`` forces the language token (400 for one the model has no token for); a CTC-only
@@ -42,13 +47,15 @@ from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from ..audio import SAMPLE_RATE, AudioError, load_audio
 from ..inference.diarize import METHODS, check_speaker_tokens, transcribe
 from ..inference.formats import to_srt, to_vtt
 from ..inference.pipeline import GREEDY, Decoding, Polyhead, words_in
-from ..inference.registry import SpeakerRegistry
+from ..inference import speaker
+from ..inference.registry import SpeakerRegistry, check_name
 from .batcher import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_S, ModelWorker
 
 DEFAULT_MAX_UPLOAD_MB = 25.0  # OpenAI's own limit for audio uploads
@@ -63,6 +70,7 @@ RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 STATIC = Path(__file__).with_name("static")  # the web page, shipped as package data
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 MEL_FRAMES_PER_SECOND = 100  # Whisper's unit for a segment's `seek`
+UNMATCHED = "unmatched"  # the metrics label of every path no route matches
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
@@ -194,7 +202,20 @@ def _speaker_name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > MAX_NAME_CHARS or not name.isprintable():
         raise HTTPException(400, f"speaker name must be 1 to {MAX_NAME_CHARS} printable characters")
-    return name
+    try:
+        return check_name(name)
+    except ValueError as e:
+        raise HTTPException(400, str(e)) from None
+
+
+def _route_label(app: FastAPI, scope) -> str:
+    """The template of the route this request matches (also a route it has the wrong method
+    for), or UNMATCHED: a bounded set of metric labels whatever paths clients send."""
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match != Match.NONE:
+            return route.path
+    return UNMATCHED
 
 
 def _diarize(model: Polyhead, data: bytes, name: str, num_speakers: int | None = None,
@@ -268,8 +289,8 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        endpoint, start = request.url.path, time.perf_counter()
-        if token and endpoint.startswith("/v1/"):
+        endpoint, start = _route_label(app, request.scope), time.perf_counter()
+        if token and (request.url.path.startswith("/v1/") or endpoint == "/metrics"):
             given = request.headers.get("authorization", "")
             # constant-time comparison: response time must not reveal how much of a token matched
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
@@ -374,7 +395,7 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
         a, b = await file_a.read(), await file_b.read()
         sa, sb = await asyncio.gather(asyncio.to_thread(_decode, a, file_a.filename or "file_a"),
                                       asyncio.to_thread(_decode, b, file_b.filename or "file_b"))
-        return await svc.run(_key("verify", a + b, n=len(a)), lambda: svc.call(model.verify, sa, sb))
+        return await svc.run(_key("verify", a + b, n=len(a)), lambda: svc.call(speaker.verify, model, sa, sb))
 
     @app.post("/v1/speakers/enroll")
     async def enroll(name: str = Form(...), files: list[UploadFile] = File(...)):
@@ -384,8 +405,9 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
         _need_speaker_head()
         blobs = [(await f.read(), f.filename or "upload") for f in files]
         samples = await asyncio.to_thread(lambda: [_decode(d, n) for d, n in blobs])
-        embs = await svc.call(lambda: [model.embed(x) for x in samples])
-        return {"speaker": name, "enrolled_utterances": registry.enroll(name, embs)}
+        embs = await svc.call(lambda: [speaker.embed(model, x) for x in samples])
+        # SQLite off the event loop: other requests go on while it waits on the file
+        return {"speaker": name, "enrolled_utterances": await asyncio.to_thread(registry.enroll, name, embs)}
 
     @app.post("/v1/speakers/identify")
     async def identify(file: UploadFile = File(...), top_k: int = Form(3, ge=1, le=100)):
@@ -393,7 +415,7 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
             raise HTTPException(400, "this server has no speaker registry (start it with --registry)")
         _need_speaker_head()
         data = await file.read()
-        emb = await svc.call(model.embed, await asyncio.to_thread(_decode, data, file.filename or "upload"))
-        return registry.identify(emb, model.threshold, top_k)
+        emb = await svc.call(speaker.embed, model, await asyncio.to_thread(_decode, data, file.filename or "upload"))
+        return await asyncio.to_thread(registry.identify, emb, model.threshold, top_k)
 
     return UploadLimit(app, int(max_upload_mb * 1024 * 1024))

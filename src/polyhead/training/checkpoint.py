@@ -1,7 +1,12 @@
 """Run folders and crash-safe checkpoints.
 
     <run>/last/   config.json, model.safetensors, trainer_state.pt   (resume from here)
-    <run>/best/   config.json, model.safetensors                      (selected by the criterion)
+    <run>/best/   config.json, model.safetensors, checkpoint.json    (selected by the criterion)
+
+``best/checkpoint.json`` says which evaluation chose it (``step``, ``criterion``) and ``last``'s
+state names the step of its best (``best_step``); ``last`` is written first, so a crash between
+the two writes leaves ``last`` naming its own step as best, and resume re-creates ``best`` from
+it (``repair_best``).
 
 A checkpoint folder is written under a temporary name, flushed to disk (fsync) and renamed
 into place; the previous one is removed only after that, so a crash (kill -9, power loss) or a
@@ -13,20 +18,24 @@ Trainer state holds only tensors and plain Python values and is read with
 from __future__ import annotations
 
 import errno
+import json
+import logging
 import os
 import shutil
 from pathlib import Path
 
 import torch
 
+log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.pt"
+META_FILE = "checkpoint.json"  # which evaluation a best/ checkpoint holds: {"step", "criterion"}
 
 
 class CheckpointError(RuntimeError):
     pass
 
 
-def write_checkpoint(folder: Path, model, state: dict | None = None) -> None:
+def write_checkpoint(folder: Path, model, state: dict | None = None, meta: dict | None = None) -> None:
     folder = Path(folder)
     tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -34,6 +43,8 @@ def write_checkpoint(folder: Path, model, state: dict | None = None) -> None:
         model.save(tmp)
         if state is not None:
             torch.save(state, tmp / STATE_FILE)
+        if meta is not None:
+            (tmp / META_FILE).write_text(json.dumps(meta) + "\n")
         for f in tmp.iterdir():
             _fsync(f)
         _fsync(tmp)
@@ -79,3 +90,39 @@ def find_resumable(run_dir: Path) -> Path | None:
 
 def read_state(folder: Path) -> dict:
     return torch.load(Path(folder) / STATE_FILE, weights_only=True, map_location="cpu")
+
+
+def read_meta(folder: Path) -> dict | None:
+    try:
+        return json.loads((Path(folder) / META_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def repair_best(run_dir: Path, resumed: Path, model) -> str:
+    """Make ``<run>/best`` the checkpoint that ``resumed``'s state names as best
+    (``best_step``), after a crash between the two writes of an evaluation. Returns what was
+    done: "ok" (they agree, or the state predates ``best_step``), "from best.old" (a crash
+    mid-rename of best), "from last" (best is this very checkpoint: ``model`` holds its weights)
+    or "unknown" (nothing holds it: logged, best left as it is)."""
+    run_dir = Path(run_dir)
+    want = read_state(resumed).get("best_step")
+    best = run_dir / "best"
+    if want is None or ((read_meta(best) or {}).get("step") == want and (best / "model.safetensors").is_file()):
+        return "ok"
+    old = run_dir / "best.old"
+    if (read_meta(old) or {}).get("step") == want and (old / "model.safetensors").is_file():
+        shutil.rmtree(best, ignore_errors=True)
+        old.rename(best)
+        _fsync(run_dir)
+        log.warning("%s: best/ restored from best.old (a crash hit while it was replaced)", run_dir)
+        return "from best.old"
+    state = read_state(resumed)
+    if state["step"] == want:
+        write_checkpoint(best, model, meta={"step": want, "criterion": state["best"]})
+        log.warning("%s: best/ did not hold the step-%d checkpoint %s names as best (a crash between the "
+                    "two writes); re-created from it", run_dir, want, resumed.name)
+        return "from last"
+    log.warning("%s: best/ does not hold the step-%d checkpoint %s names as best, and nothing else does",
+                run_dir, want, resumed.name)
+    return "unknown"

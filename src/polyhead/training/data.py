@@ -28,13 +28,17 @@ from typing import Iterator
 import numpy as np
 import torch
 from lhotse import CutSet
+from lhotse.cut import Cut
 from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
+from lhotse.lazy import Dillable, LazyIteratorChain, count_newlines_fast
+from lhotse.serialization import decode_json_line, deserialize_item, open_best
 
 from ..audio import AudioError, to_model_audio
 from ..config import Config, ConfigError, TaskConfig
 from ..features import FeatureExtractor, from_spec
 from ..data.corpus import ManifestError, cuts_path, label, load_set, read_info, recordings_of, source_problem
-from ..evaluation.metrics import normalize_text, segments_to_frames
+from ..evaluation.metrics import segments_to_frames
+from ..text import normalize_text
 from ..model.decoder import MAX_SPEAKERS
 from ..model.decoder_tasks import LANGUAGE, SLU, SPEAKERS, TRANSCRIBE, decoder_tasks_of, slu_text, speakers_text
 
@@ -47,6 +51,13 @@ SPEC_AUG_FREQ = (2, 12)  # masks, max width (mel bins)
 SPEC_AUG_TIME = (2, 0.05)  # masks, max width as a fraction of the utterance
 DECODER_TASK = "decoder_task"  # the cut's custom field naming its decoder task (none: transcribe)
 TIME_TOLERANCE_S = 1e-3  # manifests round times to 0.1 ms: a segment this far out is still inside
+# Batches whose every utterance is unreadable are skipped (counted); this many in a row means
+# the corpus's audio is gone (a lost mount), not a few bad files: training stops, saying so.
+MAX_UNUSABLE_BATCHES_IN_A_ROW = 100
+
+
+class UnusableBatch(AudioError):
+    """Every utterance of a batch is unusable (the stream skips it and draws the next)."""
 
 
 def text_of(cut) -> str | None:
@@ -245,14 +256,60 @@ def _usable_cuts(config: Config, task: TaskConfig, decoder_task: str, problems: 
     return mix_sets(per_set, config.train.temperature, config.train.seed)
 
 
+# Lines of streamed manifests that were not a cut (cut short, not JSON): path -> line -> why
+_MALFORMED: dict[str, dict[int, str]] = {}
+_NOT_A_CUT = (ValueError, KeyError, TypeError, AttributeError, IndexError)  # JSON or lhotse's from_dict
+
+
+class TolerantManifest(Dillable):
+    """lhotse's ``LazyManifestIterator`` over a cuts JSONL manifest, except that a line that is
+    not a cut (cut short by a copy, not JSON, not a cut's fields) is skipped: a warning names
+    the file and line the first time, and it is counted (``malformed_lines``). One damaged
+    line among millions no longer stops a run with a JSON error naming neither."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+
+    def __iter__(self):
+        bad = _MALFORMED.setdefault(self.path, {})
+        with open_best(self.path, "r") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    cut = deserialize_item(decode_json_line(line))
+                    if not isinstance(cut, Cut):
+                        raise ValueError(f"a {type(cut).__name__}, not a cut")
+                except _NOT_A_CUT as e:
+                    if number not in bad:
+                        bad[number] = f"{type(e).__name__}: {e}"
+                        log.warning("%s:%d: not a cut, line skipped (%d in this manifest so far): %s",
+                                    self.path, number, len(bad), bad[number][:200])
+                    continue
+                yield cut
+
+    def __len__(self) -> int:
+        return count_newlines_fast(self.path)
+
+    def __add__(self, other) -> LazyIteratorChain:
+        return LazyIteratorChain(self, other)
+
+
+def malformed_lines(config: Config) -> int:
+    """Manifest lines skipped so far as not a cut, over the train sets of ``config``."""
+    paths = {str(cuts_path(config.corpus, s)) for t in config.tasks.values() for s in t.train_sets}
+    return sum(len(_MALFORMED.get(p, ())) for p in paths)
+
+
 def lazy_set(corpus_dir: str | Path, name: str) -> CutSet:
-    """A named set streamed from its manifest (lhotse's ``CutSet.from_jsonl_lazy``): memory
-    stays flat however large the set. Each cut's audio sources are checked as it is read,
-    as ``load_cuts`` checks them all up front."""
+    """A named set streamed from its manifest (as lhotse's ``CutSet.from_jsonl_lazy``, but a
+    malformed line is skipped and counted: ``TolerantManifest``): memory stays flat however
+    large the set. Each cut's audio sources are checked as it is read, as ``load_cuts``
+    checks them all up front."""
     path = cuts_path(corpus_dir, name)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
-    return (CutSet.from_jsonl_lazy(path).map(partial(_checked_sources, path=str(path)))
+    return (CutSet(TolerantManifest(path)).map(partial(_checked_sources, path=str(path)))
             .with_recording_path_prefix(str(Path(corpus_dir).resolve())))
 
 
@@ -417,7 +474,7 @@ class Collator:
             items.append(x)
             offsets.append(off / self.rate())
         if not items:
-            raise AudioError(f"every utterance of a batch is unusable, e.g. {next(iter(self.bad_audio.values()))}")
+            raise UnusableBatch(f"every utterance of a batch is unusable, e.g. {next(iter(self.bad_audio.values()))}")
         cuts = kept
         lengths = torch.tensor([len(x) for x in items])
         shape = (len(items), int(lengths.max())) + items[0].shape[1:]
@@ -499,6 +556,7 @@ class BatchStream:
         self.cuts, self.collator, self.seed = cuts, collator, seed
         self.max_duration, self.crop, self.rank, self.world_size = max_duration, crop, rank, world_size
         self.epoch, self.position = 0, 0
+        self.skipped_batches = 0  # batches whose audio was all unusable: skipped, the next one drawn
         self._it: Iterator | None = None
         # drop_last drops incomplete batches; a set smaller than one batch would then give
         # empty epochs forever, so after one empty epoch incomplete batches are kept.
@@ -528,9 +586,10 @@ class BatchStream:
         """Nothing to release in-process (LoaderStream stops its workers here)."""
 
     def state(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position}
+        return {"epoch": self.epoch, "position": self.position, "skipped_batches": self.skipped_batches}
 
     def restore(self, state: dict) -> None:
+        self.skipped_batches = state.get("skipped_batches", 0)  # absent in older checkpoints
         self.epoch, self.position, self._it = state["epoch"], 0, None
         target = state["position"]
         while self.position < target:
@@ -553,9 +612,25 @@ class BatchStream:
                 self.epoch, self.position, self._it = self.epoch + 1, 0, None
 
     def next(self, step: int) -> Batch:
-        cuts = self._next_cuts()
-        rng = np.random.default_rng([self.seed, step, self.rank])
-        return self.collator(list(cuts), rng)
+        """The step's batch. One whose audio is all unusable is skipped (counted in
+        ``skipped_batches``) and the next one drawn, so a resumed run skips it again
+        rather than dying on it."""
+        for _ in range(MAX_UNUSABLE_BATCHES_IN_A_ROW):
+            cuts = self._next_cuts()
+            rng = np.random.default_rng([self.seed, step, self.rank])
+            try:
+                return self.collator(list(cuts), rng)
+            except UnusableBatch as e:
+                self._skipped(e)
+        raise self._too_many()
+
+    def _skipped(self, e: Exception) -> None:
+        self.skipped_batches += 1
+        log.warning("skipping a batch whose audio is all unusable (%d batches so far): %s", self.skipped_batches, e)
+
+    def _too_many(self) -> AudioError:
+        return AudioError(f"{MAX_UNUSABLE_BATCHES_IN_A_ROW} batches in a row with no usable audio "
+                          f"({self.skipped_batches} skipped in all): is the corpus's audio still there?")
 
 
 def padding_fraction(cuts: CutSet, max_duration: float, seed: int = 0) -> float:

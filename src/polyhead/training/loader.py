@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..config import Config, TrainConfig
 from ..features import FeatureExtractor
-from .data import BatchStream, Collator, set_hours
+from .data import MAX_UNUSABLE_BATCHES_IN_A_ROW, BatchStream, Collator, UnusableBatch, set_hours
 
 log = logging.getLogger(__name__)
 FLOAT_BYTES = 4  # features and waveforms are float32
@@ -67,7 +67,10 @@ class CutBatches(Dataset):
 
     def __getitem__(self, item):
         cuts, epoch, position = item
-        batch = self.collator(list(cuts), np.random.default_rng([self.seed, epoch, position, self.rank]))
+        try:
+            batch = self.collator(list(cuts), np.random.default_rng([self.seed, epoch, position, self.rank]))
+        except UnusableBatch as e:  # the training process skips it (and counts it)
+            batch = e
         bad, self.collator.bad_audio = self.collator.bad_audio, {}
         return batch, epoch, position, bad
 
@@ -123,13 +126,18 @@ class LoaderStream(BatchStream):
     def restore(self, state: dict) -> None:
         self.close()
         self.epoch, self.position = state["epoch"], state["position"]
+        self.skipped_batches = state.get("skipped_batches", 0)
 
     def next(self, step: int):
         if self._it is None:
             self._it = iter(self._loader())
-        batch, self.epoch, self.position, bad = next(self._it)
-        self.collator.bad_audio.update(bad)
-        return batch
+        for _ in range(MAX_UNUSABLE_BATCHES_IN_A_ROW):
+            batch, self.epoch, self.position, bad = next(self._it)
+            self.collator.bad_audio.update(bad)
+            if not isinstance(batch, UnusableBatch):
+                return batch
+            self._skipped(batch)
+        raise self._too_many()
 
     def close(self) -> None:
         """Stop the workers now rather than whenever the iterator is collected."""

@@ -25,11 +25,13 @@ from ..config import DELETE, Config, ConfigError, _set_dotted, parse_overrides, 
 from ..data.corpus import available_sets, load_set
 from ..evaluation.evaluate import criterion, evaluate_asr, evaluate_speaker
 from ..model import MultiTaskModel
+from ..model.adapters import LORA, is_adapter_parameter
 from ..objectives import AGGREGATORS, WEIGHTINGS
 from . import checkpoint as ckpt
-from .data import BatchStream, Collator, FeatureCache, build_vocab, training_cuts
+from .data import BatchStream, Collator, FeatureCache, build_vocab, malformed_lines, training_cuts
 from .distributed import Distributed
 from .loader import cache_enabled, make_stream
+from .retention import build as build_retention
 from .schedule import tri_stage
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,9 @@ def param_groups(model, lr: float, scales: dict[str, float]) -> list[dict]:
     groups: dict[float, list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
+            continue
+        if is_adapter_parameter(name):  # new parameters, like a head's: their own scale (key "lora")
+            groups.setdefault(scales.get(LORA, 1.0), []).append(p)
             continue
         names = (name, f"encoder.{name}") if name.startswith("branches.") else (name,)
         match = max((k for k in scales for n in names if n == k or n.startswith(k + ".")), key=len, default=None)
@@ -143,6 +148,12 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_lambda)
         self.cache = FeatureCache(self.model.encoder.features, enabled=cache_enabled(config, self.model.encoder.features))
         self.streams = self._streams(on_error)
+        # forgetting control (retention.py). What a strategy freezes here gets no gradient, so
+        # the optimiser built above never moves it.
+        self.retention = build_retention(config)
+        for strategy in self.retention:
+            strategy.setup(self)
+        self._retention_terms: dict[str, float] = {}
         self.step, self.best, self.bad_steps, self.skipped_steps, self.rollbacks = 0, math.inf, 0, 0, 0
         self.evals_since_best, self.history = 0, []
         self._budget_mark, self._configured_steps, self._eval_seconds = None, None, 0.0
@@ -150,8 +161,12 @@ class Trainer:
         # time budget counts all of them.
         self._seconds_before, self._start = 0.0, None
         self.seconds_seen = {t: 0.0 for t in self.tasks}
+        self.best_step = None  # the step whose model best/ holds
         if resume_from is not None:
             self._restore(resume_from)
+            self.best_step = ckpt.read_state(resume_from).get("best_step")
+            if self.dist.is_main:  # a crash between the last/ and best/ writes
+                ckpt.repair_best(self.run_dir, resume_from, self.model)
         self.writer = None
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -217,7 +232,7 @@ class Trainer:
             with self._autocast():
                 out = self.model(b.inputs, b.lengths, active, freeze_encoder=freeze)
             for t in active:
-                losses[t] = self.model.heads[t].loss(out[t], b.targets[self.config.tasks[t].target])
+                losses[t] = self._with_retention(t, out, b, self.model.heads[t].loss(out[t], b.targets[self.config.tasks[t].target]))
                 self.seconds_seen[t] += b.seconds
             seconds = b.seconds
         else:
@@ -226,10 +241,18 @@ class Trainer:
                 self._padding.append(b.padding_fraction)
                 with self._autocast():
                     out = self.model(b.inputs, b.lengths, [t], freeze_encoder=freeze)
-                losses[t] = self.model.heads[t].loss(out[t], b.targets[self.config.tasks[t].target])
+                losses[t] = self._with_retention(t, out, b, self.model.heads[t].loss(out[t], b.targets[self.config.tasks[t].target]))
                 self.seconds_seen[t] += b.seconds
                 seconds += b.seconds
         return losses, seconds
+
+    def _with_retention(self, task: str, out: dict, batch, loss: torch.Tensor) -> torch.Tensor:
+        """The task's loss plus the terms its forgetting-control strategies add (logged apart)."""
+        for strategy in self.retention:
+            for name, term in strategy.extra_loss(self, task, out, batch).items():
+                loss = loss + term
+                self._retention_terms[f"retention/{name}"] = float(term.detach())
+        return loss
 
     def train_step(self) -> dict:
         """One optimiser step over ``train.accumulate`` micro-batches per task.
@@ -291,7 +314,9 @@ class Trainer:
                "lr": self.optimizer.param_groups[0]["lr"], "skipped": not finite,
                "padding": float(np.mean(padding)) if padding else 0.0,
                **{f"loss/{t}": float(v) for t, v in losses.items()},
-               **{f"weight/{t}": w for t, w in self.weighting.weights().items()}}
+               **{f"weight/{t}": w for t, w in self.weighting.weights().items()},
+               **self._retention_terms}
+        self._retention_terms = {}
         if task_weights is not None:
             rec.update({f"agg/{t}": float(w) for t, w in zip(per_task, task_weights)})
         if self.bad_steps >= tc.max_bad_steps:
@@ -411,11 +436,18 @@ class Trainer:
         self._seconds_before, self._eval_seconds = st.get("train_seconds", 0.0), st.get("eval_seconds", 0.0)
 
     def save(self, best: bool = False) -> None:
+        """``last`` then, when it improved, ``best``. ``last`` names the step its best was
+        chosen at, ``best`` says its own: a crash between the writes is repaired on resume
+        (``checkpoint.repair_best``), so best/ always holds the model that scored ``self.best``."""
         if not self.dist.is_main:
             return
-        ckpt.write_checkpoint(self.run_dir / "last", self.model, self.state())
         if best:
-            ckpt.write_checkpoint(self.run_dir / "best", self.model)
+            self.best_step = self.step
+        state = self.state()
+        state["best_step"] = self.best_step
+        ckpt.write_checkpoint(self.run_dir / "last", self.model, state)
+        if best:
+            ckpt.write_checkpoint(self.run_dir / "best", self.model, meta={"step": self.step, "criterion": self.best})
 
     # --- evaluation --------------------------------------------------------------------------
 
@@ -494,11 +526,20 @@ class Trainer:
         summary = {"steps": self.step, "stopped": stopped, **({"error": error} if error else {}),
                    "best_criterion": self.best,
                    "skipped_steps": self.skipped_steps, "rollbacks": self.rollbacks,
+                   # batches whose audio was all unusable, and manifest lines that were not a cut
+                   # (train.lazy_manifests): skipped, counted here, named in the log
+                   "skipped_batches": sum(s.skipped_batches for s in self.streams.values()),
+                   "malformed_manifest_lines": malformed_lines(self.config),
                    "train_seconds": round(time.time() - start, 1), "audio_seconds_seen": self.seconds_seen,
                    "parameters": self.model.parameter_counts(),
                    # per rank: the training process, and its largest loader worker that has ended
                    "peak_rss_mb": [{"process": round(a), "loader_workers": round(b)} for a, b in peak],
                    "history": self.history}
+        if self.dist.is_main and not error:
+            for entry, strategy in zip(tc.retention, self.retention):
+                record = strategy.finish(self)
+                if record is not None:
+                    summary.setdefault("retention", {})[entry.name] = record
         if self.dist.is_main:
             ckpt.write_text_atomic(self.run_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
             self.writer.close()

@@ -12,7 +12,11 @@ Layout of the output folder (names are what the trainer and evaluator look for):
 Sets: speech_{train,dev,test} (LibriSpeech-like: English, many sentences per speaker),
 speaker_{train,dev,test} (VoxCeleb-like: many speakers x sessions, several languages),
 ood_test (engines never used in training), vad_{train,dev,test} (one speaker, long, with
-silences and noise) and conversations_{train,dev,test} (2-4 speakers taking turns).
+silences and noise), conversations_{train,dev,test} (2-4 speakers taking turns), and natural
+English the generator never wrote (``natural.py``): retention_{dev,test} read by the engines never
+trained on, retention_tel_test (the same recordings through a telephone channel) and
+replay_train (read by the training engines' native English voices; its transcripts are not for
+training: the replay strategy transcribes it with the pretrained model).
 """
 
 from __future__ import annotations
@@ -62,19 +66,23 @@ class Preset:
     trials_per_utt: int = 4
     command_share: float = 0.15
     foreign_share: float = 0.5  # for speakers who read a second language
+    # natural-English utterances: replay_train, retention_dev, retention_test (+ its telephone copy)
+    natural: tuple[int, int, int] = (0, 0, 0)
 
 
 PRESETS = {
-    "tiny": Preset((6, 2, 3), 6, 1, (6, 2, 4), 2, 2, 2, 2, (2, 1, 1), (1, 1, 1)),
+    "tiny": Preset((6, 2, 3), 6, 1, (6, 2, 4), 2, 2, 2, 2, (2, 1, 1), (1, 1, 1), natural=(4, 3, 3)),
     # The demo trains on a CPU in 15 minutes (Whisper or from scratch): milder channels than
     # bench. Many speakers with few utterances each (300 in speaker_train, 40 in every test
     # set, as a pretrained-encoder recipe needs), at about the training audio of the earlier
     # 64 x 45 speech and 80 x 12 speaker utterances (4.4 h instead of 3.6 h).
     # conversations_train (the training speakers, 40 recordings) teaches the decoder's
     # <|speakers|> task (configs/decoder_tasks.yaml).
+    # natural: 400 replay utterances, 80 retention dev and 160 retention test (each also by telephone)
     "demo": Preset((160, 10, 40), (18, 24, 12), 2, (300, 20, 40), 3, 2, 40, 4, (12, 3, 4), (3, 4, 40),
-                   snr_range=(15.0, 40.0), reverb_prob=0.25, rt60_max=0.45),
-    "bench": Preset((200, 12, 24), 75, 3, (240, 24, 60), 4, 5, 12, 10, (40, 6, 10), (6, 12, 60)),
+                   snr_range=(15.0, 40.0), reverb_prob=0.25, rt60_max=0.45, natural=(400, 80, 160)),
+    "bench": Preset((200, 12, 24), 75, 3, (240, 24, 60), 4, 5, 12, 10, (40, 6, 10), (6, 12, 60),
+                    natural=(400, 80, 160)),
 }
 
 
@@ -97,6 +105,7 @@ class Job:
     seed: int
     long: bool = False
     overlap_prob: float = 0.0
+    telephone: bool = False  # through a telephone channel after the session's
 
 
 @dataclass
@@ -148,6 +157,8 @@ def run_job(job: Job, out_dir: Path) -> Result:
             pad = rng.integers(SAMPLE_RATE // 20, SAMPLE_RATE // 4, size=2)
             x = np.concatenate([np.zeros(pad[0], np.float32), turn.samples, np.zeros(pad[1], np.float32)])
             y = chan.apply_channel(x, spk.sessions[sess], rng)
+            if job.telephone:
+                y = chan.telephone(y, rng)
             segments = [dict(start=0.0, duration=len(y) / SAMPLE_RATE, turn=0, phonemes=turn.phonemes,
                              phoneme_times=_shifted(turn.phoneme_times, pad[0] / SAMPLE_RATE))]
         else:
@@ -305,6 +316,7 @@ class Planner:
                     if spk.voice.engine == "festival" and i >= max(2, p.ood_utts // 3):
                         break
                     jobs.append(self.job("ood_test", spk, i % 2, self.utterance(spk, english_text_only=True), i))
+        jobs += self.natural_jobs(speakers)
         # Long recordings: VAD (one speaker) and conversations (2-4 speakers, some overlap).
         for split, n in zip(("train", "dev", "test"), p.vad_recordings):
             pool = speakers[f"speech_{split}"]
@@ -325,6 +337,52 @@ class Planner:
                 jobs.append(Job(f"conversations_{split}", f"conv_{split}_{r:03d}", turns,
                                 seed=int(self.rng.integers(2**31)), long=True, overlap_prob=0.15))
         return jobs, speakers
+
+
+    def natural_jobs(self, speakers: dict[str, list[Speaker]]) -> list[Job]:
+        """Natural English text (never the generator's), read as naturally as the engines can:
+        retention sets by the engines never trained on (piper, flite; festival is slow and
+        gets a small share), clean and by telephone; the replay pool by the training engines'
+        native English voices (MBROLA us1-3, en1 and espeak's en-us)."""
+        n_replay, n_dev, n_test = self.p.natural
+        if not any(self.p.natural):
+            return []
+        from .natural import NoNaturalText, split_sentences
+
+        try:
+            pools = split_sentences()
+        except NoNaturalText as e:
+            log.warning("%s: the retention and replay sets are skipped", e)
+            return []
+        for pool in pools.values():
+            self.rng.shuffle(pool)
+        held = [v for v in self.voices if v.engine in ("piper", "flite")]
+        held += [v for v in self.voices if v.engine == "festival"][:1]
+        native = [v for v in self.voices if v.engine == "mbrola" and v.language == "en"]
+        native += [v for v in self.voices if v.engine == "espeak" and v.name.startswith("en-us+")][:4]
+        jobs: list[Job] = []
+        for set_name, pool_name, n, voices in (("replay_train", "replay", n_replay, native),
+                                               ("retention_dev", "dev", n_dev, held),
+                                               ("retention_test", "test", n_test, held)):
+            if not n or not voices:
+                continue
+            spks = [self._natural_speaker(v, "nat") for v in voices]
+            speakers[set_name] = spks
+            for i, text in enumerate(pools[pool_name][:n]):
+                # festival costs ~20x the others per call: every 8th utterance at most
+                spk = spks[i % len(spks)]
+                if spk.voice.engine == "festival" and i % 8:
+                    spk = spks[(i + 1) % len(spks)]
+                job = self.job(set_name, spk, 0, Utterance(text=text, kind="natural"), i)
+                jobs.append(job)
+                if set_name == "retention_test":
+                    jobs.append(dataclasses.replace(job, set_name="retention_tel_test", telephone=True))
+        return jobs
+
+    def _natural_speaker(self, voice: Voice, prefix: str) -> Speaker:
+        self.n_spk += 1
+        return Speaker(id=f"{prefix}{self.n_spk:04d}", voice=voice, languages=("en",),
+                       profile=chan.natural_profile(self.rng), sessions=[chan.clean_channel(self.rng)])
 
 
 # --- writing manifests ------------------------------------------------------------------------

@@ -131,6 +131,40 @@ def apply_channel(x: np.ndarray, ch: Channel, rng: np.random.Generator,
     return normalise_peak(y, ch.level_db)
 
 
+# Narrow-band telephone: G.712's pass band, 8 kHz sampling and G.711 mu-law companding.
+TELEPHONE_BAND_HZ = (300.0, 3400.0)
+TELEPHONE_RATE = 8000
+MU_LAW = 255.0
+
+
+def natural_profile(rng: np.random.Generator) -> SpeakerProfile:
+    """The engine's own voice, barely changed: retention sets are about the text and the
+    channel, not about a warped speaker."""
+    return SpeakerProfile(pitch=int(rng.integers(40, 60)), rate_wpm=int(rng.integers(150, 185)), warp=1.0,
+                          pitch_jitter=4, rate_jitter=0.05)
+
+
+def clean_channel(rng: np.random.Generator) -> Channel:
+    return Channel(peaks=(), highpass_hz=40.0, lowpass_hz=7800.0, rt60_s=0.0, noise_color=1.0,
+                   snr_db=float(rng.uniform(35, 45)), level_db=float(rng.uniform(-8, -3)))
+
+
+def telephone(x: np.ndarray, rng: np.random.Generator, snr_db: float = 30.0) -> np.ndarray:
+    """A telephone call: band-pass, down to 8 kHz, mu-law 8-bit, line noise, back to 16 kHz."""
+    sos = signal.butter(4, TELEPHONE_BAND_HZ, "bandpass", fs=SAMPLE_RATE, output="sos")
+    y = signal.sosfilt(sos, x).astype(np.float32)
+    y = soxr.resample(y, SAMPLE_RATE, TELEPHONE_RATE)
+    y = normalise_peak(y, -3.0)
+    power = float(np.mean(y ** 2)) + 1e-12
+    y = y + rng.standard_normal(len(y)).astype(np.float32) * np.sqrt(power / 10 ** (snr_db / 10))
+    y = np.clip(y, -1.0, 1.0)
+    companded = np.sign(y) * np.log1p(MU_LAW * np.abs(y)) / np.log1p(MU_LAW)
+    quantised = np.round(companded * 127) / 127
+    y = np.sign(quantised) * ((1 + MU_LAW) ** np.abs(quantised) - 1) / MU_LAW
+    y = soxr.resample(y.astype(np.float32), TELEPHONE_RATE, SAMPLE_RATE)
+    return normalise_peak(y, float(rng.uniform(-8, -3)))
+
+
 def normalise_peak(y: np.ndarray, level_db: float) -> np.ndarray:
     peak = float(np.abs(y).max()) + 1e-9
     return (y * (10 ** (level_db / 20) / peak)).astype(np.float32)

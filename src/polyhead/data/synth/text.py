@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from faker import Faker
 from num2words import num2words
 
+from ...text import written_sentence
+
 # --- a small lexicon; Faker supplies the long tail of proper nouns -----------------------
 
 NOUNS = """
@@ -144,13 +146,14 @@ class TextSource:
             f.seed_instance(seed * 37 + i)
         en = self.fakers["en_US"]
         self.jobs = self._word_list(en.job, 400)
-        self.cities = self._word_list(lambda: self.fakers[self.rng.choice(NAME_LOCALES)].city(), 600)
+        # proper nouns keep their capitals: the written form is what the decoder learns
+        self.cities = self._word_list(lambda: self.fakers[self.rng.choice(NAME_LOCALES)].city(), 600, proper=True)
         self.colors = self._word_list(en.color_name, 100)
-        self.countries = self._word_list(en.country, 200)
+        self.countries = self._word_list(en.country, 200, proper=True)
 
     # Faker's providers are sampled, then cleaned and de-duplicated, once per source.
-    def _word_list(self, make, n: int) -> list[str]:
-        seen = dict.fromkeys(clean_words(make()).lower() for _ in range(n))
+    def _word_list(self, make, n: int, proper: bool = False) -> list[str]:
+        seen = dict.fromkeys(clean_words(make()) if proper else clean_words(make()).lower() for _ in range(n))
         return [w for w in seen if w]
 
     def _name(self) -> str:
@@ -206,18 +209,22 @@ class TextSource:
             lambda: f"{self._name()} works as {article(j := c(self.jobs))} {j} in {self._place()}",
             lambda: f"{self._time()} {self._subject()} and {self._subject()} {c(INTRANSITIVE)} in {self._place()}",
         ]
-        text = c(templates)()
-        return Utterance(text=clean_words(text).lower())
+        k = self.rng.randrange(len(templates))
+        text = templates[k]()
+        # written form: names and places capitalised, a full stop, or a question mark after
+        # the template that asks ("did ...")
+        return Utterance(text=written_sentence(clean_words(text), question=text.startswith("did ")))
 
     def command(self) -> Utterance:
         _, intent, text, slots = self.rng.choice(COMMANDS)(self)
-        return Utterance(text=clean_words(text).lower(), kind="command", intent=intent,
-                         slots={k: clean_words(v).lower() for k, v in slots.items()})
+        text = clean_words(text)
+        return Utterance(text=written_sentence(text, question=text.startswith("what ")), kind="command",
+                         intent=intent, slots={k: clean_words(v).lower() for k, v in slots.items()})
 
     def foreign_sentence(self, language: str) -> Utterance:
         f = self.foreign[language]
         words = f.words(nb=self.rng.randint(6, 14))
-        return Utterance(text=" ".join(words).lower(), language=language, kind="foreign")
+        return Utterance(text=written_sentence(" ".join(words).lower()), language=language, kind="foreign")
 
 
 def _clock(src: TextSource) -> str:
