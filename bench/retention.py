@@ -100,7 +100,7 @@ def zero_shot(config: str, corpus: str, out: Path, limit: int) -> dict:
     from polyhead.evaluation.zeroshot import evaluate_zero_shot, faster_whisper_model
     from polyhead.model.pretrained import CT2_SUBDIR, resolve
 
-    cache = out / "zero_shot.json"
+    cache = out / "zero_shot_greedy.json"
     if cache.is_file() and json.loads(cache.read_text()).get("limit") == limit:
         return json.loads(cache.read_text())
     cfg = load_config(config, [f"corpus={corpus}"])
@@ -126,7 +126,7 @@ def table(rows: dict[str, dict], zs: dict) -> str:
         lines.append(f"| {name} | {pct(r['in_domain']['wer'])} | {pct(r['retention']['wer'])} | "
                      f"{pct(r['retention_tel']['wer'])} | {r['retention']['punctuation_f1']:.2f} | "
                      f"{pct(r.get('eer'))} | {r.get('alpha', '-')} |")
-    lines.append(f"| zero-shot {zs['model']} (faster-whisper) | {pct(zs['in_domain']['wer'])} | "
+    lines.append(f"| zero-shot {zs['model']} (faster-whisper, greedy) | {pct(zs['in_domain']['wer'])} | "
                  f"{pct(zs['retention']['wer'])} | {pct(zs['retention_tel']['wer'])} | "
                  f"{zs['retention']['punctuation_f1']:.2f} | - | - |")
     return "\n".join(lines)

@@ -22,7 +22,9 @@ def test_verify_uses_the_calibrated_threshold(tiny_run):
     wavs = sorted((folder / "audio" / "speaker_test").rglob("*.wav"))
     same = model.verify(wavs[0], wavs[0])
     assert same["score"] == pytest.approx(1.0, abs=1e-4)
-    assert same["same_speaker"] is (same["score"] >= model.threshold)
+    # decided on the AS-normed score where evaluate saved a cohort (tests/test_snorm.py), else raw
+    assert model.snorm is not None and same["decided_on"] == "snorm"
+    assert same["same_speaker"] is (same["score_snorm"] >= cal["verify_threshold_snorm"])
 
 
 def test_vad_threshold_is_picked_on_dev_and_used_everywhere(tiny_run, monkeypatch):

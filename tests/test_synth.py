@@ -22,16 +22,20 @@ from polyhead.data.synth import build, engines
 from polyhead.data.synth.build import OOD_ENGINES, PRESETS, TRAINING_ENGINES, Planner, Preset, synthesize
 from polyhead.data.synth.engines import available_voices
 from polyhead.data.synth.text import INTENTS, TextSource
+from polyhead.text import normalize_text
 
 SPEECH = [f"speech_{s}" for s in ("train", "dev", "test")]
 SPEAKER = [f"speaker_{s}" for s in ("train", "dev", "test")]
 VAD = [f"vad_{s}" for s in ("train", "dev", "test")]
 CONV = ["conversations_train", "conversations_dev", "conversations_test"]
-ALL_SETS = SPEECH + SPEAKER + ["ood_test"] + VAD + CONV
+NATURAL = ["replay_train", "retention_dev", "retention_test", "retention_tel_test"]
+ALL_SETS = SPEECH + SPEAKER + ["ood_test"] + VAD + CONV + NATURAL
 TRIAL_SETS = ["speaker_dev", "speaker_test", "ood_test"]
 TRAIN_SETS = [s for s in ALL_SETS if s.endswith("_train")]
 EVAL_SETS = [s for s in ALL_SETS if s.endswith(("_dev", "_test"))]
 LONG_SETS = VAD + CONV
+# the written form the decoder learns: a capital, words, a full stop or a question mark
+WRITTEN = r"[A-Z][A-Za-z']*( [A-Za-z']+)*[.?]"
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +125,7 @@ def documented_sets() -> set[str]:
     """Set names in build.py's docstring: `speech_{train,dev,test}`, `ood_test`, ..."""
     doc = build.__doc__.split("Sets:", 1)[1]
     names = set()
-    for stem, alts, plain in re.findall(r"\b([a-z]+)_\{([a-z,]+)\}|\b([a-z]+_(?:train|dev|test))\b", doc):
+    for stem, alts, plain in re.findall(r"\b([a-z]+)_\{([a-z,]+)\}|\b([a-z]+(?:_[a-z]+)*_(?:train|dev|test))\b", doc):
         names |= {f"{stem}_{a}" for a in alts.split(",")} if stem else {plain}
     return names
 
@@ -271,8 +275,9 @@ def test_demo_plan_languages_intents_and_ood(demo_plan):
     assert ood_jobs and all(spk.voice.engine in OOD_ENGINES for j in ood_jobs for spk, _, _ in j.turns)
     assert all(u.language == "en" for j in ood_jobs for _, _, u in j.turns)
     for j in jobs:
-        if j.set_name != "ood_test":
-            assert all(spk.voice.engine in TRAINING_ENGINES for spk, _, _ in j.turns), j.set_name
+        # retention sets: natural English read by the engines never trained on
+        engines = OOD_ENGINES if j.set_name == "ood_test" or j.set_name.startswith("retention_") else TRAINING_ENGINES
+        assert all(spk.voice.engine in engines for spk, _, _ in j.turns), j.set_name
 
 
 # --- trial lists ------------------------------------------------------------------------
@@ -324,7 +329,7 @@ def test_speech_labels(cuts):
     for name in SPEECH:
         for sup in sups(cuts[name]):
             c = sup.custom
-            assert sup.text and re.fullmatch(r"[a-z' ]+", sup.text), sup.text
+            assert sup.text and re.fullmatch(WRITTEN, sup.text), sup.text
             assert sup.language == "en"
             assert sup.speaker and sup.gender in ("m", "f")
             assert c["session"].startswith(sup.speaker + "-s")
@@ -335,7 +340,7 @@ def test_speech_labels(cuts):
             if c["kind"] == "command":
                 assert c["intent"] in INTENTS
                 for value in (c["slots"] or {}).values():
-                    assert value and f" {value} " in f" {sup.text} ", (value, sup.text)
+                    assert value and f" {value} " in f" {normalize_text(sup.text)} ", (value, sup.text)
             else:
                 assert c["kind"] == "sentence" and c["intent"] is None
     assert kinds["sentence"] > 0
@@ -347,7 +352,7 @@ def test_commands_everywhere_have_slots_in_text(cuts):
     for sup in commands:
         assert sup.custom["intent"] in INTENTS
         for value in (sup.custom["slots"] or {}).values():
-            assert value and f" {value} " in f" {sup.text} "
+            assert value and f" {value} " in f" {normalize_text(sup.text)} "
 
 
 def test_speaker_sets_are_multilingual(cuts):
@@ -403,6 +408,67 @@ def test_long_recordings(tiny, cuts, name):
         assert st == pytest.approx(est, abs=1e-3) and du == pytest.approx(edu, abs=1e-3)
 
 
+def _zero_runs(x: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of every run of exact zeros in ``x``."""
+    z = np.r_[False, x == 0, False].astype(np.int8)
+    d = np.diff(z)
+    return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)))
+
+
+def test_negative_stretches_are_what_they_claim():
+    rng = np.random.default_rng(3)
+    n = 2 * SAMPLE_RATE
+    assert not build._negative("zeros", n, rng).any()
+    for _ in range(5):
+        hiss = build._negative("noise", n, rng)
+        assert -61 < 10 * np.log10(np.mean(hiss.astype(np.float64) ** 2)) < -44
+        music = build._negative("tones", n, rng)
+        assert -31 < 20 * np.log10(np.abs(music).max()) < -5
+        spectrum = np.abs(np.fft.rfft(music)) ** 2
+        assert np.sort(spectrum)[-len(spectrum) // 100:].sum() > 0.5 * spectrum.sum()  # tonal: energy in few bins
+
+
+def test_negatives_are_spliced_into_pauses_and_turns_move_with_them():
+    rng = np.random.default_rng(1)
+    y = (rng.standard_normal(20 * SAMPLE_RATE) * 0.01).astype(np.float32)
+    segs = [dict(start=2.0, duration=3.0, turn=0), dict(start=6.5, duration=4.0, turn=1),
+            dict(start=12.0, duration=5.0, turn=2)]
+    for seg in segs:
+        a = int(seg["start"] * SAMPLE_RATE)
+        y[a:a + int(seg["duration"] * SAMPLE_RATE)] = 0.5
+    z, moved = build._with_negatives(y, segs, np.random.default_rng(5))
+    again = build._with_negatives(y, segs, np.random.default_rng(5))
+    assert np.array_equal(z, again[0]) and moved == again[1]  # deterministic from the job's generator
+    lo, hi = build.NEGATIVE_SECONDS
+    extra = (len(z) - len(y)) / SAMPLE_RATE
+    assert len(build.NEGATIVE_KINDS) * lo <= extra <= len(build.NEGATIVE_KINDS) * hi
+    speech = np.zeros(len(z), bool)
+    for seg, old in zip(moved, segs):
+        a = round(seg["start"] * SAMPLE_RATE)
+        b = a + int(seg["duration"] * SAMPLE_RATE)
+        assert seg["duration"] == old["duration"] and seg["start"] >= old["start"]
+        assert np.all(z[a:b] == 0.5)  # each turn intact, where its label says
+        speech[a:b] = True
+    assert (z[~speech] == 0.5).sum() == 0  # no turn sample outside the labels
+    assert any(b - a >= lo * SAMPLE_RATE for a, b in _zero_runs(z))  # the muted stretch
+
+
+def test_vad_recordings_have_labelled_non_speech(tiny, cuts, demo_plan):
+    """Every VAD recording holds at least a second of exact digital zeros outside its speech
+    labels (only the VAD sets get negative stretches)."""
+    for name in VAD:
+        for cut in cuts[name]:
+            x = cut.load_audio()[0]
+            runs = [(a, b) for a, b in _zero_runs(x) if b - a >= build.NEGATIVE_SECONDS[0] * SAMPLE_RATE]
+            assert runs, cut.id
+            for a, b in runs:
+                for s in cut.supervisions:
+                    assert b / SAMPLE_RATE <= s.start + 0.01 or a / SAMPLE_RATE >= s.end - 0.01, (cut.id, s.id)
+    jobs, _ = demo_plan
+    assert {j.set_name.split("_")[0] for j in jobs if j.negatives} == {"vad"}
+    assert all(j.negatives for j in jobs if j.set_name.startswith("vad_"))
+
+
 # --- text source ------------------------------------------------------------------------
 
 def test_text_source_variety():
@@ -411,12 +477,12 @@ def test_text_source_variety():
     assert len(set(texts)) >= 19_000
     assert len({w for t in texts for w in t.split()}) >= 5_000
     for t in texts:
-        assert re.fullmatch(r"[a-z']+( [a-z']+)*", t), t
+        assert re.fullmatch(WRITTEN, t), t
     for _ in range(500):
         u = src.command()
-        assert re.fullmatch(r"[a-z']+( [a-z']+)*", u.text), u.text
+        assert re.fullmatch(WRITTEN, u.text), u.text
         assert u.intent in INTENTS and u.language == "en"
-        assert all(f" {v} " in f" {u.text} " for v in u.slots.values())
+        assert all(f" {v} " in f" {normalize_text(u.text)} " for v in u.slots.values())
     # deterministic from the seed
     again = TextSource(0)
     assert [again.sentence().text for _ in range(100)] == texts[:100]

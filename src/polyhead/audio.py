@@ -104,6 +104,42 @@ def _long_enough(data: np.ndarray, name: str) -> np.ndarray:
     return data
 
 
+def audio_seconds(source: str | Path | bytes, *, name: str | None = None,
+                  max_seconds: float | None = None) -> float:
+    """The duration of a file (path or bytes), every block decoded and checked as
+    ``load_audio`` checks it (the same AudioErrors, the same messages) but none kept: memory
+    is one block whatever the length. For a caller that needs to know only whether a long
+    upload is audio and within ``max_seconds`` (an hour of compressed silence is 100 kB
+    uploaded, 230 MB decoded)."""
+    label = name or (str(source) if not isinstance(source, bytes) else "<upload>")
+    if isinstance(source, (str, Path)) and not Path(source).is_file():
+        raise AudioError(f"{label}: file not found")
+    handle = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+    total = 0
+    try:
+        with sf.SoundFile(handle) as f:
+            rate = f.samplerate
+            if not RATE_RANGE[0] <= rate <= RATE_RANGE[1]:
+                raise AudioError(f"{label}: unsupported sample rate {rate} Hz")
+            budget = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
+            block = max(1, BLOCK_VALUES // f.channels)
+            while len(data := f.read(block, dtype="float32", always_2d=True)):
+                total += len(data)
+                if budget is not None and total * SAMPLE_RATE > budget * rate:
+                    raise AudioError(f"{label}: longer than the limit of {budget / SAMPLE_RATE:g} s")
+                _check_samples(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0], label)
+    except AudioError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise AudioError(f"{label}: not a readable audio file ({e})") from None
+    if total == 0:
+        raise AudioError(f"{label}: empty audio (0 samples)")
+    if total * SAMPLE_RATE < MIN_SAMPLES * rate:
+        raise AudioError(f"{label}: too short ({total / rate * 1000:.1f} ms); "
+                         f"at least {MIN_SAMPLES / SAMPLE_RATE * 1000:g} ms needed")
+    return total / rate
+
+
 def to_model_audio(data: np.ndarray, rate: int, *, name: str = "<audio>") -> np.ndarray:
     """Down-mix (channels last), resample and validate an array of samples."""
     data = np.asarray(data, dtype=np.float32)
@@ -119,6 +155,21 @@ def to_model_audio(data: np.ndarray, rate: int, *, name: str = "<audio>") -> np.
     if rate != SAMPLE_RATE:
         data = soxr.resample(data, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
     return _long_enough(data, name)
+
+
+# An input whose peak stays below this holds no speech, whatever a model says about it.
+SILENCE_PEAK_DBFS = -60.0
+
+
+def is_silent(samples: np.ndarray) -> bool:
+    """True for exact digital silence, and for audio whose peak is below SILENCE_PEAK_DBFS
+    (1/1000 of full scale: 16-bit samples within +-32, under 6 of the 16 bits used). That
+    is a muted or unplugged input, not a quiet talker: speech recorded with any gain peaks
+    tens of dB higher (the corpora's between -12 and -2 dBFS, telephone speech -8 to -3).
+    Inference uses it as a floor under the VAD head: such input gets no speech segment and
+    no transcript, so a decoder never writes over a muted microphone."""
+    samples = np.asarray(samples)
+    return not samples.size or float(np.max(np.abs(samples))) < 10 ** (SILENCE_PEAK_DBFS / 20)
 
 
 def save_audio(path: str | Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:

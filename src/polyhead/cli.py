@@ -126,8 +126,7 @@ def _identify(args) -> None:
     model = load(args.model)
     registry = _registry(args)
     for path in args.files:
-        print(json.dumps({"file": path, **registry.identify(speaker.embed(model, path), model.threshold,
-                                                            args.top_k)}))
+        print(json.dumps({"file": path, **speaker.identify(model, registry, speaker.embed(model, path), args.top_k)}))
 
 
 TRANSCRIBE_THRESHOLDS = ("compression_ratio_threshold", "logprob_threshold", "no_speech_threshold")
@@ -239,7 +238,8 @@ def _serve(args) -> None:
         torch.set_num_threads(args.threads)
     app = create_app(args.model, token=_serve_token(args), max_upload_mb=args.max_upload_mb,
                      timeout_s=args.timeout, registry_path=args.registry,
-                     max_batch=1 if args.no_batching else args.max_batch, batch_window_ms=args.batch_window_ms)
+                     max_batch=1 if args.no_batching else args.max_batch, batch_window_ms=args.batch_window_ms,
+                     max_queue=args.max_queue)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
 
 
@@ -439,7 +439,11 @@ def main(argv: list[str] | None = None) -> int:
                    "(visible in ps: prefer --token-file or $POLYHEAD_TOKEN)")
     p.add_argument("--token-file", default=None, help="read the bearer token from the first line of this file")
     p.add_argument("--max-upload-mb", type=float, default=25.0)
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    p.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds per request: every endpoint answers by then (504), and the model stops "
+                        "the request's work")
+    p.add_argument("--max-queue", type=int, default=128,
+                   help="most requests waiting for the model; more are answered 503 with Retry-After")
     p.add_argument("--registry", default="runs/speakers.sqlite", help="speaker registry (SQLite)")
     p.add_argument("--max-batch", type=int, default=16, help="most analyses in one encoder pass")
     p.add_argument("--batch-window-ms", type=float, default=10.0,

@@ -209,13 +209,30 @@ def evaluate_trials(emb: dict[str, np.ndarray], trials) -> dict:
             "scores": scores, "labels": labels}
 
 
-def evaluate_speaker(model, corpus: str | Path, set_name: str, task: str) -> dict:
+def evaluate_speaker(model, corpus: str | Path, set_name: str, task: str, snorm=None,
+                     threshold: float | None = None) -> dict:
+    """EER and minDCF of a trial list's cosine scores. With ``snorm`` (an
+    ``inference.snorm.ScoreNorm``) also those of the AS-normalised scores (``*_snorm``,
+    ``scores_snorm``); ``far`` / ``far_snorm``: the share of non-target trials accepted at
+    ``threshold`` / at the cohort's calibrated threshold, where those are given."""
+    from ..inference.snorm import false_accept_rate
+
     cuts = load_set(corpus, set_name)
     trials = read_trials(trials_path(corpus, set_name), known_ids={c.id for c in cuts})
     if len({t.target for t in trials}) < 2:
         return {"eer": None, "trials": len(trials), "note": "trial list lacks targets or non-targets"}
     needed = {t.enrol for t in trials} | {t.test for t in trials}
-    res = evaluate_trials(embeddings(model, [c for c in cuts if c.id in needed], task), trials)
+    emb = embeddings(model, [c for c in cuts if c.id in needed], task)
+    res = evaluate_trials(emb, trials)
+    if threshold is not None:
+        res["far"] = false_accept_rate(res["scores"], res["labels"], threshold)
+    if snorm is not None:
+        _, normed = snorm.trial_scores(emb, trials)
+        eer, thr = metrics.eer(normed, res["labels"])
+        res.update(eer_snorm=eer, threshold_snorm=thr, scores_snorm=normed,
+                   **{"min_dcf_0.01_snorm": metrics.min_dcf(normed, res["labels"], p_target=0.01)[0]})
+        if snorm.threshold is not None:
+            res["far_snorm"] = false_accept_rate(normed, res["labels"], snorm.threshold)
     base = read_info(corpus).get("sets", {}).get(set_name, {}).get("mfcc_baseline_eer")
     res["mfcc_baseline_eer"] = base
     return res
@@ -283,8 +300,11 @@ def vad_threshold(model, cuts, task: str) -> tuple[float, float]:
     return t, float(f1)
 
 
-def evaluate_model(model, corpus: str | Path, sets: list[str] | None = None, limit: int | None = None) -> dict:
-    """Every head on every applicable set of the corpus. Returns nested JSON-able results."""
+def evaluate_model(model, corpus: str | Path, sets: list[str] | None = None, limit: int | None = None,
+                   snorm=None, verify_threshold: float | None = None) -> dict:
+    """Every head on every applicable set of the corpus. Returns nested JSON-able results.
+    ``snorm``, ``verify_threshold``: the calibrated cohort and raw threshold (see
+    ``evaluate_speaker``), so trial lists also report normalised EERs and false accepts."""
     have = set(available_sets(corpus))
     decoders = {t: model.heads[t].tasks for t in model.tasks_with(head_type="whisper_decoder")}
     # retention: natural English the generator never wrote (clean, telephone) next to every
@@ -302,8 +322,8 @@ def evaluate_model(model, corpus: str | Path, sets: list[str] | None = None, lim
                 r[task] = evaluate_asr(model, cuts, task, limit)
         for task in model.tasks_with(head_type="speaker"):
             if trials_path(corpus, set_name).is_file():
-                res = evaluate_speaker(model, corpus, set_name, task)
-                r[task] = {k: v for k, v in res.items() if k not in ("scores", "labels")}
+                res = evaluate_speaker(model, corpus, set_name, task, snorm, verify_threshold)
+                r[task] = {k: v for k, v in res.items() if k not in ("scores", "labels", "scores_snorm")}
         for task in model.tasks_with(head_type="classifier"):
             res = evaluate_classifier(model, list(cuts)[:limit] if limit else cuts, task)
             if res:

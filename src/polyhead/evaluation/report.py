@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from ..model import MultiTaskModel
 from .evaluate import evaluate_model
 
@@ -16,7 +18,11 @@ COLUMNS = [
     ("retention WER", "retention_test", "wer"), ("retention WER (tel)", "retention_tel_test", "wer"),
     ("punct F1 (retention)", "retention_test", "punctuation_f1"),
     ("EER", "speaker_test", "eer"), ("minDCF.01", "speaker_test", "min_dcf_0.01"),
-    ("OOD EER", "ood_test", "eer"), ("MFCC EER", "speaker_test", "mfcc_baseline_eer"),
+    ("OOD EER", "ood_test", "eer"),
+    # AS-norm against the training speakers' cohort; false accepts at the dev-calibrated threshold
+    ("EER (s-norm)", "speaker_test", "eer_snorm"), ("OOD EER (s-norm)", "ood_test", "eer_snorm"),
+    ("OOD FA@thr", "ood_test", "far"), ("OOD FA@thr (s-norm)", "ood_test", "far_snorm"),
+    ("MFCC EER", "speaker_test", "mfcc_baseline_eer"),
     ("LID acc", "speaker_test", "accuracy@language"), ("intent acc", "speech_test", "accuracy@intent"),
     ("VAD F1", "vad_test", "f1"),
     # the decoder's task tokens, beside the heads above
@@ -50,19 +56,78 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+COHORT_SET = "speaker_train"  # the s-norm cohort: the training speakers
+COHORT_UTTERANCES = 3  # per cohort speaker (one per session first)
+COHORT_MAX_SPEAKERS = 1000
+
+
+def speaker_cohort(model: MultiTaskModel, corpus, task: str, top_k: int | None = None):
+    """(the AS-norm cohort, the set it came from): an ``inference.snorm.ScoreNorm`` not yet
+    calibrated, one unit mean embedding per training speaker of COHORT_SET (or the task's
+    first training set that the corpus has), from up to COHORT_UTTERANCES of its
+    utterances, one per session first; at most COHORT_MAX_SPEAKERS speakers, evenly spread
+    over the sorted names. The cohort is None where the corpus has no such set or fewer
+    than two speakers."""
+    from ..data.corpus import available_sets, label, load_set
+    from ..inference.snorm import DEFAULT_TOP_K, ScoreNorm, speaker_means
+    from .evaluate import embeddings
+
+    have = set(available_sets(corpus))
+    candidates = [COHORT_SET] + list(model.config.tasks[task].train_sets or [])
+    set_name = next((n for n in candidates if n in have), None)
+    if set_name is None:
+        return None, None
+    by_speaker: dict[str, list] = {}
+    for cut in sorted(load_set(corpus, set_name), key=lambda c: c.id):
+        if (spk := label(cut, "speaker")) is not None:
+            by_speaker.setdefault(spk, []).append(cut)
+    speakers = sorted(by_speaker)
+    if len(speakers) > COHORT_MAX_SPEAKERS:
+        speakers = [speakers[i] for i in np.linspace(0, len(speakers) - 1, COHORT_MAX_SPEAKERS).round().astype(int)]
+    if len(speakers) < 2:
+        return None, set_name
+    chosen, speaker_of = [], {}
+    for spk in speakers:
+        first, sessions = [], set()
+        for cut in by_speaker[spk]:  # the first utterance of each session, then the rest
+            if (session := label(cut, "session")) not in sessions:
+                sessions.add(session)
+                first.append(cut)
+        picked = (first + [c for c in by_speaker[spk] if c not in first])[:COHORT_UTTERANCES]
+        chosen += picked
+        speaker_of.update({c.id: spk for c in picked})
+    names, cohort = speaker_means(embeddings(model, chosen, task), speaker_of)
+    return ScoreNorm(cohort, top_k or DEFAULT_TOP_K, speakers=tuple(names)), set_name
+
+
 def calibrate(model: MultiTaskModel, corpus, run: Path) -> dict:
     """Decision thresholds picked on dev sets, saved in the run's calibration.json (and set
     on the model): the verification threshold at the dev trials' equal error rate, and the
-    VAD head's logit threshold of best frame F1 on the VAD dev set."""
+    VAD head's logit threshold of best frame F1 on the VAD dev set. With a speaker head and
+    training speakers, also the AS-norm cohort (``speaker_cohort``, saved as
+    cohort.safetensors beside calibration.json) and ``verify_threshold_snorm``, the dev
+    trials' EER threshold on normalised scores: inference then decides on those."""
     from ..data.corpus import available_sets, load_set, trials_path
+    from ..inference.snorm import COHORT_FILE
     from .evaluate import evaluate_speaker, vad_threshold
 
     cal: dict = {}
     tasks = model.tasks_with(head_type="speaker")
+    saved_cohort = False
     if tasks and trials_path(corpus, "speaker_dev").is_file():
-        res = evaluate_speaker(model, corpus, "speaker_dev", tasks[0])
+        norm, cohort_set = speaker_cohort(model, corpus, tasks[0])
+        res = evaluate_speaker(model, corpus, "speaker_dev", tasks[0], snorm=norm)
         if res["eer"] is not None:
             cal.update(verify_threshold=float(res["threshold"]), dev_eer=float(res["eer"]), set="speaker_dev")
+            if norm is not None and np.isfinite(res["threshold_snorm"]):
+                norm.threshold = float(res["threshold_snorm"])
+                norm.save(run)
+                saved_cohort = True
+                cal.update(verify_threshold_snorm=norm.threshold, dev_eer_snorm=float(res["eer_snorm"]),
+                           cohort=COHORT_FILE, cohort_set=cohort_set, cohort_speakers=len(norm.cohort),
+                           snorm_top_k=norm.top_k)
+    if not saved_cohort:
+        (run / COHORT_FILE).unlink(missing_ok=True)  # a cohort of an earlier calibration is stale
     for task in model.tasks_with(target="vad"):
         dev = model.config.tasks[task].dev_set or "vad_dev"
         if dev in available_sets(corpus):
@@ -84,8 +149,11 @@ def evaluate_run(run: str | Path, corpus: str | None = None, sets=None, checkpoi
         if beam_size and hasattr(head, "beam_size"):
             head.beam_size = beam_size
     corpus = corpus or model.config.corpus
-    calibrate(model, corpus, run)  # first: the test sets are scored at the dev sets' thresholds
-    results = evaluate_model(model, corpus, sets, limit=limit)
+    cal = calibrate(model, corpus, run)  # first: the test sets are scored at the dev sets' thresholds
+    from ..inference.snorm import ScoreNorm
+
+    results = evaluate_model(model, corpus, sets, limit=limit, snorm=ScoreNorm.load(run, cal),
+                             verify_threshold=cal.get("verify_threshold"))
     row = flatten(results, model)
     out = {"run": str(run), "checkpoint": str(folder), "corpus": str(corpus), "results": results,
            "row": row, "table": format_table({run.name: row})}

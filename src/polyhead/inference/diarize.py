@@ -28,7 +28,7 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from ..audio import SAMPLE_RATE, AudioError, to_model_audio
+from ..audio import SAMPLE_RATE, AudioError, is_silent, to_model_audio
 from ..text import normalize_text
 from .pipeline import GREEDY, Decoding, Polyhead, compression_ratio, decode, no_speech_prob, pad_batch, words_in
 
@@ -103,6 +103,8 @@ class ChunkPass:
         spk = first(model.tasks_with(head_type="speaker"))
         # the speaker head runs on each piece's own pass (describe), not on this one
         tasks = [t for t in model.config.tasks if t != spk and (text or t != asr)]
+        if is_silent(samples):  # below the silence floor (audio.is_silent): no speech, and no pass
+            return cls({}, model.encoder.frames_per_second, vad, asr, spk, [], len(samples) / SAMPLE_RATE)
         inputs, lengths = ph._inputs(samples)
         out = model(inputs, lengths, tasks)  # the chunk's pass
         fps, chunk_s = model.encoder.frames_per_second, len(samples) / SAMPLE_RATE

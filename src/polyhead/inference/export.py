@@ -8,7 +8,8 @@ per task (CTC log-probabilities, speaker embedding, classifier logits, VAD frame
 a Whisper decoder head its encoder states ``memory`` and its CTC branch) and
 ``frame_lengths`` [B], with batch and time dynamic. A Whisper decoder adds two graphs with a
 key/value cache (``onnx_decoder.py``) and its tokenizer. An export folder also holds the
-run's config.json (label vocabularies) and calibration.json, and export.json saying what is
+run's config.json (label vocabularies), calibration.json (and cohort.safetensors, the AS-norm
+cohort, where the run has one), and export.json saying what is
 in it and how close each graph came to PyTorch (``fp32``, and ``shipped``: measured on the
 files as written, int8 ones included), so ``polyhead.load(DIR)`` answers through the same
 ``Polyhead`` API.
@@ -207,6 +208,10 @@ def export_model(run: str | Path, fmt: str, out: str | Path) -> dict:
     for cal in (folder / CALIBRATION_FILE, folder.parent / CALIBRATION_FILE):
         if cal.is_file():
             shutil.copyfile(cal, out / CALIBRATION_FILE)
+            from .snorm import COHORT_FILE
+
+            if (cal.parent / COHORT_FILE).is_file():  # the AS-norm cohort goes with its threshold
+                shutil.copyfile(cal.parent / COHORT_FILE, out / COHORT_FILE)
             from .pipeline import apply_calibration
 
             apply_calibration(model, json.loads(cal.read_text()))  # the ONNX graph gets the VAD threshold

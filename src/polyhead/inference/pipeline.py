@@ -19,9 +19,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from ..audio import SAMPLE_RATE, AudioError, load_audio, to_model_audio
+from ..audio import SAMPLE_RATE, AudioError, is_silent, load_audio, to_model_audio
 from ..text import normalize_text
 from ..model import MultiTaskModel
+from .snorm import ScoreNorm
 
 MIN_SEGMENT_S = 0.2  # VAD segments shorter than this are dropped
 MERGE_GAP_S = 0.3  # VAD segments closer than this are merged
@@ -224,11 +225,14 @@ def _attempt(head, memory, lengths, decoding: Decoding, language, temperature: f
 @dataclass(frozen=True)
 class Features:
     """One input ready for the encoder: ``inputs`` [frames, mels] (or [samples] for a
-    waveform encoder), the audio's duration in seconds and how to decode it."""
+    waveform encoder), the audio's duration in seconds and how to decode it; ``silent``:
+    the samples are below the silence floor (``audio.is_silent``): no speech, whatever the
+    VAD head says."""
 
     inputs: np.ndarray
     duration: float
     decoding: Decoding = GREEDY
+    silent: bool = False
 
 
 def no_speech_prob(vad_logits: torch.Tensor) -> float:
@@ -241,6 +245,7 @@ class Polyhead:
         self.model = model.eval()
         self.config = model.config
         self.threshold = threshold
+        self.snorm = None  # the AS-norm cohort and threshold (snorm.ScoreNorm) where calibrated
 
     @classmethod
     def load(cls, path: str | Path, quantize: str | None = None) -> "Polyhead":
@@ -254,15 +259,17 @@ class Polyhead:
         if not is_export(path) and (whisper := pretrained_whisper(path)) is not None:
             return cls(quantized(whisper_model(whisper), quantize))
         folder = Path(path) if is_export(path) else _resolve(path)
-        calibration = {}
+        calibration, cal_dir = {}, None
         for cal in (folder / CALIBRATION_FILE, folder.parent / CALIBRATION_FILE):
             if cal.is_file():
-                calibration = json.loads(cal.read_text())
+                calibration, cal_dir = json.loads(cal.read_text()), cal.parent
                 break
         model = load_export(folder) if is_export(folder) else MultiTaskModel.load(folder)
         if isinstance(model, MultiTaskModel):  # an ONNX graph has the VAD threshold built in (export)
             apply_calibration(model, calibration)
-        return cls(quantized(model, quantize), calibration.get("verify_threshold", DEFAULT_VERIFY_THRESHOLD))
+        ph = cls(quantized(model, quantize), calibration.get("verify_threshold", DEFAULT_VERIFY_THRESHOLD))
+        ph.snorm = ScoreNorm.load(cal_dir, calibration) if cal_dir is not None else None
+        return ph
 
     @property
     def max_seconds(self) -> float:
@@ -287,10 +294,11 @@ class Polyhead:
 
     def verify(self, a, b) -> dict:
         """Cosine score of two recordings and the decision at the calibrated threshold
-        (the dev trial list's equal-error-rate threshold)."""
-        score = float(self.embed(a) @ self.embed(b))
-        return {"score": round(score, 4), "same_speaker": score >= self.threshold,
-                "threshold": round(self.threshold, 4)}
+        (the dev trial list's equal-error-rate threshold; on AS-normed scores where the run
+        has a cohort: ``speaker.verify``)."""
+        from .speaker import verify
+
+        return verify(self, a, b)
 
     def _inputs(self, samples: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.model.encoder.features(samples)
@@ -331,7 +339,7 @@ class Polyhead:
                              f"{self.max_seconds:g} s window; long recordings go through "
                              "`polyhead transcribe` (chunked)")
         inputs = np.ascontiguousarray(self.model.encoder.features(samples), dtype=np.float32)
-        return Features(inputs, round(len(samples) / SAMPLE_RATE, 3), decoding)
+        return Features(inputs, round(len(samples) / SAMPLE_RATE, 3), decoding, is_silent(samples))
 
     def analyze(self, audio, sample_rate: int | None = None) -> dict:
         """``audio``: a path, encoded bytes, or samples (with ``sample_rate``)."""
@@ -355,8 +363,8 @@ class Polyhead:
         for task in vad:
             for i in range(len(items)):
                 logits = out[task]["logits"][i, :int(out[task]["lengths"][i])]
-                speech[i] = (logits, self._segments(logits, fps))
-        heard = [i for i in range(len(items)) if not vad or speech[i][1]]
+                speech[i] = (logits, [] if items[i].silent else self._segments(logits, fps))
+        heard = [i for i in range(len(items)) if not items[i].silent and (not vad or speech[i][1])]
         quiet = {i: no_speech_prob(speech[i][0]) for i in speech}  # the VAD head's no-speech probability
         texts = {t: self._decode(t, out[t], [f.decoding for f in items], heard, quiet)
                  for t in self.model.tasks_with(target="text")}

@@ -24,6 +24,13 @@ log-probability over its window (shared by the window's segments, as Whisper's i
 One worker thread owns the model (serving/batcher.py): analyses that arrive together are run
 as one padded batch; everything else waits its turn on the same queue.
 
+Every endpoint that uses the model answers within ``timeout_s`` (504 past it). The request's
+deadline travels with its jobs: the worker drops a job whose request has given up before
+running it, stops a forward between layers once nobody waits for it, and long-form work
+(transcription over a minute, diarisation, speaker embeddings of long or many recordings)
+checks it between chunks; so a request that timed out frees the model within about one
+chunk's time. At most ``max_queue`` jobs wait for the model; past that: 503 with Retry-After.
+
 Uploads larger than the limit are refused from the Content-Length header, or as soon as the
 streamed body passes the limit, before the body is read whole. Errors are JSON in the shape
 OpenAI's API uses: {"error": {"message", "type", "code"}}.
@@ -37,6 +44,7 @@ import hmac
 import json
 import re
 import tempfile
+import threading
 import time
 import zlib
 from collections import OrderedDict
@@ -50,19 +58,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from ..audio import SAMPLE_RATE, AudioError, load_audio
+from ..audio import SAMPLE_RATE, AudioError, audio_seconds, load_audio
 from ..inference.diarize import METHODS, check_speaker_tokens, transcribe
 from ..inference.formats import to_srt, to_vtt
 from ..inference.pipeline import GREEDY, Decoding, Polyhead, words_in
 from ..inference import speaker
 from ..inference.registry import SpeakerRegistry, check_name
-from .batcher import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_S, ModelWorker
+from .batcher import (DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE, DEFAULT_WINDOW_S, Deadline, ModelWorker, WorkerBusy,
+                      stop_hooks)
 
 DEFAULT_MAX_UPLOAD_MB = 25.0  # OpenAI's own limit for audio uploads
 DEFAULT_TIMEOUT_S = 120.0
 CACHE_ENTRIES = 256
 LONG_AUDIO_S = 60.0  # longer files go through the chunked long-form path
 MAX_AUDIO_S = 3600.0  # decoded length refused beyond this (a small compressed upload can expand)
+# The speaker endpoints hold their recordings decoded while they wait for the model (38 MB for
+# 10 minutes; an hour of compressed silence would be 230 MB from a 100 kB upload, per request).
+MAX_SPEAKER_AUDIO_S = 600.0
 MAX_NAME_CHARS = 128
 MAX_SPEAKERS = 32  # most speakers a diarisation request may ask for
 AUDIO_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")  # what of an upload's name may reach a temp file name
@@ -73,8 +85,10 @@ MEL_FRAMES_PER_SECOND = 100  # Whisper's unit for a segment's `seek`
 UNMATCHED = "unmatched"  # the metrics label of every path no route matches
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+def _error(status: int, message: str, kind: str = "invalid_request_error",
+           headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status,
+                        headers=headers)
 
 
 class UploadLimit:
@@ -131,7 +145,8 @@ class Service:
     the audio's hash, and the metrics."""
 
     def __init__(self, model: Polyhead, registry: SpeakerRegistry | None, timeout_s: float,
-                 max_batch: int = DEFAULT_MAX_BATCH, window_s: float = DEFAULT_WINDOW_S):
+                 max_batch: int = DEFAULT_MAX_BATCH, window_s: float = DEFAULT_WINDOW_S,
+                 max_queue: int | None = DEFAULT_MAX_QUEUE):
         self.model, self.registry, self.timeout_s = model, registry, timeout_s
         self.cache: OrderedDict[str, object] = OrderedDict()
         self.metrics = CollectorRegistry()
@@ -142,42 +157,68 @@ class Service:
         self.cache_hits = Counter("polyhead_cache_hits", "responses served from the cache", registry=self.metrics)
         self.batch_size = Histogram("polyhead_batch_size", "analyses per encoder forward", buckets=BATCH_BUCKETS,
                                     registry=self.metrics)
-        self.worker = ModelWorker(model, max_batch, window_s, on_batch=self.batch_size.observe)
+        self.worker = ModelWorker(model, max_batch, window_s, on_batch=self.batch_size.observe,
+                                  max_queue=max_queue)
+        self.hooks = stop_hooks(getattr(model, "model", None), self.worker)
 
     async def run(self, key: str | None, compute):
-        """``await compute()`` within the timeout, answered from the cache when it can be
-        (never with ``key`` None: a sampled answer is drawn anew each time)."""
-        if key is None:
-            return await asyncio.wait_for(compute(), timeout=self.timeout_s)
-        if key in self.cache:
+        """``await compute(deadline)`` within the timeout, answered from the cache when it can
+        be (never with ``key`` None: a sampled answer is drawn anew each time). However it
+        ends, the deadline is then cancelled: what of the request is still queued or running
+        on the model's thread stops at its next check."""
+        if key is not None and key in self.cache:
             self.cache.move_to_end(key)
             self.cache_hits.inc()
             return self.cache[key]
-        result = await asyncio.wait_for(compute(), timeout=self.timeout_s)
-        self.cache[key] = result
-        if len(self.cache) > CACHE_ENTRIES:
-            self.cache.popitem(last=False)
+        self.worker.check_room()  # 503 before decoding an upload the model has no room for
+        deadline = Deadline(self.timeout_s)
+        try:
+            result = await asyncio.wait_for(compute(deadline), timeout=self.timeout_s)
+        finally:
+            deadline.cancel()
+        if key is not None:
+            self.cache[key] = result
+            if len(self.cache) > CACHE_ENTRIES:
+                self.cache.popitem(last=False)
         return result
 
-    async def call(self, fn, *args):
-        """``fn(*args)`` on the model's thread, in turn with everything else."""
-        return await asyncio.wrap_future(self.worker.call(fn, *args))
+    async def call(self, fn, *args, deadline: Deadline | None = None):
+        """``fn(*args)`` on the model's thread, in turn with everything else (dropped unrun
+        once ``deadline`` has passed)."""
+        return await asyncio.wrap_future(self.worker.call(fn, *args, deadline=deadline))
 
-    async def analysis(self, data: bytes, name: str) -> dict:
+    def _is_long(self, seconds: float) -> bool:
+        """Longer than one encoder pass should take: the encoder's window (Whisper: 30 s), or
+        LONG_AUDIO_S for an encoder without one (attention's memory grows with the square of
+        the length: one 10-minute pass of even the tiny test model holds 4 GB, an hour would
+        not fit in memory). Such uploads go through the chunked long-form path, which reads
+        the upload chunk by chunk: they are checked (``_seconds``) but never held decoded."""
+        return seconds > min(LONG_AUDIO_S, self.model.max_seconds)
+
+    async def analysis(self, data: bytes, name: str, deadline: Deadline | None = None) -> dict:
         """Every head on one upload, batched with whatever else arrives meanwhile; decoding
-        and features are computed on a pool thread while the model works on other requests."""
-        samples = await asyncio.to_thread(_decode, data, name)
-        return await self._analyze_samples(samples)
+        and features are computed on a pool thread while the model works on other requests.
+        A long upload (``_is_long``) is transcribed in chunks, by speaker, as `polyhead
+        analyze` does with a file longer than the window (``analyze_file``)."""
+        if self._is_long(await asyncio.to_thread(_seconds, data, name)):
+            return await self.call(_long_analysis, self.model, data, name, _check_of(deadline), deadline=deadline)
+        return await self._analyze_samples(await asyncio.to_thread(_decode, data, name), GREEDY, deadline)
 
-    async def transcript(self, data: bytes, name: str, decoding: Decoding = GREEDY) -> dict:
+    async def transcript(self, data: bytes, name: str, decoding: Decoding = GREEDY,
+                         deadline: Deadline | None = None) -> dict:
+        if self._is_long(await asyncio.to_thread(_seconds, data, name)):
+            return await self.call(_long_form, self.model, data, name, decoding, _check_of(deadline),
+                                   deadline=deadline)
         samples = await asyncio.to_thread(_decode, data, name)
-        if len(samples) / SAMPLE_RATE > min(LONG_AUDIO_S, self.model.max_seconds):
-            return await self.call(_long_form, self.model, data, name, decoding)
-        return _transcript_of(await self._analyze_samples(samples, decoding))
+        return _transcript_of(await self._analyze_samples(samples, decoding, deadline))
 
-    async def _analyze_samples(self, samples, decoding: Decoding = GREEDY) -> dict:
+    async def _analyze_samples(self, samples, decoding: Decoding = GREEDY, deadline: Deadline | None = None) -> dict:
         features = await asyncio.to_thread(self.model.features, samples, SAMPLE_RATE, decoding)
-        return await asyncio.wrap_future(self.worker.analyze(features))
+        return await asyncio.wrap_future(self.worker.analyze(features, deadline))
+
+
+def _check_of(deadline: Deadline | None):
+    return None if deadline is None else deadline.check
 
 
 def _key(endpoint: str, data: bytes, **params) -> str:
@@ -186,10 +227,17 @@ def _key(endpoint: str, data: bytes, **params) -> str:
     return h.hexdigest()
 
 
-def _decode(data: bytes, name: str):
+def _decode(data: bytes, name: str, max_seconds: float = MAX_AUDIO_S):
     if not data:
         raise AudioError(f"{name}: empty upload")
-    return load_audio(data, name=name, max_seconds=MAX_AUDIO_S)
+    return load_audio(data, name=name, max_seconds=max_seconds)
+
+
+def _seconds(data: bytes, name: str) -> float:
+    """An upload's duration, checked as ``_decode`` checks it, without holding it decoded."""
+    if not data:
+        raise AudioError(f"{name}: empty upload")
+    return audio_seconds(data, name=name, max_seconds=MAX_AUDIO_S)
 
 
 def _suffix(name: str) -> str:
@@ -219,18 +267,20 @@ def _route_label(app: FastAPI, scope) -> str:
 
 
 def _diarize(model: Polyhead, data: bytes, name: str, num_speakers: int | None = None,
-             decoding: Decoding = GREEDY, method: str = "clustering") -> dict:
-    """Chunked long-form transcription by speaker (it reads a file: bounded memory)."""
+             decoding: Decoding = GREEDY, method: str = "clustering", check=None) -> dict:
+    """Chunked long-form transcription by speaker (it reads a file: bounded memory).
+    ``check()``, called after every chunk, raises to stop (the request's deadline)."""
     with tempfile.NamedTemporaryFile(suffix=_suffix(name)) as tmp:
         tmp.write(data)
         tmp.flush()
-        return transcribe(model, tmp.name, num_speakers=num_speakers, decoding=decoding, method=method)
+        return transcribe(model, tmp.name, num_speakers=num_speakers, decoding=decoding, method=method,
+                          advance=None if check is None else lambda _seconds: check())
 
 
-def _long_form(model: Polyhead, data: bytes, name: str, decoding: Decoding = GREEDY) -> dict:
+def _long_form(model: Polyhead, data: bytes, name: str, decoding: Decoding = GREEDY, check=None) -> dict:
     """Files over LONG_AUDIO_S: chunked transcription (bounded memory), no speaker labels;
     each segment's ``seek`` is where the encoder window that wrote it began."""
-    res = _diarize(model, data, name, decoding=decoding)
+    res = _diarize(model, data, name, decoding=decoding, check=check)
     for s in res["segments"]:
         s["seek"] = int(round(s.pop("window_start") * MEL_FRAMES_PER_SECOND))
         s.pop("speaker", None)
@@ -239,6 +289,13 @@ def _long_form(model: Polyhead, data: bytes, name: str, decoding: Decoding = GRE
     words = [w for s in res["segments"] for w in s["words"]]
     return {"text": " ".join(s["text"] for s in res["segments"]), "words": words,
             "segments": res["segments"], "duration": res["duration"]}
+
+
+def _long_analysis(model: Polyhead, data: bytes, name: str, check=None) -> dict:
+    """A long upload's analysis: its transcript by speaker, in chunks (as ``analyze_file``)."""
+    res = _diarize(model, data, name, check=check)
+    res["text"] = " ".join(s["text"] for s in res["segments"])
+    return res
 
 
 def _transcript_of(res: dict) -> dict:
@@ -271,15 +328,19 @@ def _verbose_segment(i: int, s: dict, temperature: float) -> dict:
 
 def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
                timeout_s: float = DEFAULT_TIMEOUT_S, registry_path: str | Path | None = None,
-               max_batch: int = DEFAULT_MAX_BATCH, batch_window_ms: float = 1000 * DEFAULT_WINDOW_S) -> FastAPI:
+               max_batch: int = DEFAULT_MAX_BATCH, batch_window_ms: float = 1000 * DEFAULT_WINDOW_S,
+               max_queue: int | None = DEFAULT_MAX_QUEUE) -> FastAPI:
     """``max_batch=1`` switches batching off; ``batch_window_ms`` is how long the worker waits
-    for more analyses after the first before it runs the batch."""
+    for more analyses after the first before it runs the batch; ``max_queue``: most jobs that
+    wait for the model (more: 503 with Retry-After)."""
     model = Polyhead.load(model_path)
     registry = SpeakerRegistry(registry_path) if registry_path else None
-    svc = Service(model, registry, timeout_s, max_batch, batch_window_ms / 1000)
+    svc = Service(model, registry, timeout_s, max_batch, batch_window_ms / 1000, max_queue)
 
     @asynccontextmanager
     async def lifespan(_app):
+        if registry is not None:  # read into memory beside serving: identify waits only if it comes first
+            threading.Thread(target=registry.load, name="polyhead-registry-load", daemon=True).start()
         yield
         await asyncio.to_thread(svc.worker.close)
 
@@ -308,6 +369,10 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
     @app.exception_handler(asyncio.TimeoutError)
     async def timeout_error(_request, _exc):
         return _error(504, f"processing took longer than {timeout_s:g} s", "timeout")
+
+    @app.exception_handler(WorkerBusy)
+    async def busy_error(_request, exc: WorkerBusy):
+        return _error(503, str(exc), "server_busy", headers={"Retry-After": str(exc.retry_after_s)})
 
     # starlette's class, so the router's own 404 / 405 get the same JSON shape as ours
     @app.exception_handler(StarletteHTTPException)
@@ -349,7 +414,7 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
         data = await file.read()
         name = file.filename or "upload"
         key = _key("transcribe", data, **vars(decoding)) if temperature == 0 else None
-        res = await svc.run(key, lambda: svc.transcript(data, name, decoding))
+        res = await svc.run(key, lambda deadline: svc.transcript(data, name, decoding, deadline))
         if response_format == "text":
             return PlainTextResponse(res["text"] + "\n")
         if response_format in ("srt", "vtt"):
@@ -367,7 +432,8 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
     @app.post("/v1/audio/analyze")
     async def analyze(file: UploadFile = File(...)):
         data = await file.read()
-        return await svc.run(_key("analyze", data), lambda: svc.analysis(data, file.filename or "upload"))
+        return await svc.run(_key("analyze", data), lambda deadline: svc.analysis(data, file.filename or "upload",
+                                                                                  deadline))
 
     @app.post("/v1/audio/diarize")
     async def diarize(file: UploadFile = File(...), num_speakers: int | None = Form(None, ge=1, le=MAX_SPEAKERS),
@@ -381,9 +447,13 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
                 raise HTTPException(400, str(e)) from None
         data = await file.read()
         name = file.filename or "upload"
-        await asyncio.to_thread(_decode, data, name)  # a clear 400 for what is not audio
-        return await svc.run(_key("diarize", data, n=num_speakers, method=method),
-                             lambda: svc.call(_diarize, model, data, name, num_speakers, GREEDY, method))
+
+        async def compute(deadline):
+            await asyncio.to_thread(_seconds, data, name)  # a clear 400 for what is not audio
+            return await svc.call(_diarize, model, data, name, num_speakers, GREEDY, method, deadline.check,
+                                  deadline=deadline)
+
+        return await svc.run(_key("diarize", data, n=num_speakers, method=method), compute)
 
     def _need_speaker_head():
         if not model.model.tasks_with(head_type="speaker"):
@@ -393,9 +463,14 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
     async def verify(file_a: UploadFile = File(...), file_b: UploadFile = File(...)):
         _need_speaker_head()
         a, b = await file_a.read(), await file_b.read()
-        sa, sb = await asyncio.gather(asyncio.to_thread(_decode, a, file_a.filename or "file_a"),
-                                      asyncio.to_thread(_decode, b, file_b.filename or "file_b"))
-        return await svc.run(_key("verify", a + b, n=len(a)), lambda: svc.call(speaker.verify, model, sa, sb))
+
+        async def compute(deadline):
+            sa, sb = await asyncio.gather(
+                asyncio.to_thread(_decode, a, file_a.filename or "file_a", MAX_SPEAKER_AUDIO_S),
+                asyncio.to_thread(_decode, b, file_b.filename or "file_b", MAX_SPEAKER_AUDIO_S))
+            return await svc.call(speaker.verify, model, sa, sb, deadline.check, deadline=deadline)
+
+        return await svc.run(_key("verify", a + b, n=len(a)), compute)
 
     @app.post("/v1/speakers/enroll")
     async def enroll(name: str = Form(...), files: list[UploadFile] = File(...)):
@@ -404,9 +479,16 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
         name = _speaker_name(name)
         _need_speaker_head()
         blobs = [(await f.read(), f.filename or "upload") for f in files]
-        samples = await asyncio.to_thread(lambda: [_decode(d, n) for d, n in blobs])
-        embs = await svc.call(lambda: [speaker.embed(model, x) for x in samples])
-        # SQLite off the event loop: other requests go on while it waits on the file
+
+        async def compute(deadline):
+            samples = await asyncio.to_thread(lambda: [_decode(d, n, MAX_SPEAKER_AUDIO_S) for d, n in blobs])
+            return await svc.call(lambda: [speaker.embed(model, x, deadline.check) for x in samples],
+                                  deadline=deadline)
+
+        embs = await svc.run(None, compute)
+        # SQLite off the event loop: other requests go on while it waits on the file. The
+        # write is not under the deadline: begun, it commits (milliseconds), and a 504 then
+        # would leave the client unsure whether the name was enrolled.
         return {"speaker": name, "enrolled_utterances": await asyncio.to_thread(registry.enroll, name, embs)}
 
     @app.post("/v1/speakers/identify")
@@ -415,7 +497,12 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
             raise HTTPException(400, "this server has no speaker registry (start it with --registry)")
         _need_speaker_head()
         data = await file.read()
-        emb = await svc.call(speaker.embed, model, await asyncio.to_thread(_decode, data, file.filename or "upload"))
-        return await asyncio.to_thread(registry.identify, emb, model.threshold, top_k)
+
+        async def compute(deadline):
+            samples = await asyncio.to_thread(_decode, data, file.filename or "upload", MAX_SPEAKER_AUDIO_S)
+            emb = await svc.call(speaker.embed, model, samples, deadline.check, deadline=deadline)
+            return await asyncio.to_thread(registry.identify, emb, model.threshold, top_k)
+
+        return await svc.run(None, compute)
 
     return UploadLimit(app, int(max_upload_mb * 1024 * 1024))

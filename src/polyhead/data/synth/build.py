@@ -12,7 +12,8 @@ Layout of the output folder (names are what the trainer and evaluator look for):
 Sets: speech_{train,dev,test} (LibriSpeech-like: English, many sentences per speaker),
 speaker_{train,dev,test} (VoxCeleb-like: many speakers x sessions, several languages),
 ood_test (engines never used in training), vad_{train,dev,test} (one speaker, long, with
-silences and noise), conversations_{train,dev,test} (2-4 speakers taking turns), and natural
+silences and noise, and stretches that are not speech: digital zeros, low noise, tones and
+chords; ``NEGATIVE_KINDS``), conversations_{train,dev,test} (2-4 speakers taking turns), and natural
 English the generator never wrote (``natural.py``): retention_{dev,test} read by the engines never
 trained on, retention_tel_test (the same recordings through a telephone channel) and
 replay_train (read by the training engines' native English voices; its transcripts are not for
@@ -106,6 +107,7 @@ class Job:
     long: bool = False
     overlap_prob: float = 0.0
     telephone: bool = False  # through a telephone channel after the session's
+    negatives: bool = False  # a long recording with non-speech stretches spliced in (VAD sets)
 
 
 @dataclass
@@ -189,7 +191,71 @@ def _long_recording(job: Job, rng: np.random.Generator) -> tuple[np.ndarray, lis
     for start, x in pieces:
         mix[start:start + len(x)] += x
     spk0, sess0, _ = job.turns[0]
-    return chan.apply_channel(mix, spk0.sessions[sess0], rng), segments
+    y = chan.apply_channel(mix, spk0.sessions[sess0], rng)
+    if job.negatives:  # after the channel: the zeros stay exact, the turns stay as they were
+        y, segments = _with_negatives(y, segments, rng)
+    return y, segments
+
+
+# Non-speech a VAD head must not call speech, one stretch of each kind per VAD recording,
+# spliced in after the room channel: a muted input (exact digital zeros), a quiet line
+# (white, pink or brown noise at -60 to -45 dBFS RMS), and music-like tones (a test tone, or
+# a sequence of chords of harmonic notes with plucked envelopes, peak -30 to -6 dBFS).
+NEGATIVE_KINDS = ("zeros", "noise", "tones")
+NEGATIVE_SECONDS = (1.0, 3.0)
+
+
+def _with_negatives(y: np.ndarray, segments: list[dict], rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
+    """``y`` with one stretch of each NEGATIVE_KINDS inserted in its pauses (the leading and
+    trailing silence included; the turns do not overlap), and the turns' segments moved by
+    what was inserted before them. Labels: the stretches are no supervision, i.e. non-speech."""
+    starts = [round(seg["start"] * SAMPLE_RATE) for seg in segments]
+    ends = [a + round(seg["duration"] * SAMPLE_RATE) for a, seg in zip(starts, segments)]
+    pauses = list(zip(sorted(ends)[:-1], sorted(starts)[1:]))
+    bounds = [(0, min(starts))] + pauses + [(max(ends), len(y))]
+    gaps = [(a + b) // 2 for a, b in bounds if b - a >= SAMPLE_RATE // 5]
+    if not gaps:
+        return y, segments
+    points = sorted(int(p) for p in rng.choice(gaps, size=len(NEGATIVE_KINDS), replace=len(gaps) < len(NEGATIVE_KINDS)))
+    kinds = [NEGATIVE_KINDS[i] for i in rng.permutation(len(NEGATIVE_KINDS))]
+    pieces, inserted, last = [], [], 0
+    for point, kind in zip(points, kinds):
+        stretch = _negative(kind, int(rng.uniform(*NEGATIVE_SECONDS) * SAMPLE_RATE), rng)
+        pieces += [y[last:point], stretch]
+        inserted.append((point, len(stretch)))
+        last = point
+    pieces.append(y[last:])
+    moved = [dict(seg, start=round((a + sum(n for p, n in inserted if p <= a)) / SAMPLE_RATE, 6))
+             for seg, a in zip(segments, starts)]
+    return np.concatenate(pieces).astype(np.float32), moved
+
+
+def _negative(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    if kind == "zeros":
+        return np.zeros(n, np.float32)
+    if kind == "noise":
+        level = 10 ** (rng.uniform(-60.0, -45.0) / 20)
+        return (chan.coloured_noise(rng, n, float(rng.choice([0.0, 1.0, 2.0]))) * level).astype(np.float32)
+    t = np.arange(n) / SAMPLE_RATE
+    if rng.random() < 0.25:  # a test tone
+        x = np.sin(2 * np.pi * float(rng.choice([440.0, 1000.0, rng.uniform(200.0, 3000.0)])) * t)
+    else:  # chords: 2-4 notes a few semitones apart, 1-5 harmonics each, a new chord every 0.2-0.8 s
+        x = np.zeros(n)
+        a = 0
+        while a < n:
+            b = min(n, a + int(rng.uniform(0.2, 0.8) * SAMPLE_RATE))
+            root = int(rng.integers(45, 76))  # MIDI note
+            above = rng.choice([3, 4, 7, 10, 12], size=int(rng.integers(1, 4)), replace=False)  # semitones
+            notes = [root] + [root + int(k) for k in above]
+            u = t[: b - a]
+            env = (1 - np.exp(-u / 0.005)) * np.exp(-u / rng.uniform(0.15, 0.8))
+            for note in notes:
+                f0 = 440.0 * 2 ** ((note - 69) / 12)
+                for h in range(1, int(rng.integers(1, 6)) + 1):
+                    if h * f0 < SAMPLE_RATE / 2 - 500:
+                        x[a:b] += np.sin(2 * np.pi * h * f0 * u + rng.uniform(0, 2 * np.pi)) * env / h
+            a = b
+    return chan.normalise_peak(x.astype(np.float32), float(rng.uniform(-30.0, -6.0)))
 
 
 def _worker(args):
@@ -324,7 +390,7 @@ class Planner:
                 spk = pool[int(self.rng.integers(len(pool)))]
                 turns = [(spk, 0, self.utterance(spk)) for _ in range(int(self.rng.integers(5, 10)))]
                 jobs.append(Job(f"vad_{split}", f"vad_{split}_{r:03d}", turns,
-                                seed=int(self.rng.integers(2**31)), long=True))
+                                seed=int(self.rng.integers(2**31)), long=True, negatives=True))
         # train last: adding it leaves the dev and test recordings of a preset as they were
         for split, n in zip(("dev", "test", "train"), p.conversations):
             pool = speakers[f"speech_{split}"]

@@ -1,0 +1,103 @@
+"""Parity: polyhead running the untouched pretrained Whisper against faster-whisper on the same
+weights and the same utterances, greedy and beam 5, both scored with Whisper's normaliser.
+
+    .venv/bin/python bench/parity.py --sets retention_test speech_test --limit 120
+
+polyhead side: ``polyhead.load("<name>")``'s model (the pretrained decoder alone, every input in
+Whisper's 30 s window), decoded by evaluation's batched loop. faster-whisper side: the CT2 files
+the catalogue installed with the weights, float32 and int8, with the same search (temperature 0
+only, no fallback, no timestamps, no previous-text conditioning, no VAD filter). Speed is the
+wall time over the audio duration on this machine's threads (run it alone).
+Output: a markdown table on stdout and bench/out/parity.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+import torch  # noqa: E402
+
+from polyhead.audio import to_model_audio  # noqa: E402
+from polyhead.config import Config, EncoderConfig, HeadConfig, TaskConfig  # noqa: E402
+from polyhead.data.corpus import load_set  # noqa: E402
+from polyhead.evaluation.evaluate import asr_result, transcribe_cuts  # noqa: E402
+from polyhead.model import MultiTaskModel  # noqa: E402
+from polyhead.training.data import raw_text_of  # noqa: E402
+
+
+def polyhead_whisper(name: str) -> MultiTaskModel:
+    config = Config(encoder=EncoderConfig(name="whisper", pretrained=name, pad_to_window=True),
+                    tasks={"asr": TaskConfig(head=HeadConfig(type="whisper_decoder", options={"ctc_weight": 0.0}),
+                                             target="text", train_sets=[])})
+    return MultiTaskModel(config).eval()
+
+
+def run_polyhead(model, cuts, beam: int) -> tuple[list[str], float]:
+    model.heads["asr"].beam_size = beam
+    t = time.time()
+    hyps = dict((c.id, h) for c, h in transcribe_cuts(model, cuts, "asr"))
+    return [hyps[c.id] for c in cuts], time.time() - t
+
+
+def run_faster_whisper(model, cuts, beam: int) -> tuple[list[str], float]:
+    hyps, t = [], time.time()
+    for c in cuts:
+        audio = c.load_audio()
+        samples = to_model_audio(audio.T if audio.ndim == 2 else audio, c.sampling_rate, name=c.id)
+        segments, _ = model.transcribe(samples, language="en", beam_size=beam, temperature=0.0,
+                                       without_timestamps=True, condition_on_previous_text=False, vad_filter=False)
+        hyps.append(" ".join(s.text.strip() for s in segments))
+    return hyps, time.time() - t
+
+
+def main(argv=None) -> None:
+    from faster_whisper import WhisperModel
+
+    from polyhead.model.pretrained import CT2_SUBDIR, resolve
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="whisper-tiny.en")
+    ap.add_argument("--corpus", default="corpora/demo")
+    ap.add_argument("--sets", nargs="+", default=["retention_test", "speech_test"])
+    ap.add_argument("--limit", type=int, default=120)
+    ap.add_argument("--beams", type=int, nargs="+", default=[1, 5])
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    ct2 = str(resolve(args.model) / CT2_SUBDIR)
+    systems = {"polyhead": polyhead_whisper(args.model),
+               "faster-whisper fp32": WhisperModel(ct2, device="cpu", compute_type="float32", cpu_threads=args.threads),
+               "faster-whisper int8": WhisperModel(ct2, device="cpu", compute_type="int8", cpu_threads=args.threads)}
+    rows = []
+    for set_name in args.sets:
+        cuts = [c for c in load_set(args.corpus, set_name) if raw_text_of(c)][: args.limit]
+        refs = [raw_text_of(c) for c in cuts]
+        seconds = sum(c.duration for c in cuts)
+        for beam in args.beams:
+            for name, system in systems.items():
+                run = run_polyhead if name == "polyhead" else run_faster_whisper
+                hyps, wall = run(system, cuts, beam)
+                r = asr_result(refs, hyps)
+                rows.append({"set": set_name, "n": len(cuts), "beam": beam, "system": name, "wer": r["wer"],
+                             "punctuation_f1": r["punctuation_f1"], "rtf": wall / seconds, "examples": r["examples"]})
+                print(f"{set_name} beam {beam} {name}: WER {100 * r['wer']:.1f}% RTF {wall / seconds:.3f}", flush=True)
+    lines = ["| set | search | system | WER | punctuation F1 | real-time factor |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        search = "greedy" if r["beam"] == 1 else f"beam {r['beam']}"
+        lines.append(f"| {r['set']} ({r['n']}) | {search} | {r['system']} | {100 * r['wer']:.1f}% | "
+                     f"{r['punctuation_f1']:.2f} | {r['rtf']:.3f} |")
+    out = ROOT / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "parity.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
