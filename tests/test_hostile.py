@@ -449,6 +449,49 @@ def test_a_timed_out_long_form_request_frees_the_model_within_2_s(http, tmp_path
         assert _freed_within(svc) < 2.0  # stopped at the next chunk
         r = client.post("/v1/audio/analyze", files={"file": ("short.wav", _wav(4, seed=3))})
         assert r.status_code == 200, r.text  # not timed out behind the long one
+        metrics = client.get("/metrics").text  # how long the model went on past the deadline
+        assert 'polyhead_deadline_overrun_seconds_bucket{le="2.0"} 1.0' in metrics
+        assert "polyhead_deadline_overrun_seconds_count 1.0" in metrics
+
+
+def test_short_requests_go_through_between_the_chunks_of_a_long_one(http, tmp_path, monkeypatch, live_server):
+    """Between two chunks of a long-form job the worker runs the analyses waiting then: a
+    4 s clip waits for one chunk (0.5 s here), not for the whole 5-minute file (was: all of it,
+    or the timeout; bench/deadlines.py: p95 of the clips 4.4 s -> 0.5 s)."""
+    import threading
+    import time
+
+    import httpx
+
+    from polyhead.inference import diarize
+    from polyhead.serving import create_app
+
+    real, started = diarize.chunk_segments, threading.Event()
+
+    def slow_chunk(*args, **kwargs):
+        started.set()
+        time.sleep(0.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(diarize, "chunk_segments", slow_chunk)
+    url = live_server(create_app(http.served, registry_path=tmp_path / "reg.sqlite", timeout_s=60.0))
+    answers = {}
+
+    def long_request():
+        r = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("long.wav", _wav(300))},
+                       data={"model": "m"}, timeout=60)
+        answers["long"] = (r.status_code, time.monotonic())
+
+    thread = threading.Thread(target=long_request)
+    thread.start()
+    assert started.wait(30)
+    start = time.monotonic()
+    r = httpx.post(f"{url}/v1/audio/analyze", files={"file": ("short.wav", _wav(4, seed=5))}, timeout=60)
+    took = time.monotonic() - start
+    assert r.status_code == 200, r.text
+    thread.join(60)
+    assert answers["long"][0] == 200
+    assert took < 2.0 and answers["long"][1] > start + took, took  # answered while the long one ran on
 
 
 @pytest.mark.parametrize("endpoint,files,pause", [
@@ -685,3 +728,26 @@ def test_a_long_compressed_upload_is_never_held_decoded(http, tmp_path, monkeypa
         assert peak < 30e6, peak  # was 154 MB: 77 MB decoded, and again joined
         r = client.post("/v1/speakers/identify", files={"file": ("s.flac", data)})
         assert r.status_code == 400 and "limit of 600 s" in r.json()["error"]["message"], r.text
+
+
+def test_long_form_reads_a_many_channel_file_one_channel_at_a_time(tmp_path):
+    """The long-form path read each 30 s chunk with all its channels at the file's rate: one
+    10-minute 8-channel 384 kHz FLAC of silence (a few hundred kB) made the server hold
+    368 MB per chunk (bench/hostile_upload.py: +730 MB resident for that one upload). Now
+    each block is down-mixed as it is read (the same samples: the mean of the channels)."""
+    import tracemalloc
+
+    from polyhead.inference.diarize import read_chunks
+
+    path = tmp_path / "wide.flac"
+    with sf.SoundFile(path, "w", 96000, 8, "PCM_16", format="FLAC") as f:
+        for _ in range(8):
+            f.write(np.zeros((96000 * 5, 8), np.float32))
+    tracemalloc.start()
+    try:
+        chunks = [(start, len(x)) for start, x, _ in read_chunks(path)]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert chunks[0] == (0.0, 16000 * 30) and sum(n for _, n in chunks) >= 16000 * 40
+    assert peak < 40e6, peak  # was 92 MB: 30 s x 96 kHz x 8 channels of float32

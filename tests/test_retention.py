@@ -109,13 +109,10 @@ def test_distill_trains_with_a_padded_teacher(tiny_corpus, tiny_whisper, tmp_pat
 
 
 def test_replay_pseudo_labels_are_cached_and_mixed_in(tiny_corpus, tiny_whisper, tmp_path):
-    import shutil
-
-    corpus = tmp_path / "corpus"
-    shutil.copytree(tiny_corpus[0], corpus)
-    run, _ = _train(corpus, tiny_whisper, tmp_path, [{"name": "replay", "options": {"weight": 0.5}}],
+    run, _ = _train(tiny_corpus[0], tiny_whisper, tmp_path, [{"name": "replay", "options": {"weight": 0.5}}],
                     "train.log_every=1")
-    cache = next((corpus / "pseudo_labels").glob("replay_train.*.json"))
+    assert not (tiny_corpus[0] / "pseudo_labels").exists()  # the corpus is never written to
+    cache = next((run / "pseudo_labels").glob("replay_train.*.json"))
     labels = json.loads(cache.read_text())
     assert len(labels) >= 1
     MultiTaskModel.load(run / "best")
@@ -135,6 +132,17 @@ def test_interpolation_chooses_on_retention_dev_and_rewrites_best(tiny_corpus, t
     a = record["alpha"]
     expected = start["model." + name] + a * (last.state_dict()[name] - start["model." + name])
     assert torch.allclose(best.state_dict()[name], expected, atol=1e-5)
+    # finishing again (a resumed, finished run) does not interpolate twice
+    from types import SimpleNamespace
+
+    from polyhead.config import read_config_json
+    from polyhead.training.retention import Interpolate
+
+    weights = (run / "best" / "model.safetensors").read_bytes()
+    again = SimpleNamespace(config=read_config_json(run / "config.json"), model=best, run_dir=run,
+                            device=torch.device("cpu"))
+    assert Interpolate(grid=[0.5], dev_limit=3).finish(again)["alpha"] == a
+    assert (run / "best" / "model.safetensors").read_bytes() == weights
 
 
 def test_interpolated_is_the_straight_line_between_the_ends():

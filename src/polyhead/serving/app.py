@@ -81,6 +81,7 @@ AUDIO_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")  # what of an upload's name may
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 STATIC = Path(__file__).with_name("static")  # the web page, shipped as package data
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+OVERRUN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 MEL_FRAMES_PER_SECOND = 100  # Whisper's unit for a segment's `seek`
 UNMATCHED = "unmatched"  # the metrics label of every path no route matches
 
@@ -157,8 +158,13 @@ class Service:
         self.cache_hits = Counter("polyhead_cache_hits", "responses served from the cache", registry=self.metrics)
         self.batch_size = Histogram("polyhead_batch_size", "analyses per encoder forward", buckets=BATCH_BUCKETS,
                                     registry=self.metrics)
+        self.late = Histogram("polyhead_deadline_overrun_seconds",
+                              "how long the model went on with requests past their deadline before it "
+                              "stopped (or finished)", buckets=OVERRUN_BUCKETS, registry=self.metrics)
+        self.dropped = Counter("polyhead_jobs_dropped", "jobs dropped unrun: their request had given up",
+                               registry=self.metrics)
         self.worker = ModelWorker(model, max_batch, window_s, on_batch=self.batch_size.observe,
-                                  max_queue=max_queue)
+                                  max_queue=max_queue, on_late=self.late.observe, on_drop=self.dropped.inc)
         self.hooks = stop_hooks(getattr(model, "model", None), self.worker)
 
     async def run(self, key: str | None, compute):
@@ -182,6 +188,17 @@ class Service:
                 self.cache.popitem(last=False)
         return result
 
+    def between_chunks(self, deadline: Deadline | None):
+        """What long work calls between its chunks (on the model's thread): stop once the
+        request has given up, else first let the short requests waiting now through."""
+        deadline = deadline or Deadline()
+
+        def check():
+            deadline.check()
+            self.worker.run_waiting_analyses()
+            deadline.check()
+        return check
+
     async def call(self, fn, *args, deadline: Deadline | None = None):
         """``fn(*args)`` on the model's thread, in turn with everything else (dropped unrun
         once ``deadline`` has passed)."""
@@ -201,13 +218,14 @@ class Service:
         A long upload (``_is_long``) is transcribed in chunks, by speaker, as `polyhead
         analyze` does with a file longer than the window (``analyze_file``)."""
         if self._is_long(await asyncio.to_thread(_seconds, data, name)):
-            return await self.call(_long_analysis, self.model, data, name, _check_of(deadline), deadline=deadline)
+            return await self.call(_long_analysis, self.model, data, name, self.between_chunks(deadline),
+                                   deadline=deadline)
         return await self._analyze_samples(await asyncio.to_thread(_decode, data, name), GREEDY, deadline)
 
     async def transcript(self, data: bytes, name: str, decoding: Decoding = GREEDY,
                          deadline: Deadline | None = None) -> dict:
         if self._is_long(await asyncio.to_thread(_seconds, data, name)):
-            return await self.call(_long_form, self.model, data, name, decoding, _check_of(deadline),
+            return await self.call(_long_form, self.model, data, name, decoding, self.between_chunks(deadline),
                                    deadline=deadline)
         samples = await asyncio.to_thread(_decode, data, name)
         return _transcript_of(await self._analyze_samples(samples, decoding, deadline))
@@ -217,8 +235,6 @@ class Service:
         return await asyncio.wrap_future(self.worker.analyze(features, deadline))
 
 
-def _check_of(deadline: Deadline | None):
-    return None if deadline is None else deadline.check
 
 
 def _key(endpoint: str, data: bytes, **params) -> str:
@@ -450,8 +466,8 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
 
         async def compute(deadline):
             await asyncio.to_thread(_seconds, data, name)  # a clear 400 for what is not audio
-            return await svc.call(_diarize, model, data, name, num_speakers, GREEDY, method, deadline.check,
-                                  deadline=deadline)
+            return await svc.call(_diarize, model, data, name, num_speakers, GREEDY, method,
+                                  svc.between_chunks(deadline), deadline=deadline)
 
         return await svc.run(_key("diarize", data, n=num_speakers, method=method), compute)
 
@@ -468,7 +484,7 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
             sa, sb = await asyncio.gather(
                 asyncio.to_thread(_decode, a, file_a.filename or "file_a", MAX_SPEAKER_AUDIO_S),
                 asyncio.to_thread(_decode, b, file_b.filename or "file_b", MAX_SPEAKER_AUDIO_S))
-            return await svc.call(speaker.verify, model, sa, sb, deadline.check, deadline=deadline)
+            return await svc.call(speaker.verify, model, sa, sb, svc.between_chunks(deadline), deadline=deadline)
 
         return await svc.run(_key("verify", a + b, n=len(a)), compute)
 
@@ -482,8 +498,8 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
 
         async def compute(deadline):
             samples = await asyncio.to_thread(lambda: [_decode(d, n, MAX_SPEAKER_AUDIO_S) for d, n in blobs])
-            return await svc.call(lambda: [speaker.embed(model, x, deadline.check) for x in samples],
-                                  deadline=deadline)
+            check = svc.between_chunks(deadline)
+            return await svc.call(lambda: [speaker.embed(model, x, check) for x in samples], deadline=deadline)
 
         embs = await svc.run(None, compute)
         # SQLite off the event loop: other requests go on while it waits on the file. The
@@ -500,7 +516,7 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
 
         async def compute(deadline):
             samples = await asyncio.to_thread(_decode, data, file.filename or "upload", MAX_SPEAKER_AUDIO_S)
-            emb = await svc.call(speaker.embed, model, samples, deadline.check, deadline=deadline)
+            emb = await svc.call(speaker.embed, model, samples, svc.between_chunks(deadline), deadline=deadline)
             return await asyncio.to_thread(registry.identify, emb, model.threshold, top_k)
 
         return await svc.run(None, compute)

@@ -22,6 +22,7 @@ with Retry-After) instead of a queue that grows without limit.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import queue
@@ -93,16 +94,6 @@ class _Call:
     future: Future = field(default_factory=Future)
 
 
-def _start(job) -> bool:
-    """Mark the job running; False (and the job answered) when its request has given up."""
-    if not job.future.set_running_or_notify_cancel():
-        return False  # the request gave up (timeout) before its turn
-    if job.deadline is not None and job.deadline.expired:
-        job.future.set_exception(DeadlineExceeded("the request's deadline passed before its turn"))
-        return False
-    return True
-
-
 _STOP = object()
 
 
@@ -121,11 +112,15 @@ def length_groups(items: list, length: Callable[[object], int], max_ratio: float
 class ModelWorker:
     """``analyze(features, deadline)`` and ``call(fn, *args, deadline=...)`` return futures;
     one daemon thread runs them. ``max_batch=1`` switches batching off (each analysis is its
-    own forward). ``on_batch(size)`` is told the size of every forward (for the metrics).
+    own forward). ``on_batch(size)`` is told the size of every forward (for the metrics);
+    ``on_late(seconds)``, for every forward or call that ended after the deadlines of all the
+    requests it served, how long after (how long requests that had timed out kept the model);
+    ``on_drop()``, of every job dropped unrun because its request had given up.
     At most ``max_queue`` jobs wait (None: no limit); more raise ``WorkerBusy``."""
 
     def __init__(self, model: Polyhead, max_batch: int = DEFAULT_MAX_BATCH, window_s: float = DEFAULT_WINDOW_S,
-                 on_batch: Callable[[int], None] | None = None, max_queue: int | None = DEFAULT_MAX_QUEUE):
+                 on_batch: Callable[[int], None] | None = None, max_queue: int | None = DEFAULT_MAX_QUEUE,
+                 on_late: Callable[[float], None] | None = None, on_drop: Callable[[], None] | None = None):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if max_queue is not None and max_queue < 1:
@@ -133,8 +128,10 @@ class ModelWorker:
         self.model, self.max_batch, self.window_s = model, max_batch, max(0.0, window_s)
         self.max_queue = max_queue
         self.on_batch = on_batch or (lambda _size: None)
+        self.on_late, self.on_drop = on_late or (lambda _s: None), on_drop or (lambda: None)
         self.queue: queue.Queue = queue.Queue()
         self._admit = threading.Lock()
+        self._pending: collections.deque = collections.deque()  # calls taken from the queue, in order, not yet run
         self._running: list[Deadline | None] = []  # the deadlines of the forward or call now running
         self.job_seconds = 0.1  # running mean of a job's time (for Retry-After)
         self.thread = threading.Thread(target=self._loop, name="polyhead-model", daemon=True)
@@ -148,7 +145,7 @@ class ModelWorker:
 
     def check_room(self) -> None:
         """WorkerBusy when the queue is full (a request checks before it decodes its upload)."""
-        queued = self.queue.qsize()
+        queued = self.queue.qsize() + len(self._pending)
         if self.max_queue is not None and queued >= self.max_queue:
             raise WorkerBusy(queued, self.retry_after(queued))
 
@@ -174,20 +171,39 @@ class ModelWorker:
 
     # --- the worker thread ---------------------------------------------------------------------
 
+    def run_waiting_analyses(self) -> None:
+        """On the model's thread, between the chunks of a long call (long-form transcription,
+        a long recording's embedding windows): run the analyses waiting now, as batches, so a
+        short request waits for one chunk of a long one rather than all of it. Calls found
+        meanwhile keep their order and run after the current one. Elsewhere: nothing."""
+        if threading.current_thread() is not self.thread:
+            return
+        waiting = []
+        while True:
+            try:
+                job = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is _STOP:
+                self._pending.append(job)
+                break
+            (self._pending if isinstance(job, _Call) else waiting).append(job)
+        running = self._running
+        for i in range(0, len(waiting), self.max_batch):
+            self._run_batch(waiting[i:i + self.max_batch])
+        self._running = running
+
     def _loop(self) -> None:
         while True:
-            job = self.queue.get()
+            job = self._pending.popleft() if self._pending else self.queue.get()
             if job is _STOP:
                 return
             if isinstance(job, _Call):
                 self._run_call(job)
                 continue
             batch, deferred, stop = self._collect(job)
+            self._pending.extend(deferred + ([_STOP] if stop else []))
             self._run_batch(batch)
-            for call in deferred:
-                self._run_call(call)
-            if stop:
-                return
 
     def _collect(self, first: _Analysis) -> tuple[list[_Analysis], list[_Call], bool]:
         """The first analysis plus whatever analyses arrive within the window; calls seen
@@ -204,6 +220,17 @@ class ModelWorker:
             (deferred if isinstance(job, _Call) else batch).append(job)
         return batch, deferred, False
 
+    def _start(self, job) -> bool:
+        """Mark the job running; False (and the job answered) when its request has given up."""
+        if not job.future.set_running_or_notify_cancel():
+            self.on_drop()
+            return False  # the request gave up (timeout) before its turn
+        if job.deadline is not None and job.deadline.expired:
+            job.future.set_exception(DeadlineExceeded("the request's deadline passed before its turn"))
+            self.on_drop()
+            return False
+        return True
+
     def _timed(self, deadlines: list, fn: Callable):
         self._running = deadlines
         start = time.monotonic()
@@ -211,10 +238,15 @@ class ModelWorker:
             return fn()
         finally:
             self._running = []
-            self.job_seconds = 0.8 * self.job_seconds + 0.2 * (time.monotonic() - start)
+            end = time.monotonic()
+            self.job_seconds = 0.8 * self.job_seconds + 0.2 * (end - start)
+            if deadlines and all(d is not None and d.at is not None for d in deadlines):
+                late = end - max(d.at for d in deadlines)
+                if late > 0:
+                    self.on_late(late)
 
     def _run_call(self, job: _Call) -> None:
-        if not _start(job):
+        if not self._start(job):
             return
         try:
             job.future.set_result(self._timed([job.deadline], lambda: job.fn(*job.args)))
@@ -222,11 +254,12 @@ class ModelWorker:
             job.future.set_exception(e)
 
     def _run_batch(self, batch: list[_Analysis]) -> None:
-        live = [job for job in batch if _start(job)]
+        live = [job for job in batch if self._start(job)]
         for group in length_groups(live, lambda job: len(job.features.inputs)):
             gone = [job for job in group if job.deadline is not None and job.deadline.expired]
             for job in gone:  # gave up while an earlier group of this batch ran
                 job.future.set_exception(DeadlineExceeded("the request's deadline passed before its turn"))
+                self.on_drop()
             group = [job for job in group if job not in gone]
             if not group:
                 continue

@@ -35,7 +35,7 @@ from ..config import Config, EncoderConfig, TaskConfig
 from ..data.corpus import available_sets, load_set
 from ..model.adapters import is_adapter_parameter
 from ..model.decoder import IGNORE
-from ..model.multitask import MultiTaskModel
+from ..model.multitask import WEIGHTS_FILE, MultiTaskModel
 from ..registry import Registry
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 RETENTION = Registry("retention strategy")
 RETENTION_DEV = "retention_dev"
 REPLAY_SET = "replay_train"
-PSEUDO_LABELS = "pseudo_labels"  # corpus sub-folder: the pretrained model's transcripts
+PSEUDO_LABELS = "pseudo_labels"  # run sub-folder: the pretrained model's transcripts
 INTERPOLATION_FILE = "interpolation.json"
 
 
@@ -189,7 +189,7 @@ def distillation_kl(student: torch.Tensor, teacher: torch.Tensor, labels: torch.
 @RETENTION.register("replay")
 class Replay(Retention):
     """Untranscribed natural speech (the corpus's ``replay_train``), transcribed once by the
-    pretrained model in its 30 s window (cached in the corpus), mixed into the speech steps: a
+    pretrained model in its 30 s window (cached in the run folder), mixed into the speech steps: a
     batch of ``max_duration`` seconds every ``every`` steps, its attention loss weighted by
     ``weight``. The decoder keeps rehearsing the English it knew, in its own written form."""
 
@@ -205,7 +205,8 @@ class Replay(Retention):
         self.task = speech_task(trainer.model)
         if self.task is None:
             raise ValueError("replay: no whisper_decoder task to replay into")
-        cuts = pseudo_labelled(trainer.config, self.set_name, trainer.device, self.limit)
+        cuts = pseudo_labelled(trainer.config, self.set_name, trainer.device, trainer.run_dir / PSEUDO_LABELS,
+                               self.limit)
         tc = trainer.config.train
         collator = Collator(trainer.config.vocab, ["text"], trainer.cache, spec_augment=False)
         self.stream = make_stream(tc, cuts, collator, self.max_duration, tc.seed + 7919,
@@ -223,9 +224,10 @@ class Replay(Retention):
         return {"replay": self.weight * head.attention_loss(logits, labels)}
 
 
-def pseudo_labelled(config: Config, set_name: str, device, limit: int | None = None):
+def pseudo_labelled(config: Config, set_name: str, device, cache_dir: Path, limit: int | None = None):
     """``set_name``'s cuts with their text replaced by the pretrained model's transcripts (in
-    its 30 s window), computed once and cached under ``<corpus>/pseudo_labels/``."""
+    its 30 s window), computed once and cached in ``cache_dir`` (a resumed run reuses them;
+    the corpus itself is never written to)."""
     from lhotse import CutSet
 
     from ..evaluation.evaluate import transcribe_cuts
@@ -235,7 +237,7 @@ def pseudo_labelled(config: Config, set_name: str, device, limit: int | None = N
         raise FileNotFoundError(f"replay: the corpus {config.corpus} has no {set_name} set "
                                 "(synthesise it again: polyhead synth)")
     cuts = [c for c in load_set(config.corpus, set_name)][:limit]
-    cache = Path(config.corpus) / PSEUDO_LABELS / f"{set_name}.{Path(config.encoder.pretrained).name}.json"
+    cache = Path(cache_dir) / f"{set_name}.{Path(config.encoder.pretrained).name}.json"
     texts = json.loads(cache.read_text()) if cache.is_file() else {}
     todo = [c for c in cuts if c.id not in texts]
     if todo:
@@ -280,6 +282,9 @@ class Interpolate(Retention):
             log.warning("interpolate: needs a whisper_decoder task, %s and its dev set; skipped", self.retention_set)
             return None
         best = trainer.run_dir / "best"
+        done = trainer.run_dir / INTERPOLATION_FILE
+        if done.is_file() and json.loads(done.read_text()).get("weights_sha256") == _sha256(best / WEIGHTS_FILE):
+            return json.loads(done.read_text())  # a resumed, finished run: best/ is interpolated already
         model = MultiTaskModel.load(best if best.is_dir() else trainer.run_dir / "last").to(trainer.device)
         reference = pretrained_model(config, window=True).to(trainer.device)
         sets = {"retention": load_set(corpus, self.retention_set), "in_domain": load_set(corpus, dev)}
@@ -302,9 +307,15 @@ class Interpolate(Retention):
         model.config = trainer.model.config  # the training config (pretrained source named)
         write_checkpoint(best, model)
         record = {"alpha": chosen["alpha"], "constraint_met": bool(ok), "pretrained_retention_dev_wer": ref_wer,
-                  "search": search, "dev_limit": self.dev_limit}
+                  "search": search, "dev_limit": self.dev_limit, "weights_sha256": _sha256(best / WEIGHTS_FILE)}
         write_text_atomic(trainer.run_dir / INTERPOLATION_FILE, json.dumps(record, indent=2) + "\n")
         return record
+
+
+def _sha256(path: Path) -> str | None:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def _pretrained_names(model: MultiTaskModel, task: str, ref_task: str) -> dict[str, str]:
