@@ -6,7 +6,8 @@
 Builds the tests' tiny model (bench/tiny_server.py), serves it on 127.0.0.1 with ``--timeout``
 (5 s) and drives it for ``--duration`` seconds with
 
-  * ``--long-clients`` (2) clients, each posting 10-minute recordings (16 kHz WAV, 19 MB) to
+  * ``--long-clients`` (2) clients, each posting 10-minute recordings (16 kHz WAV, 19 MB, a
+    sample changed each time so that the response cache cannot answer) to
     /v1/audio/transcriptions, one after another: the chunked long-form path, which takes
     longer than the timeout, so each should be answered 504 at the deadline and its work
     stopped at the next chunk (or layer);
@@ -87,7 +88,15 @@ def main() -> int:
     args = parser.parse_args()
     duration = args.duration or (40.0 if args.quick else 120.0)
 
-    long_files = [wav(60 * args.long_minutes, seed=100 + i) for i in range(2)]
+    long_file = wav(60 * args.long_minutes, seed=100)
+
+    def long_upload(k: int) -> bytes:
+        """The long recording with one sample changed: new bytes each time, so the response
+        cache never answers it."""
+        data = bytearray(long_file)
+        data[100:104] = k.to_bytes(4, "little")
+        return bytes(data)
+
     clip = np.random.default_rng(7).normal(0, 0.1, 16000 * 4)
 
     def short_clip(k: int) -> bytes:
@@ -105,7 +114,7 @@ def main() -> int:
                                              limits=limits) as client:
                     stop_at = time.monotonic() + duration
                     await asyncio.gather(
-                        *(client_loop(client, lambda k, i=i: long_files[(i + k) % 2], stop_at, results, "long")
+                        *(client_loop(client, lambda k, i=i: long_upload(1000 * i + k), stop_at, results, "long")
                           for i in range(args.long_clients)),
                         *(client_loop(client, lambda k, i=i: short_clip(1000 * i + k), stop_at, results, "short")
                           for i in range(args.short_clients)))
