@@ -43,29 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_SETS = ("speech_test", "speaker_test", "ood_test")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_mb(pid: int) -> float | None:
-    """Resident memory of a process: psutil when installed, else /proc."""
-    try:
-        import psutil
-
-        return psutil.Process(pid).memory_info().rss / 2**20
-    except ImportError:
-        pass
-    except Exception:  # noqa: BLE001 - the process is gone
-        return None
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+from tiny_server import free_port, rss_mb  # noqa: E402  (one definition for the service benches)
 
 
 def clips(corpus: Path, count: int, max_s: float = 6.0) -> list[np.ndarray]:

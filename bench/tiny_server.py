@@ -25,25 +25,12 @@ MEMORY_CAP_GB = 12.0  # the server's address space: a runaway allocation fails t
 
 
 def tiny_model(folder: Path) -> Path:
-    """The tests' untrained tiny model (conformer 32 wide, one layer, every head)."""
-    import torch
+    """The tests' untrained tiny model with every head, saved in ``folder`` (one definition:
+    ``tests/fuzz_targets.tiny_model``)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fuzz_targets import tiny_model as build
 
-    from polyhead.config import Config
-    from polyhead.model import MultiTaskModel
-    from polyhead.training.data import CHARS
-
-    config = Config.model_validate(dict(
-        corpus="unused", encoder=dict(name="conformer", dim=32, layers=1, heads=2, ff_mult=2, dropout=0.0),
-        tasks=dict(asr=dict(head=dict(type="ctc"), target="text", train_sets=["x"]),
-                   speaker=dict(head=dict(type="speaker", options=dict(pooling="mean", emb_dim=16)),
-                                target="speaker", train_sets=["x"]),
-                   lid=dict(head=dict(type="classifier", options=dict(hidden=16)), target="language",
-                            train_sets=["x"]),
-                   vad=dict(head=dict(type="frame"), target="vad", train_sets=["x"])),
-        vocab=dict(text=CHARS, speaker=["s1", "s2"], language=["en", "de"])))
-    torch.manual_seed(0)
-    MultiTaskModel(config).save(folder)
-    return folder
+    return build(folder)
 
 
 def free_port() -> int:

@@ -6,14 +6,15 @@ write is one transaction, so concurrent enrolments never lose each other's rows.
 Identify does not read the table on every call. Each registry object keeps, per embedding
 size, an in-memory float32 matrix with one row per speaker: the mean of that speaker's unit
 embeddings, renormalised (what ``speakers()`` returns), and scores a query against all of
-them with one matrix-vector product (BLAS sgemv) and a partial sort for the top k. The matrix
+them with one matrix-vector product (BLAS sgemv) and a partial sort for the top k (the
+matrix is kept in blocks of BLOCK_ROWS rows, so it grows without copying). The matrix
 is read from SQLite once; after that each identify asks SQLite only for the rows added since
 (rowids above the last one read), so enrolments by any process (the service, ``polyhead
 enroll``, another registry object) are seen at once. A delete or update anywhere bumps a
 counter (triggers), and the matrix is then read again whole.
 
 Why float32: 1M speakers x 192 is 768 MB and one product over it about 30 ms on one core.
-float16 would halve the memory, but numpy has no float16 BLAS (about 10x slower than the
+float16 would halve the memory, but numpy has no float16 BLAS (about 30x slower than the
 whole float32 product) and torch's float16 product was slower than numpy's float32 here
 (37 ms against 29 ms) and depends on the CPU's half-precision support; so float32, and
 memory grows with the speakers enrolled (768 bytes each at 192 dimensions, 4 per dimension).

@@ -1,7 +1,7 @@
 """`polyhead serve`: the model behind an HTTP API (FastAPI).
 
     POST /v1/audio/transcriptions   OpenAI-compatible (the official `openai` client works)
-    POST /v1/audio/analyze          every head, one encoder pass
+    POST /v1/audio/analyze          every head, one encoder pass (longer than a pass: long-form)
     POST /v1/speakers/verify        two files -> score, decision
     POST /v1/speakers/enroll        name + files -> registry
     POST /v1/speakers/identify      file -> best enrolled match or "unknown"

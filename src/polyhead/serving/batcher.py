@@ -280,9 +280,9 @@ class ModelWorker:
 def stop_hooks(module, worker: ModelWorker) -> list:
     """Forward pre-hooks on every layer of ``module`` (each element of an ``nn.ModuleList`` or
     ``nn.ModuleDict``: encoder and decoder layers, run once per decoding step, and the heads)
-    and on its direct children: on
-    the worker's thread, once ``worker.should_stop()``, they raise DeadlineExceeded, so a
-    forward nobody waits for any more ends at the next layer. Returns the hook handles."""
+    and on its direct children: on the worker's thread, once ``worker.should_stop()``, they
+    raise DeadlineExceeded, so a forward nobody waits for any more ends at the next layer.
+    Returns the hook handles."""
     import torch
 
     if not isinstance(module, torch.nn.Module):  # an ONNX export: runs to the end of its forward
