@@ -22,6 +22,7 @@ _CURLY_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'"})
 _NOT_WORD_SPACE_OR_APOSTROPHE = re.compile(r"[^\w\s']|_")
 _STRAY_APOSTROPHE = re.compile(r"(?<!\w)'|'(?!\w)")  # not between two word characters
 _WHITESPACE = re.compile(r"\s+")
+_HAS_WORD = re.compile(r"[^\W_]")
 # British -> American spellings (Whisper's normalizer.json), where a tokenizer folder ships it.
 SPELLING_FILE = "normalizer.json"
 
@@ -61,8 +62,9 @@ def _normaliser(language: str):
 
 
 def scoring_form(s: str, language: str = "en") -> str:
-    """Whisper's normalisation, the form WER is scored on."""
-    return _WHITESPACE.sub(" ", _normaliser(language)(s)).strip()
+    """Whisper's normalisation, the form WER is scored on. Tokens left without a letter or
+    digit (Whisper keeps a lone "." it takes for a decimal point) are not words."""
+    return " ".join(w for w in _normaliser(language)(s).split() if _HAS_WORD.search(w))
 
 
 def written_sentence(words: str, question: bool = False) -> str:
