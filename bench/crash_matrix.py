@@ -1,57 +1,68 @@
 """Crash matrix for training (issue 25): kill -9 at every write of a checkpoint save, resume.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/crash_matrix.py --quick    # 5 seeded runs
-    OMP_NUM_THREADS=1 .venv/bin/python bench/crash_matrix.py            # 50 seeded runs
+    OMP_NUM_THREADS=1 .venv/bin/python bench/crash_matrix.py --quick --jobs 2   # 5 seeded runs, ~2 min
+    OMP_NUM_THREADS=1 .venv/bin/python bench/crash_matrix.py --jobs 2           # 50 seeded runs
 
 For each seed: the tests' tiny corpus (``synthesize(..., "tiny", seed=0)``, as the
 ``tiny_corpus`` fixture; built once into bench/out/crash_matrix_corpus, or ``--corpus``) and
 the kill -9 test's tiny two-task config (tests/test_crash.py: conformer dim 32, CTC + speaker,
 disjoint steps, dynamic weighting, dropout 0.1), ``train.seed`` = the seed, a checkpoint save
-at every step (``train.eval_every=1``), and a dev score that goes up and down: the trainer's
-``evaluate_dev`` is patched in the training process to return a seeded sequence (about 45% of
-the evaluations improve on the best, some tie it exactly, the rest are worse), so both kinds of
-save happen: ``last/`` alone, and ``last/`` then ``best/``.
+at every step (``train.eval_every=1``; ``--steps``, 48), and a dev score that goes up and down:
+the trainer's ``evaluate_dev`` is patched in the training process to return a seeded sequence
+(about 45% of the evaluations improve on the best, some tie it exactly, the rest are worse), so
+both kinds of save happen: ``last/`` alone, and ``last/`` then ``best/``.
 
 1. A reference run, never interrupted, records every filesystem operation of each
    ``Trainer.save()`` (``shutil.rmtree`` of a folder that exists, ``Path.mkdir`` of one that
    does not, ``Path.write_text``, ``Path.rename``, ``Path.replace``, ``torch.save``, safetensors'
    ``save_file``; fsyncs are not counted: a SIGKILL does not drop the page cache, so a kill just
    before or after one leaves the same files) and keeps the model of every step.
-   That gives the kill points: "before <operation>" for every operation of the first save of
-   the run (no checkpoint yet), of a save that did not improve (``plain``) and of one that did
-   (``improving``), and "after save" for each kind.
+   That gives the kill points: "before <operation>" for every operation of the run's first save
+   (no checkpoint yet: kind ``first``), of a save that did not improve (``plain``) and of one
+   that did (``improving``), "after save" for each kind, and the operations of the repair
+   resume makes when ``last/`` holds the best and ``best/`` does not (``checkpoint.repair_best``
+   writing ``best/``: kind ``repair``, and "after repair").
 2. One chain of ``polyhead train --resume`` processes per seed in one run folder: each process
    is armed with the next kill point in turn and SIGKILLs itself there (``os.kill(getpid(),
    SIGKILL)`` from a wrapper around those functions: src/ is untouched), at the first save of
-   the right kind; the next process resumes. The first save's points that come after its
-   ``last/`` is in place cannot recur in the same run folder (a run has one first save): each
-   gets a branch of its own (a fresh folder: killed there, then resumed and killed after its
-   next save). After the last point a process resumes to the end.
+   the right kind; the next process resumes. After the last point a process resumes to the
+   end. Points that cannot come in that chain get a branch each, killed there, then resumed and
+   killed after the next save: the first save's points after its ``last/`` is in place (a run
+   has one first save: a fresh folder each) and the repair's points (a copy of the chain's
+   folder as the kill before ``mkdir best.tmp`` of an improving save left it).
 3. After every kill, read-only: the checkpoint resume will take (``find_resumable``) is the
-   previous one or the one being written, never older, and its weights are the reference's of
-   its step (``torch.equal``, via the files' sha256 first); its ``best_step`` is the step with
-   the lowest score so far and its ``best`` that score; ``best/``, or ``best.old``, or the
-   checkpoint itself holds that step's weights (what ``checkpoint.repair_best`` will restore
-   from: "ok", "from best.old", "from last"; none of them: "best lost"). The next process must
-   start at that step and its ``repair_best`` must answer what was predicted; a resume that
-   exits without reaching its kill point is retried at most twice, then the seed stops
-   ("resume loops").
+   last one completed before the kill or the one being written, never older, and its weights
+   are the reference's of its step (``torch.equal``, via the files' sha256 first); its
+   ``best_step`` is the step with the lowest score so far and its ``best`` that score;
+   ``best/``, or ``best.old``, or the checkpoint itself holds that step's weights (what
+   ``repair_best`` will restore from: "ok", "from best.old", "from last"; none of them: "best
+   lost"). The next process must start at that step and its ``repair_best`` must answer what
+   was predicted; a resume that exits without reaching its kill point is retried at most twice,
+   then the seed stops ("resume loops").
 4. At the end: ``train_summary.json`` says all steps and ``best_criterion`` = the lowest
    score; ``best/checkpoint.json`` = {step of the first lowest score, that score};
    ``best/``'s weights = the reference's model of that step; ``last/``'s = the reference's
    last; the evaluation history = the reference's; no ``*.tmp`` or ``*.old`` left.
 5. Damaged corpus, per seed: a copy of the corpus with 1% of the train sets' audio files
-   overwritten with random bytes (at least one) and one line of speech_train's manifest cut
-   short, ``train.lazy_manifests=true``, killed after a save mid-run and resumed to the end: it
-   must finish, ``train_summary.json`` must count the malformed line
-   (``malformed_manifest_lines`` = 1); its ``skipped_batches`` and the unreadable utterances
-   the log names ("skipping unusable audio") are reported side by side.
+   overwritten with random bytes (at least one: 1 of the tiny corpus's 60) and one line of
+   speech_train's manifest cut short, ``train.lazy_manifests=true``, killed after a save
+   mid-run and resumed to the end: it must finish, and ``train_summary.json`` must count the
+   malformed line (``malformed_manifest_lines`` = 1). Its ``skipped_batches`` and the
+   unreadable utterances the log names ("skipping unusable audio") are reported side by side;
+   that the summary does not count those utterances is reported as a gap, not a failure.
 
 Training processes are forked from this process after polyhead and torch are imported
-(``--spawn fork``, the default: each start costs a fraction of a second instead of 3-4 s of
-imports); ``--spawn exec`` runs each as ``python bench/crash_matrix.py --child SPEC`` instead,
-the same code in a fresh interpreter. Either way it is ``polyhead.cli.main(["train", ...,
-"--resume"])`` in a process of its own, killed by SIGKILL.
+(``--spawn fork``, the default: a start costs about 0.1 s instead of 5-7 s of imports);
+``--spawn exec`` runs each as ``python bench/crash_matrix.py --child SPEC`` instead, the same
+code in a fresh interpreter. Either way it is ``polyhead.cli.main(["train", ..., "--resume"])``
+in a process of its own, killed by SIGKILL. The processes after a seed's reference run take
+the features it computed (the same arrays: fbank, no dither) instead of decoding the audio
+again (``--no-shared-features``: they decode it). ``--jobs`` runs seeds side by side.
+
+``--break-on-purpose no-repair|delete-first`` checks the checks: the training processes resume
+without ``repair_best``, or write checkpoints deleting the old folder before the new one is
+renamed in; the matrix must then fail (tests/test_crash_matrix.py). ``--points REGEX`` arms
+only the matching kill points.
 
 Prints the matrix (kill point x outcome counts) and writes bench/out/crash_matrix.json. Exit
 status 1 on any failure.
@@ -452,6 +463,7 @@ class Seed:
     def __init__(self, args, corpus: Path, seed: int, work: Path):
         self.args, self.seed, self.work = args, seed, work
         self.dir = work / f"seed{seed}"
+        shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
         self.config = write_config(self.dir / "config.yaml", corpus, seed, args.steps, 1)
         self.scores = make_scores(seed, args.steps)
@@ -661,6 +673,7 @@ def damaged_run(args, corpus: Path, seed: int, work: Path) -> dict:
     """1% unreadable audio files and one cut-short manifest line, lazy manifests, one kill."""
     rng = random.Random(f"damage-{seed}")
     folder = work / f"damaged{seed}"
+    shutil.rmtree(folder, ignore_errors=True)
     damaged = folder / "corpus"
     # the audio linked (25 MB copied per seed otherwise); the files made unreadable are replaced
     shutil.copytree(corpus.resolve(), damaged, copy_function=lambda src, dst: os.symlink(os.path.abspath(src), dst))
@@ -816,7 +829,7 @@ def main() -> int:
 
     torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # its first use imports torch._dynamo (2.7 s)
 
-    corpus = tiny_corpus(args.corpus)
+    corpus = tiny_corpus(args.corpus).resolve()
     work = args.work or Path(tempfile.mkdtemp(prefix="crash_matrix_"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()

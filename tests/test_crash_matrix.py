@@ -19,7 +19,7 @@ POINTS = r"first / before rename last.tmp|improving / before (rename last.tmp|mk
 
 def _bench(corpus, out: Path, *args: str) -> tuple[int, dict, str]:
     proc = subprocess.run([sys.executable, str(BENCH), "--runs", "1", "--steps", "16", "--corpus", str(corpus),
-                           "--out", str(out), *args], capture_output=True, text=True, timeout=240,
+                           "--out", str(out), "--work", str(out.parent / "work"), *args], capture_output=True, text=True, timeout=240,
                           env=dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"))
     return proc.returncode, json.loads(out.read_text()) if out.is_file() else {}, proc.stdout + proc.stderr
 
