@@ -263,6 +263,7 @@ def test_a_batch_of_unreadable_audio_is_skipped_counted_and_resumed_past(corpus,
     monkeypatch.setattr("polyhead.training.trainer.Trainer.evaluate_dev", lambda self: {})
     summary = train(config, run, progress=False)
     assert summary["steps"] == 3 and summary["skipped_batches"] == 1
+    assert summary["unreadable_files"] == calls[1]  # every utterance of the skipped batch
     assert json.loads((run / "train_summary.json").read_text())["skipped_batches"] == 1
     # resumed: the skipped batch's place in the stream is replayed, not collated (no second skip)
     summary = train(config, run, resume=True, resume_overrides=["train.steps=5"], progress=False)

@@ -529,6 +529,10 @@ class Trainer:
                    # batches whose audio was all unusable, and manifest lines that were not a cut
                    # (train.lazy_manifests): skipped, counted here, named in the log
                    "skipped_batches": sum(s.skipped_batches for s in self.streams.values()),
+                   # distinct utterances whose audio could not be used, seen by this process
+                   # (loader workers report theirs to it); a resumed run counts from its restart
+                   "unreadable_files": len({cut for s in self.streams.values()
+                                            for cut in getattr(s.collator, "bad_audio", {})}),
                    "malformed_manifest_lines": malformed_lines(self.config),
                    "train_seconds": round(time.time() - start, 1), "audio_seconds_seen": self.seconds_seen,
                    "parameters": self.model.parameter_counts(),
