@@ -27,6 +27,7 @@ import torch  # noqa: E402
 from polyhead.audio import to_model_audio  # noqa: E402
 from polyhead.config import Config, EncoderConfig, HeadConfig, TaskConfig  # noqa: E402
 from polyhead.data.corpus import load_set  # noqa: E402
+from polyhead.decoding import DecodingOptions  # noqa: E402
 from polyhead.evaluation.evaluate import asr_result, transcribe_cuts  # noqa: E402
 from polyhead.model import MultiTaskModel  # noqa: E402
 from polyhead.training.data import raw_text_of  # noqa: E402
@@ -40,9 +41,8 @@ def polyhead_whisper(name: str) -> MultiTaskModel:
 
 
 def run_polyhead(model, cuts, beam: int) -> tuple[list[str], float]:
-    model.heads["asr"].beam_size = beam
     t = time.time()
-    hyps = dict((c.id, h) for c, h in transcribe_cuts(model, cuts, "asr"))
+    hyps = dict((c.id, h) for c, h in transcribe_cuts(model, cuts, "asr", decoding=DecodingOptions(beam_size=beam)))
     return [hyps[c.id] for c in cuts], time.time() - t
 
 

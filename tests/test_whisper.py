@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from polyhead.config import Config
+from polyhead.decoding.search import rescored
 from polyhead.features import WhisperLogMel
 from polyhead.model import MultiTaskModel
 from polyhead.model.heads import HeadInput
@@ -258,10 +259,10 @@ def test_joint_rescoring_prefers_what_ctc_can_align(tiny_whisper):
     ctc_logits[torch.arange(len(path)), torch.tensor(path)] = 0.0
     full = head.tokenizer.encode(" hello world", add_special_tokens=False)
     short = head.tokenizer.encode(" hello", add_special_tokens=False)
-    scores = {name: head._joint_score((tokens, att), ctc_logits, CHARS)
+    scores = {name: rescored(head, tokens, att, ctc_logits, CHARS, head.ctc_weight)
               for name, tokens, att in (("full", full, -2.0), ("short", short, -1.0))}
     assert scores["full"] > scores["short"]
-    assert head._joint_score((short, -1.0), None, CHARS) > head._joint_score((full, -2.0), None, CHARS)
+    assert rescored(head, short, -1.0, None, CHARS, 0.3) > rescored(head, full, -2.0, None, CHARS, 0.3)
 
 
 def test_the_decoder_follows_the_encoder_into_bf16(tiny_whisper):

@@ -79,10 +79,11 @@ CLOSED_SLU = "closed_slu"  # transcribe_cuts: <|slu|> with the intent from the t
 
 @torch.no_grad()
 def transcribe_cuts(model, cuts, task: str, max_seconds: float = EVAL_BATCH_SECONDS,
-                    decoder_task: str = TRANSCRIBE, with_output: bool = False):
+                    decoder_task: str = TRANSCRIBE, with_output: bool = False, decoding=None):
     """Yield (cut, transcript) with the head's own decoding, one padded batch at a time.
     A Whisper decoder's other tasks: their text (greedy), or for ``language`` the language
-    code; ``with_output`` adds the head's output row (CTC logits for alignment)."""
+    code; ``with_output`` adds the head's output row (CTC logits for alignment); ``decoding``:
+    the transcripts' ``DecodingOptions`` (default the head's own: greedy, or its configured beam)."""
     model.eval()
     device = next(model.parameters()).device
     collate = Collator(model.config.vocab, [], FeatureCache(model.encoder.features, enabled=False))
@@ -91,7 +92,7 @@ def transcribe_cuts(model, cuts, task: str, max_seconds: float = EVAL_BATCH_SECO
         b = collate(group).to(device)
         out = model(b.inputs, b.lengths, [task])[task]
         if decoder_task == TRANSCRIBE:
-            answers = head.transcribe(out, model.config.vocab.get("text"))
+            answers = head.transcribe(out, model.config.vocab.get("text"), options=decoding)
         elif decoder_task == LANGUAGE:
             answers = [r["language"] for r in head.detect_language(out["memory"], out["lengths"])]
         elif decoder_task == CLOSED_SLU:
@@ -105,10 +106,10 @@ def transcribe_cuts(model, cuts, task: str, max_seconds: float = EVAL_BATCH_SECO
         yield from zip(group, answers)
 
 
-def evaluate_asr(model, cuts, task: str, limit: int | None = None) -> dict:
+def evaluate_asr(model, cuts, task: str, limit: int | None = None, decoding=None) -> dict:
     cuts = [c for c in cuts if text_of(c)][:limit]
     refs, hyps = [], []
-    for cut, hyp in transcribe_cuts(model, cuts, task):
+    for cut, hyp in transcribe_cuts(model, cuts, task, decoding=decoding):
         refs.append(raw_text_of(cut))  # written form: the scorer normalises both sides
         hyps.append(hyp)
     return asr_result(refs, hyps)
@@ -301,10 +302,11 @@ def vad_threshold(model, cuts, task: str) -> tuple[float, float]:
 
 
 def evaluate_model(model, corpus: str | Path, sets: list[str] | None = None, limit: int | None = None,
-                   snorm=None, verify_threshold: float | None = None) -> dict:
+                   snorm=None, verify_threshold: float | None = None, decoding=None) -> dict:
     """Every head on every applicable set of the corpus. Returns nested JSON-able results.
     ``snorm``, ``verify_threshold``: the calibrated cohort and raw threshold (see
-    ``evaluate_speaker``), so trial lists also report normalised EERs and false accepts."""
+    ``evaluate_speaker``), so trial lists also report normalised EERs and false accepts.
+    ``decoding``: the decoder's ``DecodingOptions`` for the transcripts (default its own)."""
     have = set(available_sets(corpus))
     decoders = {t: model.heads[t].tasks for t in model.tasks_with(head_type="whisper_decoder")}
     # retention: natural English the generator never wrote (clean, telephone) next to every
@@ -319,7 +321,7 @@ def evaluate_model(model, corpus: str | Path, sets: list[str] | None = None, lim
         r = {}
         for task in model.tasks_with(target="text"):
             if set_name.startswith(("speech", "ood", "retention")):
-                r[task] = evaluate_asr(model, cuts, task, limit)
+                r[task] = evaluate_asr(model, cuts, task, limit, decoding)
         for task in model.tasks_with(head_type="speaker"):
             if trials_path(corpus, set_name).is_file():
                 res = evaluate_speaker(model, corpus, set_name, task, snorm, verify_threshold)

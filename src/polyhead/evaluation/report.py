@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..decoding import DecodingOptions
 from ..model import MultiTaskModel
 from .evaluate import evaluate_model
 
@@ -145,15 +146,13 @@ def evaluate_run(run: str | Path, corpus: str | None = None, sets=None, checkpoi
     run = Path(run)
     folder = run / checkpoint if (run / checkpoint).is_dir() else run
     model = MultiTaskModel.load(folder)
-    for head in model.heads.values():
-        if beam_size and hasattr(head, "beam_size"):
-            head.beam_size = beam_size
+    decoding = DecodingOptions(beam_size=beam_size) if beam_size else None
     corpus = corpus or model.config.corpus
     cal = calibrate(model, corpus, run)  # first: the test sets are scored at the dev sets' thresholds
     from ..inference.snorm import ScoreNorm
 
     results = evaluate_model(model, corpus, sets, limit=limit, snorm=ScoreNorm.load(run, cal),
-                             verify_threshold=cal.get("verify_threshold"))
+                             verify_threshold=cal.get("verify_threshold"), decoding=decoding)
     row = flatten(results, model)
     out = {"run": str(run), "checkpoint": str(folder), "corpus": str(corpus), "results": results,
            "row": row, "table": format_table({run.name: row})}

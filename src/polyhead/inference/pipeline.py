@@ -10,9 +10,8 @@ as Whisper's is, rather than a count of hard frame decisions.
 from __future__ import annotations
 
 import json
-import zlib
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,9 @@ import soundfile as sf
 import torch
 
 from ..audio import SAMPLE_RATE, AudioError, is_silent, load_audio, to_model_audio
+from ..decoding import (COMPRESSION_RATIO_THRESHOLD, GREEDY, LOGPROB_THRESHOLD, NO_SPEECH_THRESHOLD,  # noqa: F401
+                        WHISPER_TEMPERATURES, DecodingOptions, compression_ratio, decode_with_fallback, is_silence,
+                        needs_fallback)
 from ..text import normalize_text
 from ..model import MultiTaskModel
 from .snorm import ScoreNorm
@@ -80,146 +82,9 @@ CALIBRATION_FILE = "calibration.json"  # in the run folder, written by `polyhead
 DEFAULT_VERIFY_THRESHOLD = 0.5
 
 
-# Whisper's decoding safeguards (openai-whisper's transcribe defaults)
-WHISPER_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-COMPRESSION_RATIO_THRESHOLD = 2.4  # above: a looping transcript, decoded again hotter
-LOGPROB_THRESHOLD = -1.0  # below: an unsure transcript, decoded again hotter
-NO_SPEECH_THRESHOLD = 0.6  # above (and unsure): silence, no transcript
-
-
-@dataclass(frozen=True)
-class Decoding:
-    """How a decoder head writes the transcript (Whisper's options): ``language`` forces its
-    language token, ``prompt`` is the previous-text prompt, ``temperature`` 0 is greedy and
-    above 0 samples; a tuple of temperatures (``WHISPER_TEMPERATURES``) is Whisper's
-    fallback: each segment is decoded again at the next one while its text compresses
-    better than ``compression_ratio_threshold`` or its average log-probability is below
-    ``logprob_threshold`` (unless its no-speech probability is above
-    ``no_speech_threshold``: silence); a segment whose no-speech probability is above
-    ``no_speech_threshold`` and whose log-probability is not above ``logprob_threshold``
-    gets no transcript. ``beam_size`` > 1: beam search at temperature 0. None turns a
-    threshold off. A CTC-only speech head takes only the defaults."""
-
-    language: str | None = None
-    prompt: str | None = None
-    temperature: float | tuple[float, ...] = 0.0
-    beam_size: int | None = None
-    compression_ratio_threshold: float | None = COMPRESSION_RATIO_THRESHOLD
-    logprob_threshold: float | None = LOGPROB_THRESHOLD
-    no_speech_threshold: float | None = NO_SPEECH_THRESHOLD
-
-    def __post_init__(self):
-        if isinstance(self.temperature, (list, tuple)):  # hashable, as decodings group a batch
-            object.__setattr__(self, "temperature", tuple(float(t) for t in self.temperature))
-        if not self.temperatures or any(t < 0 for t in self.temperatures):
-            raise ValueError(f"temperature: one or more values >= 0, got {self.temperature!r}")
-
-    @property
-    def temperatures(self) -> tuple[float, ...]:
-        """The temperatures to try, in order (one: no fallback)."""
-        t = self.temperature
-        return t if isinstance(t, tuple) else (float(t),)
-
-
-GREEDY = Decoding()
-
-
-def compression_ratio(text: str) -> float:
-    """Whisper's loop detector: how well the text compresses (a decoder repeating itself
-    writes text that compresses far better than language does)."""
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data)) if data else 0.0
-
-
-def needs_fallback(result: dict, no_speech: float | None, decoding: Decoding) -> bool:
-    """Whisper's rule for decoding a segment again at the next temperature: its text loops
-    (compression ratio above the threshold) or the decoder is unsure (average log-probability
-    below the threshold), unless the segment is silence (no-speech probability above the
-    threshold while the decoder is unsure)."""
-    d = decoding
-    unsure = d.logprob_threshold is not None and result["avg_logprob"] < d.logprob_threshold
-    loops = d.compression_ratio_threshold is not None and result["compression_ratio"] > d.compression_ratio_threshold
-    silence = d.no_speech_threshold is not None and no_speech is not None and no_speech > d.no_speech_threshold
-    return (loops or unsure) and not (silence and unsure)
-
-
-def is_silence(result: dict, no_speech: float | None, decoding: Decoding) -> bool:
-    """Whisper's rule for skipping a segment: no-speech probability above the threshold,
-    unless the decoder's average log-probability is above its threshold."""
-    d = decoding
-    if d.no_speech_threshold is None or no_speech is None or no_speech <= d.no_speech_threshold:
-        return False
-    return d.logprob_threshold is None or result["avg_logprob"] <= d.logprob_threshold
-
-
-def decode(head, memory: torch.Tensor, lengths: torch.Tensor, decoding: Decoding = GREEDY, *,
-           frames_per_second: float = 50.0, no_speech: list[float | None] | None = None,
-           ctc_logits: torch.Tensor | None = None, vocab: list[str] | None = None,
-           task: str = "transcribe") -> list[dict]:
-    """A decoder head's transcripts of a batch, Whisper's way (``decode_with_fallback``): every
-    row decoded at the first temperature, the rows that ``needs_fallback`` again at the next,
-    together, and so on; each row keeps the first result that passes, else its last.
-    ``no_speech``: each row's no-speech probability where the caller has one (the VAD head's);
-    else the decoder's own (``no_speech_probs``), as Whisper's.
-    Per row: ``text``, ``tokens``, ``avg_logprob``, ``temperature``, ``compression_ratio``,
-    ``no_speech_prob`` (None where not known) and ``silence`` (the text then empty);
-    ``language`` where a multilingual decoder without a language detected it.
-    ``ctc_logits`` [B, T, V] and ``vocab``: beam search's joint CTC rescoring."""
-    b = memory.shape[0]
-    language = decoding.language or getattr(head, "language", None)
-    if language is None and getattr(head, "multilingual", False) and task == "transcribe":
-        # plain multilingual Whisper with no language asked for: detected per row, as Whisper does
-        detected = [r["language"] for r in head.detect_language(memory, lengths)]
-        results: list[dict] = [{} for _ in range(b)]
-        for code in dict.fromkeys(detected):
-            rows = [i for i in range(b) if detected[i] == code]
-            idx = torch.tensor(rows)
-            sub = decode(head, memory[idx], lengths[idx], replace(decoding, language=code),
-                         frames_per_second=frames_per_second, task=task, vocab=vocab,
-                         no_speech=None if no_speech is None else [no_speech[i] for i in rows],
-                         ctc_logits=None if ctc_logits is None else ctc_logits[idx])
-            for i, r in zip(rows, sub):
-                results[i] = dict(r, language=code)
-        return results
-    if no_speech is None:  # Whisper's own: its no-speech token after <|startoftranscript|>
-        no_speech = [None if p is None else round(p, 4)
-                     for p in head.no_speech_probs(memory, lengths, prompt_text=decoding.prompt) or [None] * b]
-    results = [{} for _ in range(b)]
-    pending = list(range(b))
-    temperatures = decoding.temperatures
-    for k, t in enumerate(temperatures):
-        idx = torch.tensor(pending)
-        for i, r in zip(pending, _attempt(head, memory[idx], lengths[idx], decoding, language, t, task,
-                                          frames_per_second, None if ctc_logits is None else ctc_logits[idx],
-                                          vocab)):
-            results[i] = dict(r, temperature=t, compression_ratio=round(compression_ratio(r["text"]), 4))
-        if k + 1 == len(temperatures):
-            break
-        pending = [i for i in pending if needs_fallback(results[i], no_speech[i], decoding)]
-        if not pending:
-            break
-    for i, r in enumerate(results):
-        r["no_speech_prob"] = no_speech[i]
-        r["silence"] = is_silence(r, no_speech[i], decoding)
-        if r["silence"]:
-            r["text"], r["tokens"] = "", []
-    return results
-
-
-def _attempt(head, memory, lengths, decoding: Decoding, language, temperature: float, task: str,
-             fps: float, ctc_logits, vocab) -> list[dict]:
-    """One decoding of every row at one temperature: beam search at 0 with ``beam_size`` > 1
-    (one row at a time, on its own frames), else greedy or sampled, batched."""
-    if temperature == 0 and (decoding.beam_size or 1) > 1 and task == "transcribe":
-        out = []
-        for i in range(memory.shape[0]):
-            n = int(lengths[i])
-            ctc = ctc_logits[i, :n] if ctc_logits is not None else None
-            out.append(head.beam_search(memory[i:i + 1, :n], lengths[i:i + 1], decoding.beam_size, ctc, vocab,
-                                        language=language, frames_per_second=fps, prompt_text=decoding.prompt))
-        return out
-    return head.generate(memory, lengths, language=language, temperature=temperature,
-                         prompt_text=decoding.prompt, frames_per_second=fps, task=task)
+# Decoding options and Whisper's fallback live in ``decoding``; ``Decoding`` is their old name here.
+Decoding = DecodingOptions
+decode = decode_with_fallback
 
 
 @dataclass(frozen=True)
@@ -318,8 +183,12 @@ class Polyhead:
             if asked:
                 raise ValueError(f"this model's speech head is CTC only (no decoder): it cannot take "
                                  f"{', '.join(asked)}")
-        elif decoding.language is not None:
-            head.prompt(decoding.language)  # raises for a language the model has no token for
+        else:
+            if decoding.language is not None:
+                head.prompt(decoding.language)  # raises for a language the model has no token for
+            if decoding.ctc_weight and not head.has_ctc:
+                raise ValueError(f"ctc_weight={decoding.ctc_weight}: this model's decoder was trained without "
+                                 "a CTC branch")
 
     def decoding_language(self, decoding: Decoding) -> str | None:
         """The language the decoder writes in: the forced one, else its configured one

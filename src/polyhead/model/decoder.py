@@ -10,8 +10,8 @@ task prompt comes first: ``<|startoftranscript|> <|en|> <|transcribe|> <|notimes
 The decoder layers run one by one, as the encoder's do, because transformers'
 ``WhisperDecoder.forward`` has no mask for the encoder states: a batch of utterances of
 different lengths would attend to each other's padding. Decoding is batched, with a
-key/value cache (transformers' ``EncoderDecoderCache``), greedy or sampled; beam search
-rescores its finished hypotheses with the CTC head (joint CTC/attention decoding).
+key/value cache (transformers' ``EncoderDecoderCache``): the searches (greedy, sampled,
+beam, joint CTC/attention) are the ``decoding`` package's, over this head's cached steps.
 
 Besides transcription the decoder can learn the tasks of ``decoder_tasks`` (intent and
 slots, speaker turns, the language: ``decoder_tasks.py``), chosen by a task token in the
@@ -86,6 +86,8 @@ class WhisperDecoderHead(Head):
         self.tokenizer = WhisperTokenizerFast.from_pretrained(source, local_files_only=True)
         self.ctc_weight, self.label_smoothing = ctc_weight, label_smoothing
         self.has_ctc = ctc_weight > 0  # a CTC head too: word times, blank decisions
+        # beam_size: the configured default when the caller gives no DecodingOptions; decoding
+        # choices travel in DecodingOptions, not by changing the head
         self.language, self.max_new_tokens, self.beam_size = language, max_new_tokens, beam_size
         self.ctc_norm = nn.LayerNorm(self.width)
         self.ctc_dropout = nn.Dropout(dropout)
@@ -271,7 +273,7 @@ class WhisperDecoderHead(Head):
         logits[..., self.eot + 1:] = -math.inf
         return logits
 
-    def _next_logp(self, logits: torch.Tensor, task: str = TRANSCRIBE) -> torch.Tensor:
+    def next_logp(self, logits: torch.Tensor, task: str = TRANSCRIBE) -> torch.Tensor:
         """Next-token log-probabilities: text and the end, and in the speakers task the
         speaker tokens too."""
         raw = logits.float()
@@ -310,7 +312,7 @@ class WhisperDecoderHead(Head):
         ends = torch.zeros(b, k, dtype=torch.bool, device=memory.device)  # the end beats the separator
         for i in range(b):  # one utterance's intents as the rows of one cached decoding (any back end)
             steps = self.steps(memory[i:i + 1].expand(k, -1, -1), lengths[i:i + 1].expand(k))
-            logp = self._next_logp(steps(torch.tensor([prompt] * k, device=memory.device), 0), SLU)
+            logp = self.next_logp(steps(torch.tensor([prompt] * k, device=memory.device), 0), SLU)
             for t in range(longest + 1):
                 for j, c in enumerate(cands):
                     if t < len(c):
@@ -320,7 +322,7 @@ class WhisperDecoderHead(Head):
                         scores[i, j] += torch.logaddexp(stop, more)
                         ends[i, j] = stop > more
                 if t < longest:
-                    logp = self._next_logp(steps(ids[:, t:t + 1], len(prompt) + t), SLU)
+                    logp = self.next_logp(steps(ids[:, t:t + 1], len(prompt) + t), SLU)
         best = scores.argmax(-1).tolist()
         out: list[dict] = [{} for _ in range(b)]
         for j in sorted(set(best)):
@@ -335,47 +337,24 @@ class WhisperDecoderHead(Head):
                     out[i]["text"] = f"{intents[j]} {INTENT_SEP} {r['text']}".strip()
         return out
 
-    @torch.no_grad()
     def generate(self, memory: torch.Tensor, lengths: torch.Tensor, language: str | None = None,
                  max_new_tokens: int | None = None, temperature: float = 0.0,
                  prompt_text: str | None = None, frames_per_second: float = 50.0,
-                 task: str = TRANSCRIBE, forced: list[int] | None = None) -> list[dict]:
-        """Greedy (temperature 0) or sampled decoding of a batch, with a key/value cache.
+                 task: str = TRANSCRIBE, forced: list[int] | None = None, options=None) -> list[dict]:
+        """Greedy (temperature 0) or sampled decoding of a batch (``decoding.search.greedy``).
         Returns per utterance ``{"text", "tokens", "avg_logprob"}``; ``prompt_text`` is
         Whisper's previous-text prompt (``<|startofprev|>`` text before the task prompt);
         ``task`` a decoder task that writes text (not ``language``: ``detect_language``);
-        ``forced``: tokens every row's answer starts with (not in the returned text)."""
-        if task == LANGUAGE:
-            raise ValueError("whisper_decoder: the language task is answered by detect_language")
-        b, device = memory.shape[0], memory.device
-        prompt = self._prompt_ids(language, task, prompt_text) + list(forced or [])
-        limit = min(max_new_tokens or self.max_new_tokens, self.config.max_target_positions - len(prompt))
-        steps = self.steps(memory, lengths)
-        logits = steps(torch.tensor([prompt] * b, device=device), 0)
-        tokens = torch.zeros(b, 0, dtype=torch.long, device=device)
-        logp_sum = torch.zeros(b, device=device)
-        counted = torch.zeros(b, device=device)  # tokens each row chose itself (not the padding)
-        done = torch.zeros(b, dtype=torch.bool, device=device)
-        allowance = (lengths.float() / frames_per_second * MAX_TOKENS_PER_SECOND).ceil() + MIN_TOKEN_ALLOWANCE
-        for step in range(limit):
-            logp = self._next_logp(logits, task)
-            if temperature > 0:
-                nxt = torch.multinomial((logp / temperature).softmax(-1), 1)[:, 0]
-            else:
-                nxt = logp.argmax(-1)
-            nxt = torch.where(done, torch.full_like(nxt, self.eot), nxt)
-            logp_sum += torch.where(done, 0.0, logp.gather(1, nxt[:, None])[:, 0])
-            counted += (~done).float()
-            tokens = torch.cat([tokens, nxt[:, None]], 1)
-            done |= (nxt == self.eot) | (step + 1 >= allowance)
-            if bool(done.all()):
-                break
-            logits = steps(nxt[:, None], len(prompt) + step)
-        # a row's score is its own: neither the end tokens padding it after it stopped nor
-        # the other rows of the batch change it
-        return [self._result(row, float(s), int(n)) for row, s, n in zip(tokens.tolist(), logp_sum, counted)]
+        ``forced``: tokens every row's answer starts with (not in the returned text);
+        ``options``: a whole ``DecodingOptions`` instead of language, max_new_tokens,
+        prompt_text and task."""
+        from ..decoding import DecodingOptions, greedy
 
-    def _prompt_ids(self, language: str | None = None, task: str = TRANSCRIBE,
+        if options is None:
+            options = DecodingOptions(language=language, prompt=prompt_text, task=task, sample_len=max_new_tokens)
+        return greedy(self, memory, lengths, options, temperature, frames_per_second, forced)
+
+    def prompt_ids(self, language: str | None = None, task: str = TRANSCRIBE,
                     prompt_text: str | None = None) -> list[int]:
         """The task prompt, after Whisper's previous-text prompt (``<|startofprev|>`` and the
         last half-context of ``prompt_text``'s tokens) when there is one."""
@@ -401,84 +380,30 @@ class WhisperDecoderHead(Head):
         ids = torch.tensor([self._previous(prompt_text) + [self.sot]] * memory.shape[0], device=memory.device)
         return self.steps(memory, lengths)(ids, 0).float().softmax(-1)[:, no_speech].tolist()
 
-    def _result(self, row: list[int], logp_sum: float, scored: int | None = None) -> dict:
-        """``scored``: how many of the row's tokens ``logp_sum`` covers (default: up to and
-        including the end token, which counts)."""
-        n = row.index(self.eot) + 1 if self.eot in row else len(row)
-        text = [t for t in row[:n] if t != self.eot]
-        return {"text": self.tokenizer.decode(text).strip(), "tokens": text,
-                "avg_logprob": round(logp_sum / max(scored if scored is not None else n, 1), 4)}
-
-    @torch.no_grad()
     def beam_search(self, memory: torch.Tensor, length: torch.Tensor, beam_size: int = 4,
                     ctc_logits: torch.Tensor | None = None, vocab: list[str] | None = None,
                     language: str | None = None, max_new_tokens: int | None = None,
                     frames_per_second: float = 50.0, prompt_text: str | None = None) -> dict:
-        """Beam search for ONE utterance (memory [1, T, D]) with its beams as the batch of the
-        key/value cache, then joint CTC/attention rescoring of the finished hypotheses:
-        (1 - a) log p_att + a log p_ctc, a = ``ctc_weight``, where log p_ctc is the CTC
-        head's likelihood of the hypothesis' normalised characters. CTC's monotonic alignment
-        punishes the dropped and repeated words that attention scores alone let through.
-        ``prompt_text``: Whisper's previous-text prompt, as in ``generate``."""
-        prompt = self._prompt_ids(language, TRANSCRIBE, prompt_text)
-        limit = min(max_new_tokens or self.max_new_tokens, self.config.max_target_positions - len(prompt))
-        allowance = int(math.ceil(float(length[0]) / frames_per_second * MAX_TOKENS_PER_SECOND)) + MIN_TOKEN_ALLOWANCE
-        steps = self.steps(memory.expand(beam_size, -1, -1), length.expand(beam_size))
-        logits = steps(torch.tensor([prompt] * beam_size, device=memory.device), 0)
-        scores = torch.full((beam_size,), -math.inf, device=memory.device)
-        scores[0] = 0.0  # one live beam to start with: the others would repeat it
-        seqs: list[list[int]] = [[] for _ in range(beam_size)]
-        finished: list[tuple[list[int], float]] = []
-        for step in range(min(limit, allowance)):
-            logp = self._next_logp(logits)
-            top = (scores[:, None] + logp).view(-1).topk(2 * beam_size)
-            live = []
-            for rank, (score, flat) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
-                k, tok = divmod(flat, logp.shape[1])
-                if tok == self.eot:
-                    if rank < beam_size:  # an end the beam would have kept
-                        finished.append((seqs[k], score))
-                elif len(live) < beam_size:
-                    live.append((k, tok, score))
-            # scores only fall: once the best ended hypothesis beats every live one, stop
-            if not live or (finished and max(f[1] for f in finished) > live[0][2]):
-                break
-            # fewer live beams than slots: the batch shrinks with them
-            steps.reorder(torch.tensor([k for k, _, _ in live], device=memory.device))
-            seqs = [seqs[k] + [tok] for k, tok, _ in live]
-            scores = torch.tensor([s for _, _, s in live], device=memory.device)
-            logits = steps(torch.tensor([[tok] for _, tok, _ in live], device=memory.device), len(prompt) + step)
-        if not finished:  # stopped by the allowance: take the live beams as they are
-            finished = [(s, float(v)) for s, v in zip(seqs, scores.tolist())]
-        best = max(finished, key=lambda h: self._joint_score(h, ctc_logits, vocab))
-        return self._result(best[0] + [self.eot], best[1])
+        """Beam search for ONE utterance (memory [1, T, D]) with CTC rescoring of the finished
+        hypotheses at ``ctc_weight`` (``decoding.search.beam_search``; joint CTC/attention
+        search: ``DecodingOptions(ctc_mode="joint")``)."""
+        from ..decoding import DecodingOptions, beam_search
 
-    def _joint_score(self, hyp: tuple[list[int], float], ctc_logits, vocab) -> float:
-        tokens, attention = hyp
-        if ctc_logits is None or not vocab or self.ctc_weight == 0:
-            return attention
-        from ..text import normalize_text
-
-        index = {ch: i + 1 for i, ch in enumerate(vocab)}
-        chars = [index[c] for c in normalize_text(self.tokenizer.decode(tokens)) if c in index]
-        logp = ctc_logits.float().log_softmax(-1)[:, None]
-        ctc = -F.ctc_loss(logp, torch.tensor([chars or [0]]), torch.tensor([len(logp)]),
-                          torch.tensor([len(chars)]), blank=0, reduction="sum", zero_infinity=False)
-        return (1 - self.ctc_weight) * attention + self.ctc_weight * float(ctc)
+        options = DecodingOptions(language=language, prompt=prompt_text, beam_size=beam_size, sample_len=max_new_tokens)
+        return beam_search(self, memory, length, options, ctc_logits, vocab, frames_per_second)
 
     def transcribe(self, out: dict, vocab: list[str] | None = None, beam_size: int | None = None,
-                   **options) -> list[str]:
-        options.setdefault("frames_per_second", out.get("frames_per_second", 50.0))
-        beam_size = beam_size or self.beam_size
-        if beam_size <= 1:
-            return [r["text"] for r in self.generate(out["memory"], out["lengths"], **options)]
-        texts = []
-        for i in range(len(out["lengths"])):
-            n = int(out["lengths"][i])
-            ctc = out["logits"][i, :n] if "logits" in out else None
-            texts.append(self.beam_search(out["memory"][i:i + 1, :n], out["lengths"][i:i + 1], beam_size,
-                                          ctc, vocab, **options)["text"])
-        return texts
+                   options=None) -> list[str]:
+        """The transcripts of a forward output ``out`` with ``options`` (a ``DecodingOptions``;
+        default greedy, or beam search with ``beam_size`` or the configured ``beam_size``),
+        one temperature, no fallback (``decoding.decode_with_fallback`` adds it)."""
+        from ..decoding import DecodingOptions, decode_batch
+
+        if options is None:
+            options = DecodingOptions(beam_size=beam_size or self.beam_size)
+        return [r["text"] for r in decode_batch(self, out["memory"], out["lengths"], options,
+                                                frames_per_second=out.get("frames_per_second", 50.0),
+                                                ctc_logits=out.get("logits"), vocab=vocab)]
 
     # --- assets -------------------------------------------------------------------------------
 
