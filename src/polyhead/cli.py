@@ -41,11 +41,26 @@ def _train(args) -> None:
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
 
 
+def _ctc_decoding_arguments(p) -> None:
+    p.add_argument("--ctc-mode", choices=["rescore", "joint"], default=None,
+                   help="how a decoder's CTC branch joins beam search: rescore the finished hypotheses "
+                        "(default) or joint CTC/attention scoring at every step")
+    p.add_argument("--ctc-weight", type=float, default=None,
+                   help="the CTC weight of beam search (default: the head's trained ctc_weight; 0: attention only)")
+
+
+def _ctc_options(args) -> dict:
+    return {k: v for k, v in (("ctc_mode", args.ctc_mode), ("ctc_weight", args.ctc_weight)) if v is not None}
+
+
 def _evaluate(args) -> None:
+    from .decoding import DecodingOptions
     from .evaluation.report import evaluate_run
 
+    ctc = _ctc_options(args)
+    decoding = DecodingOptions(beam_size=args.beam_size, **ctc) if ctc else None
     results = evaluate_run(args.run, corpus=args.corpus, sets=args.sets, checkpoint=args.checkpoint,
-                           beam_size=args.beam_size)
+                           beam_size=args.beam_size, decoding=decoding)
     print(results["table"])
 
 
@@ -186,14 +201,15 @@ def _transcribe(args) -> int:
 def _transcribe_decoding(args, model):
     """Whisper's decoding options from the command line: what was given, and for a decoder
     Whisper's temperature fallback by default (a CTC-only model refuses any of them)."""
-    from .inference.pipeline import WHISPER_TEMPERATURES, Decoding
+    from .decoding import WHISPER_TEMPERATURES, DecodingOptions
 
     given = {k: v for k, v in (("language", args.language), ("prompt", args.initial_prompt),
                                ("temperature", args.temperature), ("beam_size", args.beam_size)) if v is not None}
     given.update({k: getattr(args, k) for k in TRANSCRIBE_THRESHOLDS if hasattr(args, k)})
+    given.update(_ctc_options(args))
     if model.decoder() is not None:
         given.setdefault("temperature", WHISPER_TEMPERATURES)
-    return Decoding(**given)
+    return DecodingOptions(**given)
 
 
 def _times_words(model) -> bool:
@@ -353,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--beam-size", type=int, default=None,
                    help="decoder heads: beam search with joint CTC/attention rescoring (default: greedy)")
+    _ctc_decoding_arguments(p)
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("probe", help="layer-wise speaker EER (paper 2, Figure 1)")
@@ -415,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--initial-prompt", default=None, help="previous-text prompt for each file's first window")
     p.add_argument("--beam-size", type=int, default=None,
                    help="beam search at temperature 0 (with joint CTC rescoring where the head has CTC)")
+    _ctc_decoding_arguments(p)
     p.add_argument("--temperature", type=_temperatures, default=None,
                    help="one value, or a comma list to fall back through (default for a decoder: "
                         "0,0.2,0.4,0.6,0.8,1.0, as Whisper)")

@@ -142,11 +142,15 @@ def calibrate(model: MultiTaskModel, corpus, run: Path) -> dict:
 
 
 def evaluate_run(run: str | Path, corpus: str | None = None, sets=None, checkpoint: str = "best",
-                 limit: int | None = None, beam_size: int | None = None) -> dict:
+                 limit: int | None = None, beam_size: int | None = None,
+                 decoding: DecodingOptions | None = None) -> dict:
+    """``decoding``: how decoder heads write transcripts (default theirs: greedy, or the
+    configured beam; ``beam_size`` alone: that beam)."""
     run = Path(run)
     folder = run / checkpoint if (run / checkpoint).is_dir() else run
     model = MultiTaskModel.load(folder)
-    decoding = DecodingOptions(beam_size=beam_size) if beam_size else None
+    if decoding is None and beam_size:
+        decoding = DecodingOptions(beam_size=beam_size)
     corpus = corpus or model.config.corpus
     cal = calibrate(model, corpus, run)  # first: the test sets are scored at the dev sets' thresholds
     from ..inference.snorm import ScoreNorm
