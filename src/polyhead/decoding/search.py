@@ -20,7 +20,7 @@ own log-probability per token (the end token included), whatever ranked the hypo
 
 from __future__ import annotations
 
-import math
+from dataclasses import replace
 
 import torch
 
@@ -85,7 +85,8 @@ def greedy(head, memory: torch.Tensor, lengths: torch.Tensor, options: DecodingO
     copies = (options.best_of or 1) if temperature > 0 else 1
     if copies > 1:
         rows = torch.arange(memory.shape[0]).repeat_interleave(copies)
-        drawn = greedy(head, memory[rows], lengths[rows], options, temperature, frames_per_second, forced)
+        drawn = greedy(head, memory[rows], lengths[rows], replace(options, best_of=None), temperature,
+                       frames_per_second, forced)
         picked = []
         for i in range(memory.shape[0]):
             mine = drawn[i * copies:(i + 1) * copies]
