@@ -20,6 +20,7 @@ own log-probability per token (the end token included), whatever ranked the hypo
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import torch
@@ -146,7 +147,7 @@ def beam_search(head, memory: torch.Tensor, length: torch.Tensor, options: Decod
     joint = options.ctc_mode == CTC_JOINT
     prompt = head.prompt_ids(options.language, TRANSCRIBE, options.prompt)
     limit = sample_limit(head, options, prompt)
-    allowance = int(token_allowance(length[:1], frames_per_second)[0])
+    allowance = int(math.ceil(float(length[0]) / frames_per_second * MAX_TOKENS_PER_SECOND)) + MIN_TOKEN_ALLOWANCE
     attention = AttentionScorer(head, memory.expand(beam, -1, -1), length.expand(beam), TRANSCRIBE)
     filters = TokenFilters(options, blank_ids(head), head.eot)
     ctc = CTCPrefixScorer(ctc_logits, vocab, head.tokenizer) if weight > 0 and joint else None

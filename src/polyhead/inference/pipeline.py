@@ -19,9 +19,9 @@ import soundfile as sf
 import torch
 
 from ..audio import SAMPLE_RATE, AudioError, is_silent, load_audio, to_model_audio
-from ..decoding import (COMPRESSION_RATIO_THRESHOLD, GREEDY, LOGPROB_THRESHOLD, NO_SPEECH_THRESHOLD,  # noqa: F401
-                        WHISPER_TEMPERATURES, DecodingOptions, compression_ratio, decode_with_fallback, is_silence,
-                        needs_fallback)
+# GREEDY, WHISPER_TEMPERATURES and compression_ratio: still importable from here, as callers have them
+from ..decoding import (GREEDY, WHISPER_TEMPERATURES, DecodingOptions, compression_ratio,  # noqa: F401
+                        decode_with_fallback)
 from ..text import normalize_text
 from ..model import MultiTaskModel
 from .snorm import ScoreNorm
