@@ -11,7 +11,7 @@ from polyhead.model import ENCODERS, HEADS, MultiTaskModel
 from polyhead.model.blocks import ConformerBlock
 from polyhead.model.heads import POOLINGS, HeadInput, masked_mean, pad_mask
 from polyhead.model.multitask import CONFIG_FILE, WEIGHTS_FILE
-from polyhead.training.data import CHARS
+from polyhead.data.labels import CHARS
 
 N_MELS = 80
 SPEAKERS = ["s1", "s2", "s3"]

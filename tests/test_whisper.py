@@ -12,7 +12,8 @@ from polyhead.config import Config
 from polyhead.features import WhisperLogMel
 from polyhead.model import MultiTaskModel
 from polyhead.model.heads import HeadInput
-from polyhead.training.data import CHARS, TextTarget
+from polyhead.data.labels import CHARS
+from polyhead.tasks.speech import TextTarget
 from tiny_whisper import make_tiny_whisper
 
 

@@ -16,7 +16,7 @@ from polyhead.config import Config
 from polyhead.inference.diarize import MAX_PIECE_S, chunk_segments, transcribe
 from polyhead.inference.pipeline import GREEDY, Polyhead
 from polyhead.model import MultiTaskModel
-from polyhead.training.data import CHARS
+from polyhead.data.labels import CHARS
 from tiny_whisper import make_tiny_whisper
 
 SPEECH_BIAS, SILENCE_BIAS = 8.0, -50.0  # VAD head bias: every frame speech / none

@@ -69,7 +69,7 @@ class EncoderConfig(Strict):
 
 
 class HeadConfig(Strict):
-    type: str  # ctc | speaker | classifier | frame
+    type: str  # the task kind (tasks/): ctc | whisper_decoder | speaker | classifier | frame
     layer: int = -1  # encoder layer the head reads: 0 = front end output, -1 = last
     dims: tuple[int, int] | None = None  # explicit split: the slice of the width this head sees
     grad_reverse: float = 0.0  # > 0: adversarial head (gradient reversal with this scale)
@@ -78,7 +78,9 @@ class HeadConfig(Strict):
 
 class TaskConfig(Strict):
     head: HeadConfig
-    target: Literal["text", "phonemes", "speaker", "language", "intent", "gender", "vad"]
+    # the label it learns: text | phonemes | speaker | language | intent | gender | vad; the
+    # task kind says which it takes (a new kind may bring its own)
+    target: str
     train_sets: list[str]  # corpus sets this task's batches come from (disjoint step)
     # a Whisper decoder's decoder_tasks (head option) that draw from other sets than
     # train_sets, e.g. {speakers: [conversations_dev], language: [speaker_train]}

@@ -15,8 +15,9 @@ from ..config import read_config_json
 from ..model import MultiTaskModel
 from ..model.multitask import CONFIG_FILE
 from ..model.heads import masked_mean, pad_mask
-from ..training.data import Collator, FeatureCache
-from .evaluate import batches_by_duration, evaluate_trials
+from ..data.batching import Collator, FeatureCache
+from ..tasks.base import batches_by_duration
+from ..tasks.speaker import evaluate_trials
 
 
 @torch.no_grad()
@@ -25,7 +26,7 @@ def layer_eers(model: MultiTaskModel, corpus, set_name: str, branch: str = "shar
     cuts = load_set(corpus, set_name)
     trials = read_trials(trials_path(corpus, set_name), known_ids={c.id for c in cuts})
     needed = {t.enrol for t in trials} | {t.test for t in trials}
-    collate = Collator(model.config.vocab, [], FeatureCache(model.encoder.features, enabled=False))
+    collate = Collator({}, FeatureCache(model.encoder.features, enabled=False))
     per_layer: list[dict[str, np.ndarray]] = []
     for group in batches_by_duration([c for c in cuts if c.id in needed], 120.0):
         b = collate(group)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..model import MultiTaskModel
+from ..tasks import task_kinds
 from .evaluate import evaluate_model
 
 # (column title, set, metric) in the order tables show them
@@ -70,7 +71,7 @@ def speaker_cohort(model: MultiTaskModel, corpus, task: str, top_k: int | None =
     than two speakers."""
     from ..data.corpus import available_sets, label, load_set
     from ..inference.snorm import DEFAULT_TOP_K, ScoreNorm, speaker_means
-    from .evaluate import embeddings
+    from ..tasks.speaker import embeddings
 
     have = set(available_sets(corpus))
     candidates = [COHORT_SET] + list(model.config.tasks[task].train_sets or [])
@@ -109,10 +110,12 @@ def calibrate(model: MultiTaskModel, corpus, run: Path) -> dict:
     trials' EER threshold on normalised scores: inference then decides on those."""
     from ..data.corpus import available_sets, load_set, trials_path
     from ..inference.snorm import COHORT_FILE
-    from .evaluate import evaluate_speaker, vad_threshold
+    from ..tasks.frame import vad_threshold
+    from ..tasks.speaker import evaluate_speaker
 
     cal: dict = {}
-    tasks = model.tasks_with(head_type="speaker")
+    kinds = task_kinds(model.config)
+    tasks = [k.name for k in kinds if k.embeds]
     saved_cohort = False
     if tasks and trials_path(corpus, "speaker_dev").is_file():
         norm, cohort_set = speaker_cohort(model, corpus, tasks[0])
@@ -128,7 +131,7 @@ def calibrate(model: MultiTaskModel, corpus, run: Path) -> dict:
                            snorm_top_k=norm.top_k)
     if not saved_cohort:
         (run / COHORT_FILE).unlink(missing_ok=True)  # a cohort of an earlier calibration is stale
-    for task in model.tasks_with(target="vad"):
+    for task in [k.name for k in kinds if k.detects_speech]:
         dev = model.config.tasks[task].dev_set or "vad_dev"
         if dev in available_sets(corpus):
             model.heads[task].threshold = 0.0
@@ -145,9 +148,9 @@ def evaluate_run(run: str | Path, corpus: str | None = None, sets=None, checkpoi
     run = Path(run)
     folder = run / checkpoint if (run / checkpoint).is_dir() else run
     model = MultiTaskModel.load(folder)
-    for head in model.heads.values():
-        if beam_size and hasattr(head, "beam_size"):
-            head.beam_size = beam_size
+    for kind in task_kinds(model.config):
+        if beam_size and kind.decodes:
+            model.heads[kind.name].beam_size = beam_size
     corpus = corpus or model.config.corpus
     cal = calibrate(model, corpus, run)  # first: the test sets are scored at the dev sets' thresholds
     from ..inference.snorm import ScoreNorm

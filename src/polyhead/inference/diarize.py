@@ -112,9 +112,9 @@ class ChunkPass:
     def run(cls, ph: Polyhead, samples: np.ndarray, last: bool, text: bool = True) -> "ChunkPass":
         """``text=False``: the pass leaves out the speech head (and the layers only it reads)."""
         model = ph.model
-        first = lambda found: found[0] if found else None  # noqa: E731
-        vad, asr = first(model.tasks_with(target="vad")), first(model.tasks_with(target="text"))
-        spk = first(model.tasks_with(head_type="speaker"))
+        first = lambda found: found[0].name if found else None  # noqa: E731
+        vad = first([k for k in ph.kinds if k.detects_speech])
+        asr, spk = first([k for k in ph.kinds if k.transcribes]), first([k for k in ph.kinds if k.embeds])
         # the speaker head runs on each piece's own pass (describe), not on this one
         tasks = [t for t in model.config.tasks if t != spk and (text or t != asr)]
         if is_silent(samples):  # below the silence floor (audio.is_silent): no speech, and no pass

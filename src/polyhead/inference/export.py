@@ -40,6 +40,7 @@ from ..features import FeatureExtractor, from_spec
 from ..model import MultiTaskModel
 from ..model.decoder import TOKENIZER_DIR
 from ..model.multitask import CONFIG_FILE
+from ..tasks import task_kinds
 
 FORMATS = ("onnx", "onnx-int8", "int8")
 QUANTIZE_CHOICES = ("int8",)
@@ -53,13 +54,6 @@ FRAME_LENGTHS = "frame_lengths"
 EXAMPLE_FRAMES = 400
 EXAMPLE_SAMPLES = 64_000
 MIN_TIME = 2  # shortest input (frames or samples) the graph is exported for
-# Per head type: (name of its ONNX output after the task name, key in the head's output dict);
-# outputs named *log_probs get a log-softmax in the graph.
-HEAD_OUTPUTS = {"ctc": [("log_probs", "logits")], "speaker": [("embedding", "embedding")],
-                "classifier": [("logits", "logits")], "frame": [("logits", "logits")],
-                # the decoder's input (its encoder states) and its CTC branch; the decoder
-                # itself is onnx_decoder.py's two graphs
-                "whisper_decoder": [("memory", "memory"), ("ctc_log_probs", "logits")]}
 PARITY_TOLERANCE = 1e-3  # max |ONNX - PyTorch| accepted right after export (fp32 graph)
 DECODER_TOLERANCE = 1e-2  # the same for the decoder's vocabulary logits (values of order 10)
 
@@ -91,16 +85,10 @@ def quantize(model: MultiTaskModel, how: str | None) -> MultiTaskModel:
 # --- ONNX graph ------------------------------------------------------------------------------
 
 def output_names(config) -> list[tuple[str, str, str]]:
-    """(ONNX output name, task, key in that task's output dict), in graph order."""
-    from ..model.decoder import DEFAULT_CTC_WEIGHT
-
-    names = []
-    for task, cfg in config.tasks.items():
-        for suffix, key in HEAD_OUTPUTS[cfg.head.type]:
-            if suffix == "ctc_log_probs" and not cfg.head.options.get("ctc_weight", DEFAULT_CTC_WEIGHT) > 0:
-                continue
-            names.append((f"{task}.{suffix}", task, key))
-    return names
+    """(ONNX output name, task, key in that task's output dict), in graph order: each task
+    kind's ``export_outputs``; outputs named *log_probs get a log-softmax in the graph."""
+    return [(f"{kind.name}.{suffix}", kind.name, key)
+            for kind in task_kinds(config) for suffix, key in kind.export_outputs()]
 
 
 def _as_exported(name: str, value: torch.Tensor) -> torch.Tensor:
@@ -322,6 +310,7 @@ class OnnxModel:
         self.encoder = EncoderInfo(from_spec(info.get("features") or info["input_kind"]),
                                    float(info["frames_per_second"]), info.get("max_input_seconds"))
         self.names = output_names(self.config)
+        self.per_frame = {k.name for k in task_kinds(self.config) if k.per_frame}
         opts = ort.SessionOptions()
         # Same thread budget as torch, so torch.set_num_threads governs both back ends.
         opts.intra_op_num_threads = threads or torch.get_num_threads()
@@ -343,7 +332,7 @@ class OnnxModel:
             self.heads[task] = OnnxDecoderHead(
                 tuple(session(f) for f in info["decoder"]["files"]),
                 in_dim=info["decoder"]["in_dim"],
-                num_classes=num_classes(self.config, cfg.target), dims=cfg.head.dims,
+                num_classes=num_classes(self.config, task), dims=cfg.head.dims,
                 **dict(cfg.head.options, pretrained=None, whisper_config=self.config.encoder.whisper_config,
                        tokenizer=str(folder / TOKENIZER_DIR))).eval()
 
@@ -364,6 +353,6 @@ class OnnxModel:
             if task not in wanted:
                 continue
             out.setdefault(task, {})[key] = torch.from_numpy(value)
-            if self.config.tasks[task].head.type in ("ctc", "frame", "whisper_decoder"):
+            if task in self.per_frame:
                 out[task].update(lengths=frames, frames_per_second=self.encoder.frames_per_second)
         return out

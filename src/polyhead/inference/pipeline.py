@@ -22,6 +22,7 @@ import torch
 from ..audio import SAMPLE_RATE, AudioError, is_silent, load_audio, to_model_audio
 from ..text import normalize_text
 from ..model import MultiTaskModel
+from ..tasks import task_kinds
 from .snorm import ScoreNorm
 
 MIN_SEGMENT_S = 0.2  # VAD segments shorter than this are dropped
@@ -244,6 +245,8 @@ class Polyhead:
     def __init__(self, model: MultiTaskModel, threshold: float = DEFAULT_VERIFY_THRESHOLD):
         self.model = model.eval()
         self.config = model.config
+        # answers in their kinds' order: transcripts first, voice activity last
+        self.kinds = sorted(task_kinds(self.config), key=lambda k: k.answer_rank)
         self.threshold = threshold
         self.snorm = None  # the AS-norm cohort and threshold (snorm.ScoreNorm) where calibrated
 
@@ -284,7 +287,7 @@ class Polyhead:
     @torch.no_grad()
     def embed(self, audio, sample_rate: int | None = None) -> np.ndarray:
         """Unit-length speaker embedding of a whole utterance."""
-        tasks = self.model.tasks_with(head_type="speaker")
+        tasks = [k.name for k in self.kinds if k.embeds]
         if not tasks:
             raise ValueError("this model has no speaker head")
         task = tasks[0]
@@ -306,9 +309,12 @@ class Polyhead:
 
     def decoder(self):
         """The speech task's decoder head (Whisper's), or None for a CTC-only model."""
-        tasks = self.model.tasks_with(target="text")
-        head = _head(self.model, tasks[0]) if tasks else None
-        return head if hasattr(head, "generate") else None
+        speech = self.speech_task()
+        return _head(self.model, speech.name) if speech is not None and speech.decodes else None
+
+    def speech_task(self):
+        """The kind of the task whose answer is the transcript, or None."""
+        return next((k for k in self.kinds if k.transcribes), None)
 
     def check_decoding(self, decoding: Decoding) -> None:
         """ValueError, with the reason, for options this model cannot honour."""
@@ -358,7 +364,7 @@ class Polyhead:
             return []
         out = self.model(*pad_batch([f.inputs for f in items]))
         fps = self.model.encoder.frames_per_second
-        vad = self.model.tasks_with(target="vad")
+        vad = [k.name for k in self.kinds if k.detects_speech]
         speech = {}  # item -> (its VAD logits, its segments)
         for task in vad:
             for i in range(len(items)):
@@ -366,24 +372,19 @@ class Polyhead:
                 speech[i] = (logits, [] if items[i].silent else self._segments(logits, fps))
         heard = [i for i in range(len(items)) if not items[i].silent and (not vad or speech[i][1])]
         quiet = {i: no_speech_prob(speech[i][0]) for i in speech}  # the VAD head's no-speech probability
-        texts = {t: self._decode(t, out[t], [f.decoding for f in items], heard, quiet)
-                 for t in self.model.tasks_with(target="text")}
+        texts = {k.name: self._decode(k.name, out[k.name], [f.decoding for f in items], heard, quiet)
+                 for k in self.kinds if k.transcribes}
         spoken = self._decoder_answers(out, heard)
         results = []
         for i, f in enumerate(items):
             result: dict = {"duration": f.duration}
-            for task in self.model.tasks_with(target="text"):
-                result.update(self._transcript_of(task, out[task], i, texts[task], fps) if i in heard
-                              else self._no_transcript(texts[task] is not None))
-            for task in self.model.tasks_with(head_type="speaker"):
-                result["speaker_embedding"] = out[task]["embedding"][i].tolist()
-            for task in self.model.tasks_with(head_type="classifier"):
-                target = self.config.tasks[task].target
-                probs = out[task]["logits"][i].softmax(-1).tolist()
-                labels = self.config.vocab[target]
-                ranked = sorted(zip(labels, probs), key=lambda kv: -kv[1])
-                result[target] = ranked[0][0]
-                result[f"{target}_probs"] = {k: round(v, 4) for k, v in ranked[:5]}
+            for kind in self.kinds:
+                task = kind.name
+                if kind.transcribes:  # decoded above, gated by the voice activity
+                    result.update(self._transcript_of(task, out[task], i, texts[task], fps) if i in heard
+                                  else self._no_transcript(texts[task] is not None))
+                elif not kind.detects_speech:  # voice activity: its segments come last
+                    result.update(kind.answer(out[task], i))
             result.update(spoken.get(i, {}))
             if i in speech:
                 result["no_speech_prob"] = no_speech_prob(speech[i][0])
@@ -398,7 +399,7 @@ class Polyhead:
         temperature fallback and no-speech rule, ``no_speech`` the VAD head's probability by
         item where there is one); None for a CTC-only head."""
         head = _head(self.model, task)
-        if head is None or not hasattr(head, "generate"):
+        if head is None or not task_kinds(self.config, [task])[0].decodes:
             return None
         groups = defaultdict(list)
         for i in range(len(decodings)) if items is None else items:
@@ -424,7 +425,7 @@ class Polyhead:
         head = self.decoder()
         if head is None or not items:
             return answers
-        task = self.model.tasks_with(target="text")[0]
+        task = self.speech_task().name
         rows = torch.tensor(items)
         memory, lengths = out[task]["memory"][rows], out[task]["lengths"][rows]
         if SLU in head.tasks:
@@ -555,8 +556,9 @@ def _head(model, task: str):
 def apply_calibration(model: MultiTaskModel, calibration: dict) -> None:
     """Set the decision thresholds ``polyhead evaluate`` picked on dev sets (calibration.json)."""
     if "vad_threshold" in calibration:
-        for task in model.tasks_with(target="vad"):
-            model.heads[task].threshold = float(calibration["vad_threshold"])
+        for kind in task_kinds(model.config):
+            if kind.detects_speech:
+                model.heads[kind.name].threshold = float(calibration["vad_threshold"])
 
 
 def load(path: str | Path, quantize: str | None = None) -> Polyhead:

@@ -57,6 +57,7 @@ def text_to_target(text: str) -> str:
 @HEADS.register("whisper_decoder")
 class WhisperDecoderHead(Head):
     reads_encoder_source = True  # built from the same Whisper checkpoint as the encoder
+    blank = True  # its CTC branch's classes
 
     def __init__(self, in_dim: int, num_classes: int, pretrained: str | None = None,
                  whisper_config: dict | None = None, tokenizer: str | None = None,

@@ -62,6 +62,13 @@ class Head(nn.Module):
     needs_blank = False
     has_ctc = False  # gives CTC "logits" over the text vocabulary (index 0 = blank)
     reads_encoder_source = False  # built from the encoder's pretrained checkpoint too
+    blank = False  # its classes are a CTC blank (index 0) and then the label vocabulary
+    fixed_classes: int | None = None  # a size that does not come from a vocabulary
+
+    @classmethod
+    def classes(cls, vocab_size: int) -> int:
+        """Size of its output over a label vocabulary of ``vocab_size`` entries."""
+        return cls.fixed_classes if cls.fixed_classes is not None else vocab_size + int(cls.blank)
 
     def __init__(self, in_dim: int, dims: tuple[int, int] | None = None, grad_reverse: float = 0.0):
         super().__init__()
@@ -69,6 +76,9 @@ class Head(nn.Module):
         self.grad_reverse = grad_reverse
         self.width = (self.dims[1] - self.dims[0]) if self.dims else in_dim
         self.norm = nn.LayerNorm(self.width)
+
+    def save_assets(self, folder) -> None:
+        """Files besides the weights that a checkpoint needs to rebuild it (a tokenizer)."""
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         if self.dims:
@@ -83,6 +93,7 @@ class CTCHead(Head):
     """Linear projection to tokens; index 0 is the CTC blank."""
 
     has_ctc = True
+    blank = True
 
     def __init__(self, in_dim: int, num_classes: int, dropout: float = 0.1, **common):
         super().__init__(in_dim, **common)
@@ -209,6 +220,7 @@ class FrameHead(Head):
     """Per-frame binary decision (voice activity); targets come at 100 frames/s."""
 
     TARGET_RATE = 100.0
+    fixed_classes = 1
 
     def __init__(self, in_dim: int, num_classes: int = 1, **common):
         super().__init__(in_dim, **common)

@@ -24,14 +24,12 @@ from .heads import HEADS, HeadInput, pad_mask
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 SHARED = "shared"
-# Size of the label space per target, given the vocabularies stored in the config.
-BLANK_TARGETS = ("text", "phonemes")  # CTC targets: index 0 is the blank
 
 
-def num_classes(config: Config, target: str) -> int:
-    if target == "vad":
-        return 1
-    return len(config.vocab.get(target, [])) + (1 if target in BLANK_TARGETS else 0)
+def num_classes(config: Config, task: str) -> int:
+    """Size of a task's head output, given the label vocabularies stored in the config."""
+    cfg = config.tasks[task]
+    return HEADS.get(cfg.head.type).classes(len(config.vocab.get(cfg.target, [])))
 
 
 class MultiTaskModel(nn.Module):
@@ -64,7 +62,7 @@ class MultiTaskModel(nn.Module):
         for name, task in config.tasks.items():
             h = task.head
             self.heads[name] = HEADS.build(h.type, in_dim=self.encoder.dim,
-                                           num_classes=num_classes(config, task.target),
+                                           num_classes=num_classes(config, name),
                                            dims=h.dims, grad_reverse=h.grad_reverse,
                                            **self._head_options(h, assets))
         needs_cls = any(getattr(h, "needs_cls", False) for h in self.heads.values())
@@ -210,8 +208,7 @@ class MultiTaskModel(nn.Module):
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, str(tmp_w), metadata={"format": "pt", "library": "polyhead"})
         for head in self.heads.values():
-            if hasattr(head, "save_assets"):
-                head.save_assets(folder)
+            head.save_assets(folder)
         tmp_w.replace(folder / WEIGHTS_FILE)
         tmp_cfg.replace(folder / CONFIG_FILE)
 

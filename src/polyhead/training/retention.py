@@ -199,7 +199,7 @@ class Replay(Retention):
         self.set_name, self.limit = set_name, limit
 
     def setup(self, trainer) -> None:
-        from .data import Collator
+        from ..tasks import collator, task_kind
         from .loader import make_stream
 
         self.task = speech_task(trainer.model)
@@ -208,8 +208,8 @@ class Replay(Retention):
         cuts = pseudo_labelled(trainer.config, self.set_name, trainer.device, trainer.run_dir / PSEUDO_LABELS,
                                self.limit)
         tc = trainer.config.train
-        collator = Collator(trainer.config.vocab, ["text"], trainer.cache, spec_augment=False)
-        self.stream = make_stream(tc, cuts, collator, self.max_duration, tc.seed + 7919,
+        collate = collator([task_kind(trainer.config, self.task)], trainer.cache, spec_augment=False)
+        self.stream = make_stream(tc, cuts, collate, self.max_duration, tc.seed + 7919,
                                   rank=trainer.dist.rank, world_size=trainer.dist.world_size)
         trainer.streams[f"{self.task}/replay"] = self.stream  # closed with the others
 
@@ -230,7 +230,7 @@ def pseudo_labelled(config: Config, set_name: str, device, cache_dir: Path, limi
     the corpus itself is never written to)."""
     from lhotse import CutSet
 
-    from ..evaluation.evaluate import transcribe_cuts
+    from ..tasks.speech import transcribe_cuts
     from ..training.checkpoint import write_text_atomic
 
     if set_name not in available_sets(config.corpus):
@@ -271,7 +271,7 @@ class Interpolate(Retention):
         self.retention_set, self.tolerance = retention_set, tolerance
 
     def finish(self, trainer) -> dict | None:
-        from ..evaluation.evaluate import evaluate_asr
+        from ..tasks.speech import evaluate_asr
         from .checkpoint import write_checkpoint, write_text_atomic
 
         config, corpus = trainer.config, trainer.config.corpus

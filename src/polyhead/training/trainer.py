@@ -22,13 +22,16 @@ import torch
 from tqdm import tqdm
 
 from ..config import DELETE, Config, ConfigError, _set_dotted, parse_overrides, read_config_json, save_config
-from ..data.corpus import available_sets, load_set
-from ..evaluation.evaluate import criterion, evaluate_asr, evaluate_speaker
+from ..data.corpus import available_sets
+from ..evaluation.evaluate import criterion
 from ..model import MultiTaskModel
 from ..model.adapters import LORA, is_adapter_parameter
 from ..objectives import AGGREGATORS, WEIGHTINGS
 from . import checkpoint as ckpt
-from .data import BatchStream, Collator, FeatureCache, build_vocab, malformed_lines, training_cuts
+from ..data.batching import BatchStream, FeatureCache
+from ..data.manifests import malformed_lines
+from ..tasks import collator, task_kinds
+from .cuts import build_vocab, training_cuts
 from .distributed import Distributed
 from .loader import cache_enabled, make_stream
 from .retention import build as build_retention
@@ -136,6 +139,7 @@ class Trainer:
         torch.manual_seed(tc.seed)
         self.model = MultiTaskModel(config).to(self.device)
         self.config = config = self.model.config  # with what the encoder resolved
+        self.kinds = {k.name: k for k in task_kinds(config)}
         self.dist.broadcast_parameters(self.model)
         if tc.compile:
             compile_layers(self.model, self.device)
@@ -180,8 +184,8 @@ class Trainer:
 
     def _streams(self, on_error: str) -> dict[str, BatchStream]:
         tc = self.config.train
-        mk = lambda cuts, targets, crop, max_dur, seed: make_stream(  # noqa: E731
-            tc, cuts, Collator(self.config.vocab, targets, self.cache, crop=crop, spec_augment=tc.spec_augment,
+        mk = lambda cuts, kinds, crop, max_dur, seed: make_stream(  # noqa: E731
+            tc, cuts, collator(kinds, self.cache, crop=crop, spec_augment=tc.spec_augment,
                                speed_perturb=tc.speed_perturb),
             max_dur, seed, crop=crop, rank=self.dist.rank, world_size=self.dist.world_size)
         if tc.step == "joint":
@@ -194,9 +198,8 @@ class Trainer:
 
             first = per_task[self.tasks[0]]
             cuts = CutSet.from_cuts(first[i] for i in sorted(common))
-            targets = sorted({self.config.tasks[t].target for t in self.tasks})
-            return {"joint": mk(cuts, targets, None, tc.max_duration, tc.seed)}
-        return {t: mk(training_cuts(self.config, t, on_error), [task.target], task.crop,
+            return {"joint": mk(cuts, [self.kinds[t] for t in self.tasks], None, tc.max_duration, tc.seed)}
+        return {t: mk(training_cuts(self.config, t, on_error), [self.kinds[t]], task.crop,
                       task.max_duration or tc.max_duration, tc.seed + i)
                 for i, (t, task) in enumerate(self.config.tasks.items())}
 
@@ -232,7 +235,7 @@ class Trainer:
             with self._autocast():
                 out = self.model(b.inputs, b.lengths, active, freeze_encoder=freeze)
             for t in active:
-                losses[t] = self._with_retention(t, out, b, self.model.heads[t].loss(out[t], b.targets[self.config.tasks[t].target]))
+                losses[t] = self._with_retention(t, out, b, self._loss(t, out, b))
                 self.seconds_seen[t] += b.seconds
             seconds = b.seconds
         else:
@@ -241,10 +244,14 @@ class Trainer:
                 self._padding.append(b.padding_fraction)
                 with self._autocast():
                     out = self.model(b.inputs, b.lengths, [t], freeze_encoder=freeze)
-                losses[t] = self._with_retention(t, out, b, self.model.heads[t].loss(out[t], b.targets[self.config.tasks[t].target]))
+                losses[t] = self._with_retention(t, out, b, self._loss(t, out, b))
                 self.seconds_seen[t] += b.seconds
                 seconds += b.seconds
         return losses, seconds
+
+    def _loss(self, task: str, out: dict, batch) -> torch.Tensor:
+        kind = self.kinds[task]
+        return kind.loss(self.model.heads[task], out[task], batch.targets[kind.target])
 
     def _with_retention(self, task: str, out: dict, batch, loss: torch.Tensor) -> torch.Tensor:
         """The task's loss plus the terms its forgetting-control strategies add (logged apart)."""
@@ -454,17 +461,10 @@ class Trainer:
     def evaluate_dev(self) -> dict:
         results: dict[str, dict] = {}
         have = set(available_sets(self.config.corpus))
-        for t in self.model.tasks_with(target="text"):
-            dev = self.config.tasks[t].dev_set
-            if dev in have:
-                r = evaluate_asr(self.model, load_set(self.config.corpus, dev), t, limit=DEV_LIMIT)
-                results.setdefault(dev, {})[t] = {k: r[k] for k in ("wer", "cer")}
-        for t in self.model.tasks_with(head_type="speaker"):
-            dev = self.config.tasks[t].dev_set
-            if dev in have:
-                r = evaluate_speaker(self.model, self.config.corpus, dev, t)
-                if r["eer"] is not None:
-                    results.setdefault(dev, {})[t] = {"eer": r["eer"]}
+        for kind in self.kinds.values():
+            dev = kind.task.dev_set
+            if dev in have and (r := kind.dev_metrics(self.model, self.config.corpus, dev, DEV_LIMIT)):
+                results.setdefault(dev, {})[kind.name] = r
         return results
 
     # --- the loop ----------------------------------------------------------------------------
