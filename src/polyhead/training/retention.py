@@ -37,6 +37,7 @@ from ..model.adapters import is_adapter_parameter
 from ..model.decoder import IGNORE
 from ..model.multitask import WEIGHTS_FILE, MultiTaskModel
 from ..registry import Registry
+from ..tasks import task_kind, task_kinds
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,12 @@ class Retention:
 
 def speech_task(model: MultiTaskModel) -> str | None:
     """The task whose head is a pretrained Whisper decoder: what the strategies protect."""
-    return next(iter(model.tasks_with(head_type="whisper_decoder")), None)
+    return decoder_task(model.config)
+
+
+def decoder_task(config: Config) -> str | None:
+    """The first task whose kind decodes text with Whisper's decoder."""
+    return next((k.name for k in task_kinds(config) if k.decodes), None)
 
 
 def pretrained_parts(model: MultiTaskModel) -> list[str]:
@@ -92,7 +98,7 @@ def pretrained_model(config: Config, window: bool = False) -> MultiTaskModel:
 
 def plain_whisper_config(config: Config, window: bool = True) -> Config:
     """The config of the pretrained Whisper alone: its decoder as the one task, no adapters."""
-    task = next(n for n, t in config.tasks.items() if t.head.type == "whisper_decoder")
+    task = decoder_task(config)
     head = config.tasks[task].head
     options = {k: v for k, v in head.options.items() if k in ("language",)}
     return Config(
@@ -164,7 +170,7 @@ class Distill(Retention):
     def extra_loss(self, trainer, task, out, batch):
         if task != self.task:
             return {}
-        target = batch.targets[trainer.config.tasks[task].target]
+        target = batch.targets[task_kind(trainer.config, task).target]
         head = trainer.model.heads[task]
         with torch.no_grad(), trainer._autocast():
             t_out = self.teacher(batch.inputs, batch.lengths, [task])[task]
@@ -199,7 +205,7 @@ class Replay(Retention):
         self.set_name, self.limit = set_name, limit
 
     def setup(self, trainer) -> None:
-        from ..tasks import collator, task_kind
+        from ..tasks import collator
         from .loader import make_stream
 
         self.task = speech_task(trainer.model)
