@@ -24,11 +24,11 @@ import torch
 from clips import latency_summary, load_clips, seconds, timed
 
 from polyhead.data.corpus import read_trials, trials_path
-from polyhead.evaluation.evaluate import evaluate_trials
+from polyhead.tasks.speaker import evaluate_trials
 from polyhead.evaluation.metrics import error_rates
 from polyhead.inference.export import EXPORT_FILE, export_model
 from polyhead.inference.pipeline import Polyhead, _resolve
-from polyhead.training.data import text_of
+from polyhead.data.labels import text_of
 
 VARIANTS = ("fp32", "int8", "onnx", "onnx-int8")
 ONNX_VARIANTS = ("onnx", "onnx-int8")

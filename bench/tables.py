@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from polyhead.data.corpus import load_set  # noqa: E402
 from polyhead.evaluation import metrics  # noqa: E402
-from polyhead.evaluation.evaluate import evaluate_asr, evaluate_speaker  # noqa: E402
+from polyhead.tasks.speaker import evaluate_speaker  # noqa: E402
+from polyhead.tasks.speech import evaluate_asr  # noqa: E402
 from polyhead.model import MultiTaskModel  # noqa: E402
 
 SWEEPS = ROOT / "runs" / "bench"

@@ -22,15 +22,15 @@ import torch
 from tqdm import tqdm
 
 from ..config import DELETE, Config, ConfigError, _set_dotted, parse_overrides, read_config_json, save_config
+from ..data.batching import BatchStream, FeatureCache
 from ..data.corpus import available_sets
+from ..data.manifests import malformed_lines
 from ..evaluation.evaluate import criterion
 from ..model import MultiTaskModel
 from ..model.adapters import LORA, is_adapter_parameter
 from ..objectives import AGGREGATORS, WEIGHTINGS
-from . import checkpoint as ckpt
-from ..data.batching import BatchStream, FeatureCache
-from ..data.manifests import malformed_lines
 from ..tasks import collator, task_kinds
+from . import checkpoint as ckpt
 from .cuts import build_vocab, training_cuts
 from .distributed import Distributed
 from .loader import cache_enabled, make_stream
