@@ -79,7 +79,8 @@ def test_bundled_configs_encoder_options_validate():
 def test_encoder_overrides_reach_the_encoders_options():
     from polyhead.model.encoders import encoder_options
 
-    options = encoder_options(load_config("demo", ["encoder.pretrained=whisper-base", "encoder.freeze_layers=2"]).encoder)
+    config = load_config("demo", ["encoder.pretrained=whisper-base", "encoder.freeze_layers=2"])
+    options = encoder_options(config.encoder)
     assert (options.pretrained, options.freeze_layers, options.freeze_front_end) == ("whisper-base", 2, True)
     assert encoder_options(load_config("scratch", ["encoder.layers=4"]).encoder).layers == 4
 

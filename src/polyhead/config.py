@@ -206,15 +206,19 @@ def load_yaml_tree(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: 'base' must name a config file or bundled config, got {base!r}")
     parent = load_yaml_tree(resolve_config_path(base, near=path.parent), (*_seen, path.resolve()))
     if names_another_encoder(parent, tree):
-        parent.pop("encoder")  # its options belong to the base's encoder
+        parent.pop("encoder", None)  # its options belong to the base's encoder
     return merge(parent, tree)
 
 
 def names_another_encoder(base: dict, over: dict) -> bool:
     """``over``'s encoder section names another encoder than ``base``'s."""
-    name = lambda tree: (tree.get("encoder") or {}).get("name")  # noqa: E731
-    default = EncoderConfig.model_fields["name"].default
-    return isinstance(over.get("encoder"), dict) and name(over) not in (None, name(base) or default)
+    named = encoder_section(over).get("name")
+    return named is not None and named != encoder_section(base).get("name", EncoderConfig.model_fields["name"].default)
+
+
+def encoder_section(tree: dict) -> dict:
+    section = tree.get("encoder")
+    return section if isinstance(section, dict) else {}
 
 
 def merge(base: dict, over: dict) -> dict:
