@@ -31,8 +31,7 @@ class Wav2Vec2Options(EncoderOptions):
 
     @classmethod
     def from_flat_layout(cls, options):
-        # saved before normalize_waveform existed (or left to the folder then): that model
-        # read raw samples
+        # saved before normalize_waveform existed: that model read raw samples
         if options.get("normalize_waveform") is None:
             options = {**options, "normalize_waveform": False}
         return options

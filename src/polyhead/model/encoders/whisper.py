@@ -126,4 +126,3 @@ class WhisperEncoder(Encoder):
 
     def run_layer(self, layer, x, pad_mask):
         return layer(x, additive_mask(pad_mask, x.dtype))
-

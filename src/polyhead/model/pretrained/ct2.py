@@ -157,4 +157,3 @@ def check_ct2_folder(folder: Path) -> None:
     if missing:
         raise PretrainedError(f"{folder}: not a CTranslate2 Whisper folder: missing {', '.join(missing)} "
                               f"(expected {', '.join(CT2_FILES)} and {' or '.join(CT2_VOCABULARIES)})")
-

@@ -259,4 +259,3 @@ def build_model(config, state_dict, generation_config):
     model.tie_weights()
     model.generation_config = generation_config
     return model
-
