@@ -3,7 +3,8 @@
     polyhead train --config demo train.lr=3e-4 tasks.speaker.crop=3.0
 
 A config names a corpus, an encoder, the tasks (each: a head, the label it learns, the
-sets it trains on) and the training recipe. Unknown keys are errors, not silently ignored.
+sets it trains on) and the training recipe. Unknown keys are errors, not silently ignored
+(an encoder's options: when the model is built, by that encoder's options model).
 """
 
 from __future__ import annotations
