@@ -23,8 +23,8 @@ from .heads import HEADS, HeadInput, pad_mask
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-SHARED = "shared"
 BRANCHES = "branches"  # the per-task layer copies: attribute and weight-name prefix
+SHARED = "shared"
 # Size of the label space per target, given the vocabularies stored in the config.
 BLANK_TARGETS = ("text", "phonemes")  # CTC targets: index 0 is the blank
 
