@@ -62,14 +62,13 @@ def whisper_model(folder: str | Path) -> MultiTaskModel:
     speech head (no CTC branch, no other head), in English for an English-only model and in
     the language it detects for a multilingual one unless told; every input in Whisper's
     30 s window, as it was trained."""
-    from ..config import Config, EncoderConfig
+    from ..config import Config
     from ..model.decoder import MULTILINGUAL_VOCAB
 
     folder = Path(folder)
     vocab_size = json.loads((folder / "config.json").read_text()).get("vocab_size", 0)
-    encoder = {"name": "whisper", "pretrained": str(folder)}
-    if "pad_to_window" in EncoderConfig.model_fields:  # zero-shot Whisper needs its 30 s window
-        encoder["pad_to_window"] = True
+    # zero-shot Whisper needs its 30 s window
+    encoder = {"name": "whisper", "pretrained": str(folder), "pad_to_window": True}
     head = {"type": "whisper_decoder",
             "options": {"ctc_weight": 0.0, "language": None if vocab_size >= MULTILINGUAL_VOCAB else "en"}}
     config = Config.model_validate({"corpus": "", "encoder": encoder,

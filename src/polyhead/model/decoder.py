@@ -69,7 +69,7 @@ class WhisperDecoderHead(Head):
         from transformers import WhisperTokenizerFast
         from transformers.models.whisper.modeling_whisper import WhisperDecoder
 
-        from .whisper import load_whisper_weights, whisper_config as build_config, whisper_folder
+        from .pretrained import load_whisper_weights, whisper_config as build_config, whisper_folder
 
         if not 0.0 <= ctc_weight < 1.0:
             raise ValueError(f"whisper_decoder: ctc_weight={ctc_weight} must be in [0, 1)")
