@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from polyhead.config import Config, load_config  # noqa: E402
 from polyhead.data.corpus import load_set, read_trials, trials_path  # noqa: E402
-from polyhead.evaluation import metrics  # noqa: E402
+from polyhead import metrics  # noqa: E402
 from polyhead.evaluation.evaluate import (  # noqa: E402
     EVAL_BATCH_SECONDS, batches_by_duration, decode_ctc, evaluate_asr, evaluate_speaker, evaluate_trials)
 from polyhead.model import MultiTaskModel  # noqa: E402

@@ -25,7 +25,7 @@ from clips import latency_summary, load_clips, seconds, timed
 
 from polyhead.data.corpus import read_trials, trials_path
 from polyhead.evaluation.evaluate import evaluate_trials
-from polyhead.evaluation.metrics import error_rates
+from polyhead.metrics import error_rates
 from polyhead.inference.export import EXPORT_FILE, export_model
 from polyhead.inference.pipeline import Polyhead, _resolve
 from polyhead.training.data import text_of

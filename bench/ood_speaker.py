@@ -44,7 +44,7 @@ import numpy as np
 from polyhead.audio import SAMPLE_RATE
 from polyhead.data.corpus import available_sets, load_set, read_trials, trials_path
 from polyhead.data.synth import channel as chan
-from polyhead.evaluation import metrics
+from polyhead import metrics
 from polyhead.inference.snorm import false_accept_rate
 
 from peers import FRAMES_PER_SECOND, fit, reference_frames, samples_of  # bench/: the script's folder

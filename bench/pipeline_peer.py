@@ -45,7 +45,7 @@ import torch
 from polyhead.audio import SAMPLE_RATE, load_audio
 from polyhead.config import read_config_json
 from polyhead.data.corpus import available_sets, load_set
-from polyhead.evaluation.metrics import DER_COLLAR_S
+from polyhead.metrics import DER_COLLAR_S
 from polyhead.evaluation.zeroshot import faster_whisper_model
 from polyhead.inference import load
 from polyhead.inference.diarize import DEFAULT_CLUSTER_THRESHOLD, cluster, merge_segments, split_segment, transcribe

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE
 from ..data.corpus import Trial
-from .metrics import eer
+from ..metrics import eer
 
 N_CEPS = 20
 

@@ -24,7 +24,7 @@ from ..data.corpus import available_sets, label, load_set, read_info, read_trial
 from ..model.decoder_tasks import LANGUAGE, SLU, SPEAKERS, TRANSCRIBE, parse_slu, parse_speakers
 from ..model.heads import CTCHead
 from ..training.data import Collator, FeatureCache, raw_text_of, speaker_windows, text_of
-from . import metrics
+from .. import metrics
 
 log = logging.getLogger(__name__)
 EVAL_BATCH_SECONDS = 120.0

@@ -37,7 +37,7 @@ from ..audio import AudioError, to_model_audio
 from ..config import Config, ConfigError, TaskConfig
 from ..features import FeatureExtractor, from_spec
 from ..data.corpus import ManifestError, cuts_path, label, load_set, read_info, recordings_of, source_problem
-from ..evaluation.metrics import segments_to_frames
+from ..metrics import segments_to_frames
 from ..text import normalize_text
 from ..model.decoder import MAX_SPEAKERS
 from ..model.decoder_tasks import LANGUAGE, SLU, SPEAKERS, TRANSCRIBE, decoder_tasks_of, slu_text, speakers_text
