@@ -10,7 +10,7 @@ from polyhead.config import Config
 from polyhead.model import ENCODERS, HEADS, MultiTaskModel
 from polyhead.model.blocks import ConformerBlock
 from polyhead.model.heads import POOLINGS, HeadInput, masked_mean, pad_mask
-from polyhead.model.multitask import CONFIG_FILE, WEIGHTS_FILE
+from polyhead.runs import CONFIG_FILE, WEIGHTS_FILE
 from polyhead.training.data import CHARS
 
 N_MELS = 80

@@ -160,7 +160,7 @@ def evaluate_speaker_tokens(model, cuts, task: str) -> dict:
     """The <|speakers|> transcript on windows of long recordings (as the head reads them:
     at most the encoder's input): cpWER against the window's turns, and DER of the turns
     timed by aligning their words on the CTC head (none without one: no times)."""
-    from .align import word_times
+    from ..ctc import word_times
 
     windows = [w for cut in cuts for w in speaker_windows(cut, model.encoder.max_input_seconds)]
     if not windows:
@@ -186,7 +186,7 @@ def evaluate_speaker_tokens(model, cuts, task: str) -> dict:
 
 def _timed_turns(turns: list[tuple[int, str]], times: list[dict]) -> list[tuple[float, float, int]]:
     """(start, end, speaker) per turn from the times of its words; none when the alignment failed."""
-    from .align import words_by_turn
+    from ..ctc import words_by_turn
 
     return [(mine[0]["start"], mine[-1]["end"], n) for n, mine in words_by_turn(turns, times) if mine]
 
@@ -215,7 +215,7 @@ def evaluate_speaker(model, corpus: str | Path, set_name: str, task: str, snorm=
     ``inference.snorm.ScoreNorm``) also those of the AS-normalised scores (``*_snorm``,
     ``scores_snorm``); ``far`` / ``far_snorm``: the share of non-target trials accepted at
     ``threshold`` / at the cohort's calibrated threshold, where those are given."""
-    from ..inference.snorm import false_accept_rate
+    from ..scoring import false_accept_rate
 
     cuts = load_set(corpus, set_name)
     trials = read_trials(trials_path(corpus, set_name), known_ids={c.id for c in cuts})

@@ -13,8 +13,8 @@ import torch
 from ..data.corpus import load_set, read_trials, trials_path
 from ..config import read_config_json
 from ..model import MultiTaskModel
-from ..model.multitask import CONFIG_FILE
 from ..model.heads import masked_mean, pad_mask
+from ..runs import CONFIG_FILE, checkpoint_folder
 from ..training.data import Collator, FeatureCache
 from .evaluate import batches_by_duration, evaluate_trials
 
@@ -43,7 +43,7 @@ def layer_eers(model: MultiTaskModel, corpus, set_name: str, branch: str = "shar
 def layer_probe(run: str | Path, corpus: str | None = None, set_name: str = "speaker_test",
                 plot: str | None = None, checkpoint: str = "best") -> dict:
     run = Path(run)
-    folder = run / checkpoint if (run / checkpoint).is_dir() else run
+    folder = checkpoint_folder(run, checkpoint)
     trained = MultiTaskModel.load(folder)
     corpus = corpus or trained.config.corpus
     torch.manual_seed(trained.config.train.seed)

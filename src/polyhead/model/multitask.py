@@ -16,13 +16,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import Config, read_config_json, save_config
+from ..runs import BEST, CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, checkpoint_folder
 from .adapters import add_lora, lora_options
-from .decoder import TOKENIZER_DIR
 from .encoders import ENCODERS
 from .heads import HEADS, HeadInput, pad_mask
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 SHARED = "shared"
 # Size of the label space per target, given the vocabularies stored in the config.
 BLANK_TARGETS = ("text", "phonemes")  # CTC targets: index 0 is the blank
@@ -234,11 +232,10 @@ class MultiTaskModel(nn.Module):
 def load_encoder_weights(encoder: nn.Module, source: str | Path) -> None:
     """Copy the encoder of a saved polyhead model (a checkpoint folder, or a run folder whose
     ``best/`` is used) into ``encoder``; the architectures must match exactly."""
-    folder = Path(source)
-    if not (folder / WEIGHTS_FILE).is_file() and (folder / "best" / WEIGHTS_FILE).is_file():
-        folder = folder / "best"
-    if not (folder / WEIGHTS_FILE).is_file():
-        raise FileNotFoundError(f"encoder.init_from={source}: no {WEIGHTS_FILE} there (nor in best/)")
+    try:
+        folder = checkpoint_folder(source)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"encoder.init_from={source}: no {WEIGHTS_FILE} there (nor in {BEST}/)") from None
     src = read_config_json(folder / CONFIG_FILE)
     if src.shared_layers is not None and src.shared_layers < src.encoder.layers:
         raise ValueError(f"encoder.init_from={source}: a branched model; start from an unbranched one")

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..audio import SAMPLE_RATE
+
 # --- CTranslate2 model.bin -------------------------------------------------------------------
 
 CT2_BINARY_VERSION = 6  # the layout read here; ctranslate2 4.x writes it
@@ -56,7 +58,6 @@ EXPECTED_FLAGS = {"decoder/activation": GELU, "decoder/pre_norm": 1, "decoder/sc
 # --- Whisper conventions -----------------------------------------------------------------------
 
 MULTILINGUAL_VOCAB = 51_865  # openai-whisper's rule: English-only models have one token fewer
-SAMPLE_RATE = 16_000
 CHUNK_SECONDS = 30  # the encoder takes exactly 30 s of features (3000 frames, 1500 positions)
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # openai-whisper's default (1 s), as in transformers' configs
 SPECIAL_TOKENS = {

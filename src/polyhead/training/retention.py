@@ -35,8 +35,9 @@ from ..config import Config, EncoderConfig, TaskConfig
 from ..data.corpus import available_sets, load_set
 from ..model.adapters import is_adapter_parameter
 from ..model.decoder import IGNORE
-from ..model.multitask import WEIGHTS_FILE, MultiTaskModel
+from ..model.multitask import MultiTaskModel
 from ..registry import Registry
+from ..runs import INTERPOLATION_FILE, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ RETENTION = Registry("retention strategy")
 RETENTION_DEV = "retention_dev"
 REPLAY_SET = "replay_train"
 PSEUDO_LABELS = "pseudo_labels"  # run sub-folder: the pretrained model's transcripts
-INTERPOLATION_FILE = "interpolation.json"
 
 
 class Retention:

@@ -21,12 +21,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import DELETE, Config, ConfigError, _set_dotted, parse_overrides, read_config_json, save_config
+from ..config import DELETE, Config, ConfigError, parse_overrides, read_config_json, save_config, set_dotted
 from ..data.corpus import available_sets, load_set
 from ..evaluation.evaluate import criterion, evaluate_asr, evaluate_speaker
 from ..model import MultiTaskModel
 from ..model.adapters import LORA, is_adapter_parameter
 from ..objectives import AGGREGATORS, WEIGHTINGS
+from ..runs import CONFIG_FILE, WEIGHTS_FILE
 from . import checkpoint as ckpt
 from .data import BatchStream, Collator, FeatureCache, build_vocab, malformed_lines, training_cuts
 from .distributed import Distributed
@@ -111,7 +112,7 @@ def resume_config(saved: Config, overrides: Sequence[str]) -> Config:
         section, name = key.split(".")
         log.warning("resuming: %s %r -> %r", key, tree[section].get(name),
                     "(default)" if value is DELETE else value)
-        _set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
     return Config.model_validate(tree)
 
 
@@ -128,7 +129,7 @@ class Trainer:
         if resume and resume_from is None:
             log.warning("%s: nothing to resume, starting fresh", self.run_dir)
         if resume_from is not None:
-            config = resume_config(read_config_json(resume_from / "config.json"), resume_overrides)
+            config = resume_config(read_config_json(resume_from / CONFIG_FILE), resume_overrides)
         elif not config.vocab:
             config = config.model_copy(update={"vocab": build_vocab(config)})
         self.config, tc = config, config.train
@@ -170,7 +171,7 @@ class Trainer:
         self.writer = None
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.config, self.run_dir / "config.json")
+            save_config(self.config, self.run_dir / CONFIG_FILE)
 
     # --- set-up ------------------------------------------------------------------------------
 
@@ -412,7 +413,7 @@ class Trainer:
     def _restore(self, folder: Path) -> None:
         from safetensors.torch import load_file
 
-        self.model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(self.device)))
+        self.model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device=str(self.device)))
         st = ckpt.read_state(folder)
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..audio import SAMPLE_RATE
-from ..data.corpus import Trial
+from .corpus import Trial
 from ..metrics import eer
 
 N_CEPS = 20
