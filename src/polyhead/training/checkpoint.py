@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from ..runs import LAST, WEIGHTS_FILE
+from ..runs import BEST, LAST, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.pt"
@@ -109,10 +109,10 @@ def repair_best(run_dir: Path, resumed: Path, model) -> str:
     or "unknown" (nothing holds it: logged, best left as it is)."""
     run_dir = Path(run_dir)
     want = read_state(resumed).get("best_step")
-    best = run_dir / "best"
+    best = run_dir / BEST
     if want is None or ((read_meta(best) or {}).get("step") == want and (best / WEIGHTS_FILE).is_file()):
         return "ok"
-    old = run_dir / "best.old"
+    old = run_dir / (BEST + ".old")
     if (read_meta(old) or {}).get("step") == want and (old / WEIGHTS_FILE).is_file():
         shutil.rmtree(best, ignore_errors=True)
         old.rename(best)

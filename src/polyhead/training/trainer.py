@@ -27,7 +27,7 @@ from ..evaluation.evaluate import criterion, evaluate_asr, evaluate_speaker
 from ..model import MultiTaskModel
 from ..model.adapters import LORA, is_adapter_parameter
 from ..objectives import AGGREGATORS, WEIGHTINGS
-from ..runs import CONFIG_FILE, WEIGHTS_FILE
+from ..runs import BEST, CONFIG_FILE, LAST, WEIGHTS_FILE
 from . import checkpoint as ckpt
 from .data import BatchStream, Collator, FeatureCache, build_vocab, malformed_lines, training_cuts
 from .distributed import Distributed
@@ -446,9 +446,9 @@ class Trainer:
             self.best_step = self.step
         state = self.state()
         state["best_step"] = self.best_step
-        ckpt.write_checkpoint(self.run_dir / "last", self.model, state)
+        ckpt.write_checkpoint(self.run_dir / LAST, self.model, state)
         if best:
-            ckpt.write_checkpoint(self.run_dir / "best", self.model, meta={"step": self.step, "criterion": self.best})
+            ckpt.write_checkpoint(self.run_dir / BEST, self.model, meta={"step": self.step, "criterion": self.best})
 
     # --- evaluation --------------------------------------------------------------------------
 
