@@ -150,7 +150,8 @@ class ChunkPass:
         return [item for item, _, _ in items]
 
 
-def utterances(segs: list[dict], vad_logits: torch.Tensor | None = None, fps: float = WHISPER_FRAMES_PER_SECOND) -> list[dict]:
+def utterances(segs: list[dict], vad_logits: torch.Tensor | None = None,
+               fps: float = WHISPER_FRAMES_PER_SECOND) -> list[dict]:
     """The decoder's units: the speech segments, those longer than MAX_UTTERANCE_S cut where
     speech is least likely (the VAD head's lowest logit at least MIN_UTTERANCE_S from either
     end; the middle without a VAD head)."""
@@ -448,7 +449,8 @@ def check_speaker_tokens(ph: Polyhead) -> None:
 def merge_segments(segments: list[dict]) -> list[dict]:
     merged: list[dict] = []
     for s in sorted(segments, key=lambda s: s["start"]):
-        if merged and merged[-1].get("speaker") == s.get("speaker") and s["start"] - merged[-1]["end"] < SPEAKER_MERGE_GAP_S:
+        if (merged and merged[-1].get("speaker") == s.get("speaker")
+                and s["start"] - merged[-1]["end"] < SPEAKER_MERGE_GAP_S):
             m = merged[-1]
             for key in ("avg_logprob", "no_speech_prob"):
                 if key in m and key in s:  # the merged segment's: weighted by duration

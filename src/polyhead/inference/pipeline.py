@@ -16,7 +16,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from ..audio import SAMPLE_RATE, AudioError, is_silent, load_audio, to_model_audio
