@@ -186,7 +186,7 @@ def peer_weights(args) -> Path:
     name = args.whisper
     if name is None and args.run:
         encoder = read_config_json(checkpoint_folder(args.run) / CONFIG_FILE).encoder
-        name = encoder.pretrained if encoder.name == "whisper" and encoder.pretrained else None
+        name = getattr(encoder, "pretrained", None) if encoder.name == "whisper" else None
     name = name or DEFAULT_WHISPER
     if (Path(name) / "model.bin").is_file():
         return Path(name)

@@ -20,6 +20,7 @@ from pathlib import Path
 from .config import WeightingConfig, load_config
 from .data.corpus import CORPUS_INFO
 from .evaluation.report import evaluate_run, format_table
+from .model.encoders import PRETRAINED
 from .runs import BEST
 
 SINGLE_TASK = {"asr_only": "asr", "speaker_only": "speaker"}
@@ -93,7 +94,7 @@ def zero_shot_row(cfg, corpus_dir: Path) -> dict | None:
     """WER/CER of zero-shot Whisper (the pretrained files the model started from) on the
     speech test sets; None when the encoder is not a catalogue Whisper or faster-whisper is
     missing."""
-    if cfg.encoder.name != "whisper" or not cfg.encoder.pretrained:
+    if cfg.encoder.name != "whisper" or not getattr(cfg.encoder, PRETRAINED, None):
         return None
     from .data.corpus import available_sets, load_set
     from .evaluation.zeroshot import evaluate_zero_shot, faster_whisper_model

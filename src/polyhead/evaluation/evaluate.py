@@ -212,7 +212,7 @@ def evaluate_trials(emb: dict[str, np.ndarray], trials) -> dict:
 def evaluate_speaker(model, corpus: str | Path, set_name: str, task: str, snorm=None,
                      threshold: float | None = None) -> dict:
     """EER and minDCF of a trial list's cosine scores. With ``snorm`` (an
-    ``inference.snorm.ScoreNorm``) also those of the AS-normalised scores (``*_snorm``,
+    ``scoring.ScoreNorm``) also those of the AS-normalised scores (``*_snorm``,
     ``scores_snorm``); ``far`` / ``far_snorm``: the share of non-target trials accepted at
     ``threshold`` / at the cohort's calibrated threshold, where those are given."""
     from ..scoring import false_accept_rate

@@ -13,6 +13,7 @@ import torch
 from ..data.corpus import load_set, read_trials, trials_path
 from ..config import read_config_json
 from ..model import MultiTaskModel
+from ..model.encoders import PRETRAINED
 from ..model.heads import masked_mean, pad_mask
 from ..runs import CONFIG_FILE, checkpoint_folder
 from ..training.data import Collator, FeatureCache
@@ -54,8 +55,9 @@ def layer_probe(run: str | Path, corpus: str | None = None, set_name: str = "spe
     curves = {run.name: res["trained"], "random initialisation": res["initial"]}
     # A fine-tuned run also shows its starting point (the papers' pretrained wav2vec2 curve).
     saved = read_config_json(folder / CONFIG_FILE)  # load() dropped the start; the file keeps it
-    source = saved.encoder.init_from or saved.encoder.pretrained  # a polyhead run, or e.g. whisper-base
-    if source and (saved.encoder.pretrained or Path(source).exists()):
+    pretrained = getattr(saved.encoder, PRETRAINED, None)  # e.g. whisper-base
+    source = saved.encoder.init_from or pretrained  # a polyhead run, or a pretrained model
+    if source and (pretrained or Path(source).exists()):
         torch.manual_seed(trained.config.train.seed)
         start = MultiTaskModel(saved).eval()
         res["pretrained"] = curves[f"pretrained start ({source})"] = layer_eers(start, corpus, set_name)

@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from ..audio import BLOCK_VALUES, SAMPLE_RATE, AudioError, is_silent, to_model_audio
-from ..model.whisper import WHISPER_FRAMES_PER_SECOND
+from ..model.encoders.whisper import WHISPER_FRAMES_PER_SECOND
 from ..text import normalize_text
 from .pipeline import GREEDY, Decoding, Polyhead, compression_ratio, decode, load, no_speech_prob, pad_batch, words_in
 

@@ -336,7 +336,8 @@ class OnnxModel:
                 tuple(session(f) for f in info["decoder"]["files"]),
                 in_dim=info["decoder"]["in_dim"],
                 num_classes=num_classes(self.config, cfg.target), dims=cfg.head.dims,
-                **dict(cfg.head.options, pretrained=None, whisper_config=self.config.encoder.whisper_config,
+                **dict(cfg.head.options, pretrained=None,
+                       whisper_config=getattr(self.config.encoder, "whisper_config", {}),
                        tokenizer=str(folder / TOKENIZER_DIR))).eval()
 
     def eval(self) -> "OnnxModel":

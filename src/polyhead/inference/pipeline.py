@@ -22,7 +22,7 @@ from ..audio import SAMPLE_RATE, AudioError, is_silent, load_audio, to_model_aud
 from ..ctc import greedy_path
 from ..text import normalize_text
 from ..model import MultiTaskModel
-from ..model.whisper import WHISPER_FRAMES_PER_SECOND
+from ..model.encoders.whisper import WHISPER_FRAMES_PER_SECOND
 from ..runs import CONFIG_FILE, WEIGHTS_FILE, apply_calibration, checkpoint_folder, read_calibration
 from ..scoring import ScoreNorm
 
@@ -53,14 +53,13 @@ def whisper_model(folder: str | Path) -> MultiTaskModel:
     speech head (no CTC branch, no other head), in English for an English-only model and in
     the language it detects for a multilingual one unless told; every input in Whisper's
     30 s window, as it was trained."""
-    from ..config import Config, EncoderConfig
+    from ..config import Config
     from ..model.pretrained import MULTILINGUAL_VOCAB
 
     folder = Path(folder)
     vocab_size = json.loads((folder / CONFIG_FILE).read_text()).get("vocab_size", 0)
-    encoder = {"name": "whisper", "pretrained": str(folder)}
-    if "pad_to_window" in EncoderConfig.model_fields:  # zero-shot Whisper needs its 30 s window
-        encoder["pad_to_window"] = True
+    # zero-shot Whisper needs its 30 s window
+    encoder = {"name": "whisper", "pretrained": str(folder), "pad_to_window": True}
     head = {"type": "whisper_decoder",
             "options": {"ctc_weight": 0.0, "language": None if vocab_size >= MULTILINGUAL_VOCAB else "en"}}
     config = Config.model_validate({"corpus": "", "encoder": encoder,

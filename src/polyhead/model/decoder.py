@@ -33,7 +33,7 @@ from .decoder_tasks import (INTENT_SEP, LANGUAGE, SLU, SPEAKER_TOKEN, SPEAKERS, 
                             decoder_tasks_of, speaker_token)
 from .heads import HEADS, Head, HeadInput, pad_mask
 from .pretrained import MULTILINGUAL_VOCAB
-from .whisper import WHISPER_FRAMES_PER_SECOND
+from .encoders.whisper import WHISPER_FRAMES_PER_SECOND
 
 IGNORE = -100  # cross-entropy ignore index: prompt and padding positions
 DEFAULT_MAX_NEW_TOKENS = 200
@@ -69,7 +69,7 @@ class WhisperDecoderHead(Head):
         from transformers import WhisperTokenizerFast
         from transformers.models.whisper.modeling_whisper import WhisperDecoder
 
-        from .whisper import load_whisper_weights, whisper_config as build_config, whisper_folder
+        from .pretrained import load_whisper_weights, whisper_config as build_config, whisper_folder
 
         if not 0.0 <= ctc_weight < 1.0:
             raise ValueError(f"whisper_decoder: ctc_weight={ctc_weight} must be in [0, 1)")

@@ -18,9 +18,10 @@ from torch import nn
 from ..config import Config, read_config_json, save_config
 from ..runs import BEST, CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, checkpoint_folder
 from .adapters import add_lora, lora_options
-from .encoders import ENCODERS
+from .encoders import build_encoder, without_weight_sources
 from .heads import HEADS, HeadInput, pad_mask
 
+BRANCHES = "branches"  # the per-task layer copies: attribute and weight-name prefix
 SHARED = "shared"
 # Size of the label space per target, given the vocabularies stored in the config.
 BLANK_TARGETS = ("text", "phonemes")  # CTC targets: index 0 is the blank
@@ -37,13 +38,9 @@ class MultiTaskModel(nn.Module):
         """``assets``: a checkpoint folder whose head files (a tokenizer) replace the
         pretrained source's."""
         super().__init__()
-        self.encoder = ENCODERS.build(config.encoder.name, **config.encoder.options())
-        # What the encoder resolved (a pretrained model's full config) goes into the saved
-        # config, so a checkpoint rebuilds anywhere without the pretrained source.
-        resolved = self.encoder.resolved_options()
-        if resolved:
-            config = config.model_copy(update={"encoder": config.encoder.model_copy(update=resolved)})
-        self.config = config
+        self.encoder, resolved = build_encoder(config.encoder)
+        # the saved config holds what the encoder resolved (a pretrained model's full config)
+        self.config = config = config.model_copy(update={"encoder": resolved})
         if config.encoder.init_from:
             # before the split below, so every branch copy starts from the pretrained layers too
             load_encoder_weights(self.encoder, config.encoder.init_from)
@@ -76,9 +73,8 @@ class MultiTaskModel(nn.Module):
     def _head_options(self, head, assets) -> dict:
         options = dict(head.options)
         if HEADS.get(head.type).reads_encoder_source:
-            # the Whisper decoder comes from the same checkpoint as the encoder
-            options.setdefault("pretrained", self.config.encoder.pretrained)
-            options.setdefault("whisper_config", self.config.encoder.whisper_config)
+            for key, value in self.encoder.source_options().items():
+                options.setdefault(key, value)
             if assets is not None and (Path(assets) / TOKENIZER_DIR).is_dir():
                 options["tokenizer"] = str(Path(assets) / TOKENIZER_DIR)
         return options
@@ -220,10 +216,7 @@ class MultiTaskModel(nn.Module):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder}: no {name}; not a polyhead checkpoint")
         config = read_config_json(folder / CONFIG_FILE)
-        if config.encoder.pretrained or config.encoder.init_from:
-            config = config.model_copy(deep=True)
-            # the weights below replace the pretrained ones (which need not exist here)
-            config.encoder.pretrained = config.encoder.init_from = None
+        config = config.model_copy(update={"encoder": without_weight_sources(config.encoder)})
         model = cls(config, assets=folder)
         model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device=map_location))
         return model.eval()
@@ -237,12 +230,12 @@ def load_encoder_weights(encoder: nn.Module, source: str | Path) -> None:
     except FileNotFoundError:
         raise FileNotFoundError(f"encoder.init_from={source}: no {WEIGHTS_FILE} there (nor in {BEST}/)") from None
     src = read_config_json(folder / CONFIG_FILE)
-    if src.shared_layers is not None and src.shared_layers < src.encoder.layers:
-        raise ValueError(f"encoder.init_from={source}: a branched model; start from an unbranched one")
     weights = load_file(str(folder / WEIGHTS_FILE))
+    if any(k.startswith(BRANCHES + ".") for k in weights):
+        raise ValueError(f"encoder.init_from={source}: a branched model; start from an unbranched one")
     state = {k[len("encoder."):]: v for k, v in weights.items() if k.startswith("encoder.")}
     try:
         encoder.load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(f"encoder.init_from={source}: its encoder ({src.encoder.name}, "
-                         f"dim {src.encoder.dim}, {src.encoder.layers} layers) does not fit this one: {e}") from None
+        raise ValueError(f"encoder.init_from={source}: its encoder ({src.encoder.name}) does not fit this one: "
+                         f"{e}") from None

@@ -35,6 +35,7 @@ from ..config import Config, EncoderConfig, TaskConfig
 from ..data.corpus import available_sets, load_set
 from ..model.adapters import is_adapter_parameter
 from ..model.decoder import IGNORE
+from ..model.encoders import PRETRAINED
 from ..model.multitask import MultiTaskModel
 from ..registry import Registry
 from ..runs import BEST, INTERPOLATION_FILE, LAST, WEIGHTS_FILE
@@ -84,7 +85,7 @@ def _is_pretrained(name: str, parts: list[str]) -> bool:
 def pretrained_model(config: Config, window: bool = False) -> MultiTaskModel:
     """The untouched pretrained Whisper (encoder + decoder, no other head), frozen: the teacher
     and the reference of the strategies. ``window``: inputs in Whisper's 30 s window."""
-    if config.encoder.name != "whisper" or not config.encoder.pretrained:
+    if config.encoder.name != "whisper" or not getattr(config.encoder, PRETRAINED, None):
         raise ValueError("retention: the strategies protect a pretrained Whisper (encoder.pretrained)")
     model = MultiTaskModel(plain_whisper_config(config, window))
     return model.eval().requires_grad_(False)
