@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from polyhead.config import Config, load_config  # noqa: E402
 from polyhead.data.corpus import load_set, read_trials, trials_path  # noqa: E402
-from polyhead.evaluation import metrics  # noqa: E402
+from polyhead import metrics  # noqa: E402
 from polyhead.data.batching import BatchStream, FeatureCache  # noqa: E402
 from polyhead.data.labels import CHARS, text_of  # noqa: E402
 from polyhead.tasks import collator, task_kind  # noqa: E402

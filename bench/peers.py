@@ -32,7 +32,7 @@ import numpy as np
 
 from polyhead.audio import SAMPLE_RATE, to_model_audio
 from polyhead.data.corpus import available_sets, load_set, read_info, read_trials, trials_path
-from polyhead.evaluation import metrics
+from polyhead import metrics
 from polyhead.data.labels import text_of
 from polyhead.tasks.frame import evaluate_vad
 from polyhead.tasks.speaker import evaluate_speaker, evaluate_trials

@@ -9,7 +9,7 @@ from lhotse import MonoCut, Recording, SupervisionSegment
 from lhotse.audio import AudioSource
 
 from polyhead.config import Config
-from polyhead.evaluation.metrics import slot_f1
+from polyhead.metrics import slot_f1
 from polyhead.model import MultiTaskModel
 from polyhead.model.decoder_tasks import parse_slu, parse_speakers, slu_text, speakers_text
 from polyhead.data.batching import Collator, FeatureCache

@@ -10,8 +10,8 @@ from polyhead.config import Config
 from polyhead.model import ENCODERS, HEADS, MultiTaskModel
 from polyhead.model.blocks import ConformerBlock
 from polyhead.model.heads import POOLINGS, HeadInput, masked_mean, pad_mask
-from polyhead.model.multitask import CONFIG_FILE, WEIGHTS_FILE
 from polyhead.data.labels import CHARS
+from polyhead.runs import CONFIG_FILE, WEIGHTS_FILE
 
 N_MELS = 80
 SPEAKERS = ["s1", "s2", "s3"]

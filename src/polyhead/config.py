@@ -138,7 +138,7 @@ class Config(Strict):
     vocab: dict[str, list[str]] = Field(default_factory=dict)
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = tree
     for k in keys[:-1]:
@@ -234,7 +234,7 @@ def merge(base: dict, over: dict) -> dict:
 def load_config(name_or_path: str, overrides: list[str] = ()) -> Config:
     tree = load_yaml_tree(resolve_config_path(name_or_path))
     for key, value in parse_overrides(list(overrides)):
-        _set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
     return Config.model_validate(tree)
 
 

@@ -21,6 +21,7 @@ from .config import WeightingConfig, load_config
 from .data.corpus import CORPUS_INFO
 from .evaluation.report import evaluate_run, format_table
 from .model.encoders import PRETRAINED
+from .runs import BEST
 
 SINGLE_TASK = {"asr_only": "asr", "speaker_only": "speaker"}
 # faster-whisper pays a full 30 s window per clip (about 1.5 s each here): an evenly spaced
@@ -53,7 +54,7 @@ def run_demo(corpus: str = "corpora/demo", run: str = "runs/demo", compare: bool
     rows, summaries = {}, {}
     for name, c in runs.items():
         done = run_dir / name / "train_summary.json"
-        if done.is_file() and (run_dir / name / "best").is_dir():
+        if done.is_file() and (run_dir / name / BEST).is_dir():
             print(f"== {name}: already trained in {run_dir / name}, kept")
             summaries[name] = json.loads(done.read_text())
         else:

@@ -14,9 +14,9 @@ from ..data.corpus import load_set, read_trials, trials_path
 from ..config import read_config_json
 from ..model import MultiTaskModel
 from ..model.encoders import PRETRAINED
-from ..model.multitask import CONFIG_FILE
 from ..model.heads import masked_mean, pad_mask
 from ..data.batching import Collator, FeatureCache
+from ..runs import CONFIG_FILE, checkpoint_folder
 from ..tasks.base import batches_by_duration
 from ..tasks.speaker import evaluate_trials
 
@@ -45,7 +45,7 @@ def layer_eers(model: MultiTaskModel, corpus, set_name: str, branch: str = "shar
 def layer_probe(run: str | Path, corpus: str | None = None, set_name: str = "speaker_test",
                 plot: str | None = None, checkpoint: str = "best") -> dict:
     run = Path(run)
-    folder = run / checkpoint if (run / checkpoint).is_dir() else run
+    folder = checkpoint_folder(run, checkpoint)
     trained = MultiTaskModel.load(folder)
     corpus = corpus or trained.config.corpus
     torch.manual_seed(trained.config.train.seed)

@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..audio import to_model_audio  # 16 kHz float: what faster-whisper takes as is
+from .. import metrics
 from ..data.labels import raw_text_of, text_of
-from . import metrics
 
 
 def faster_whisper_model(ct2_folder: str | Path, threads: int = 2):

@@ -38,8 +38,8 @@ from ..config import read_config_json, save_config
 from ..model.adapters import merge_lora, without_lora
 from ..features import FeatureExtractor, from_spec
 from ..model import MultiTaskModel
-from ..model.decoder import TOKENIZER_DIR
-from ..model.multitask import CONFIG_FILE
+from ..runs import (CALIBRATION_FILE, COHORT_FILE, CONFIG_FILE, TOKENIZER_DIR, apply_calibration, checkpoint_folder,
+                    read_calibration)
 from ..tasks import task_kinds
 
 FORMATS = ("onnx", "onnx-int8", "int8")
@@ -47,7 +47,6 @@ QUANTIZE_CHOICES = ("int8",)
 EXPORT_FILE = "export.json"
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model_int8.pt"
-CALIBRATION_FILE = "calibration.json"
 FRAME_LENGTHS = "frame_lengths"
 # Tracing input: batch 2 so the batch axis is not specialised to 1, unequal lengths so the
 # padding masks are traced, 4 s so every layer sees a real sequence.
@@ -171,11 +170,9 @@ def quantize_onnx(src: str | Path, dst: str | Path) -> None:
 
 def export_model(run: str | Path, fmt: str, out: str | Path) -> dict:
     """``polyhead export``: write an export folder; returns what export.json says."""
-    from .pipeline import _resolve
-
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    folder = _resolve(run)
+    folder = checkpoint_folder(run)
     model = MultiTaskModel.load(folder)
     merged = merge_lora(model)
     if merged:  # adapters folded into their layers: an export has the plain structure
@@ -193,17 +190,12 @@ def export_model(run: str | Path, fmt: str, out: str | Path) -> dict:
         save_config(without_lora(read_config_json(folder / CONFIG_FILE)), out / CONFIG_FILE)
     else:
         shutil.copyfile(folder / CONFIG_FILE, out / CONFIG_FILE)
-    for cal in (folder / CALIBRATION_FILE, folder.parent / CALIBRATION_FILE):
-        if cal.is_file():
-            shutil.copyfile(cal, out / CALIBRATION_FILE)
-            from .snorm import COHORT_FILE
-
-            if (cal.parent / COHORT_FILE).is_file():  # the AS-norm cohort goes with its threshold
-                shutil.copyfile(cal.parent / COHORT_FILE, out / COHORT_FILE)
-            from .pipeline import apply_calibration
-
-            apply_calibration(model, json.loads(cal.read_text()))  # the ONNX graph gets the VAD threshold
-            break
+    calibration, cal_dir = read_calibration(folder)
+    if cal_dir is not None:
+        shutil.copyfile(cal_dir / CALIBRATION_FILE, out / CALIBRATION_FILE)
+        if (cal_dir / COHORT_FILE).is_file():  # the AS-norm cohort goes with its threshold
+            shutil.copyfile(cal_dir / COHORT_FILE, out / COHORT_FILE)
+        apply_calibration(model, calibration)  # the ONNX graph gets the VAD threshold
     info = {"format": fmt, "source": str(folder), "features": model.encoder.features.spec(),
             "frames_per_second": model.encoder.frames_per_second,
             "max_input_seconds": getattr(model.encoder, "max_input_seconds", None)}

@@ -16,27 +16,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from ..audio import SAMPLE_RATE, AudioError, is_silent, load_audio, to_model_audio
+from ..ctc import greedy_path
 from ..text import normalize_text
 from ..model import MultiTaskModel
+from ..model.encoders.whisper import WHISPER_FRAMES_PER_SECOND
+from ..runs import CONFIG_FILE, WEIGHTS_FILE, apply_calibration, checkpoint_folder, read_calibration
+from ..scoring import ScoreNorm
 from ..tasks import task_kinds
-from .snorm import ScoreNorm
 
 MIN_SEGMENT_S = 0.2  # VAD segments shorter than this are dropped
-MERGE_GAP_S = 0.3  # VAD segments closer than this are merged
-
-
-def _resolve(path: str | Path) -> Path:
-    path = Path(path)
-    for candidate in (path, path / "best", path / "multitask" / "best", path / "last"):
-        if (candidate / "model.safetensors").is_file():
-            return candidate
-    raise FileNotFoundError(f"{path}: no polyhead checkpoint (config.json + model.safetensors) found, "
-                            "and not a Whisper model (a name from `polyhead models list`, or a transformers "
-                            "Whisper folder)")
+VAD_MERGE_GAP_S = 0.3  # VAD segments closer than this are one segment (a pause within a turn)
 
 
 def pretrained_whisper(name_or_path: str | Path) -> Path | None:
@@ -48,7 +40,7 @@ def pretrained_whisper(name_or_path: str | Path) -> Path | None:
 
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        return path if catalogue.is_transformers_folder(path) and (path / "model.safetensors").is_file() else None
+        return path if catalogue.is_transformers_folder(path) and (path / WEIGHTS_FILE).is_file() else None
     key = str(name_or_path)
     if key in catalogue.MODELS:
         return catalogue.resolve(key)
@@ -63,10 +55,10 @@ def whisper_model(folder: str | Path) -> MultiTaskModel:
     the language it detects for a multilingual one unless told; every input in Whisper's
     30 s window, as it was trained."""
     from ..config import Config
-    from ..model.decoder import MULTILINGUAL_VOCAB
+    from ..model.pretrained import MULTILINGUAL_VOCAB
 
     folder = Path(folder)
-    vocab_size = json.loads((folder / "config.json").read_text()).get("vocab_size", 0)
+    vocab_size = json.loads((folder / CONFIG_FILE).read_text()).get("vocab_size", 0)
     # zero-shot Whisper needs its 30 s window
     encoder = {"name": "whisper", "pretrained": str(folder), "pad_to_window": True}
     head = {"type": "whisper_decoder",
@@ -76,7 +68,6 @@ def whisper_model(folder: str | Path) -> MultiTaskModel:
     return MultiTaskModel(config).eval()
 
 
-CALIBRATION_FILE = "calibration.json"  # in the run folder, written by `polyhead evaluate`
 DEFAULT_VERIFY_THRESHOLD = 0.5
 
 
@@ -153,7 +144,7 @@ def is_silence(result: dict, no_speech: float | None, decoding: Decoding) -> boo
 
 
 def decode(head, memory: torch.Tensor, lengths: torch.Tensor, decoding: Decoding = GREEDY, *,
-           frames_per_second: float = 50.0, no_speech: list[float | None] | None = None,
+           frames_per_second: float = WHISPER_FRAMES_PER_SECOND, no_speech: list[float | None] | None = None,
            ctc_logits: torch.Tensor | None = None, vocab: list[str] | None = None,
            task: str = "transcribe") -> list[dict]:
     """A decoder head's transcripts of a batch, Whisper's way (``decode_with_fallback``): every
@@ -247,7 +238,7 @@ class Polyhead:
         # answers in their kinds' order: transcripts first, voice activity last
         self.kinds = sorted(task_kinds(self.config), key=lambda k: k.answer_rank)
         self.threshold = threshold
-        self.snorm = None  # the AS-norm cohort and threshold (snorm.ScoreNorm) where calibrated
+        self.snorm = None  # the AS-norm cohort and threshold (scoring.ScoreNorm) where calibrated
 
     @classmethod
     def load(cls, path: str | Path, quantize: str | None = None) -> "Polyhead":
@@ -260,12 +251,12 @@ class Polyhead:
 
         if not is_export(path) and (whisper := pretrained_whisper(path)) is not None:
             return cls(quantized(whisper_model(whisper), quantize))
-        folder = Path(path) if is_export(path) else _resolve(path)
-        calibration, cal_dir = {}, None
-        for cal in (folder / CALIBRATION_FILE, folder.parent / CALIBRATION_FILE):
-            if cal.is_file():
-                calibration, cal_dir = json.loads(cal.read_text()), cal.parent
-                break
+        try:
+            folder = Path(path) if is_export(path) else checkpoint_folder(path)
+        except FileNotFoundError as e:  # load also takes Whisper: say so
+            raise FileNotFoundError(f"{e}, and not a Whisper model (a name from `polyhead models list`, or a "
+                                    "transformers Whisper folder)") from None
+        calibration, cal_dir = read_calibration(folder)
         model = load_export(folder) if is_export(folder) else MultiTaskModel.load(folder)
         if isinstance(model, MultiTaskModel):  # an ONNX graph has the VAD threshold built in (export)
             apply_calibration(model, calibration)
@@ -290,7 +281,7 @@ class Polyhead:
         if not tasks:
             raise ValueError("this model has no speaker head")
         task = tasks[0]
-        inputs, lengths = self._inputs(self._samples(audio, sample_rate))
+        inputs, lengths = self.model_inputs(self._samples(audio, sample_rate))
         e = self.model(inputs, lengths, [task])[task]["embedding"][0].numpy()
         return e / (np.linalg.norm(e) + 1e-12)
 
@@ -302,7 +293,8 @@ class Polyhead:
 
         return verify(self, a, b)
 
-    def _inputs(self, samples: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def model_inputs(self, samples: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features [1, frames, dims], lengths [1]) of one utterance, as the model takes them."""
         x = self.model.encoder.features(samples)
         return torch.from_numpy(np.ascontiguousarray(x))[None], torch.tensor([len(x)])
 
@@ -368,7 +360,7 @@ class Polyhead:
         for task in vad:
             for i in range(len(items)):
                 logits = out[task]["logits"][i, :int(out[task]["lengths"][i])]
-                speech[i] = (logits, [] if items[i].silent else self._segments(logits, fps))
+                speech[i] = (logits, [] if items[i].silent else self.speech_segments(logits, fps))
         heard = [i for i in range(len(items)) if not items[i].silent and (not vad or speech[i][1])]
         quiet = {i: no_speech_prob(speech[i][0]) for i in speech}  # the VAD head's no-speech probability
         texts = {k.name: self._decode(k.name, out[k.name], [f.decoding for f in items], heard, quiet)
@@ -456,7 +448,7 @@ class Polyhead:
         n = int(out["lengths"][i])
         logits = out["logits"][i, :n] if "logits" in out else None
         if decoded is None:
-            return self._transcript(logits, fps)
+            return self.ctc_transcript(logits, fps)
         d = decoded[i]
         result = {"text": d["text"], "avg_logprob": d["avg_logprob"],
                   "confidence": round(float(np.exp(d["avg_logprob"])), 4), "words": [],
@@ -466,13 +458,13 @@ class Polyhead:
         if d.get("language"):  # detected by a multilingual decoder asked for no language
             result["decoder_language"] = d["language"]
         if logits is not None and not d.get("silence"):
-            from ..evaluation.align import word_times
+            from ..ctc import word_times
 
             logp = logits.float().log_softmax(-1).numpy()
             words = word_times(d["text"], logp, self.config.vocab["text"], fps)
             if words is not None:
                 self._give_tokens(self.model.heads[task].tokenizer, d["tokens"], words)
-            result["words"] = words if words is not None else self._transcript(logits, fps)["words"]
+            result["words"] = words if words is not None else self.ctc_transcript(logits, fps)["words"]
         return result
 
     @staticmethod
@@ -489,31 +481,31 @@ class Polyhead:
             w["tokens"] = [t for t, o in zip(tokens, owner) if o == j]
             j += 1
 
-    def _transcript(self, logits: torch.Tensor, fps: float) -> dict:
+    def ctc_transcript(self, logits: torch.Tensor, fps: float) -> dict:
+        """Text, timed words and confidence of one item's greedy CTC decoding."""
         vocab = self.config.vocab["text"]
         probs = logits.float().softmax(-1)
         best = probs.argmax(-1).tolist()
-        words, cur, start, last, prev, confs = [], "", None, 0, 0, []
-        for t, tok in enumerate(best + [0]):
-            if tok != 0 and tok != prev:
-                ch = vocab[tok - 1] if t < len(best) else " "
-                if ch == " ":
-                    if cur:
-                        words.append({"word": cur, "start": round(start / fps, 2), "end": round(last / fps, 2)})
-                    cur, start = "", None
-                else:
-                    if start is None:
-                        start = t
-                    cur += ch
-                    confs.append(float(probs[t, tok]))
-                last = t + 1
-            prev = tok
+        words, cur, start, last, confs = [], "", None, 0, []
+        for t, tok in greedy_path(best):
+            ch = vocab[tok - 1]
+            if ch == " ":
+                if cur:
+                    words.append({"word": cur, "start": round(start / fps, 2), "end": round(last / fps, 2)})
+                cur, start = "", None
+            else:
+                if start is None:
+                    start = t
+                cur += ch
+                confs.append(float(probs[t, tok]))
+            last = t + 1
         if cur:
             words.append({"word": cur, "start": round(start / fps, 2), "end": round(last / fps, 2)})
         return {"text": " ".join(w["word"] for w in words), "words": words,
                 "confidence": round(float(np.mean(confs)), 4) if confs else 0.0}
 
-    def _segments(self, logits: torch.Tensor, fps: float) -> list[dict]:
+    def speech_segments(self, logits: torch.Tensor, fps: float) -> list[dict]:
+        """``[{"start", "end"}]`` seconds of speech in one item's VAD logits."""
         speech = (logits > 0).tolist() + [False]
         segs, start = [], None
         for t, s in enumerate(speech):
@@ -524,7 +516,7 @@ class Polyhead:
                 start = None
         merged = []  # in frames
         for s in segs:
-            if merged and (s[0] - merged[-1][1]) / fps < MERGE_GAP_S:
+            if merged and (s[0] - merged[-1][1]) / fps < VAD_MERGE_GAP_S:
                 merged[-1][1] = s[1]
             else:
                 merged.append(s)
@@ -552,30 +544,6 @@ def _head(model, task: str):
     return heads[task] if heads is not None and task in heads else None
 
 
-def apply_calibration(model: MultiTaskModel, calibration: dict) -> None:
-    """Set the decision thresholds ``polyhead evaluate`` picked on dev sets (calibration.json)."""
-    if "vad_threshold" in calibration:
-        for kind in task_kinds(model.config):
-            if kind.detects_speech:
-                model.heads[kind.name].threshold = float(calibration["vad_threshold"])
-
-
 def load(path: str | Path, quantize: str | None = None) -> Polyhead:
     """``polyhead.load(run_or_checkpoint_or_export_folder_or_whisper_name, quantize=None | "int8")``."""
     return Polyhead.load(path, quantize)
-
-
-def analyze_file(path: str | Path, audio: str | Path, model: Polyhead | None = None) -> dict:
-    """Every head on one file. A recording longer than the encoder's window (Whisper: 30 s)
-    is transcribed in windows, by speaker, instead (``diarize.transcribe``)."""
-    ph = model or load(path)
-    info = sf.info(str(audio)) if Path(audio).is_file() else None
-    if info is not None and info.frames / info.samplerate > ph.max_seconds:
-        from .diarize import transcribe
-
-        res = transcribe(ph, audio)
-        res["text"] = " ".join(s["text"] for s in res["segments"])
-        return res
-    res = ph.analyze(audio)
-    res.pop("speaker_embedding", None)
-    return res

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ctc import greedy_path
 from ..registry import Registry
 from .ecapa import EcapaTdnn
 
@@ -116,15 +117,7 @@ class CTCHead(Head):
     @staticmethod
     def greedy(out: dict) -> list[list[int]]:
         best = out["logits"].argmax(-1)
-        seqs = []
-        for row, n in zip(best.tolist(), out["lengths"].tolist()):
-            prev, seq = 0, []
-            for tok in row[:n]:
-                if tok != prev and tok != 0:
-                    seq.append(tok)
-                prev = tok
-            seqs.append(seq)
-        return seqs
+        return [[tok for _, tok in greedy_path(row[:n])] for row, n in zip(best.tolist(), out["lengths"].tolist())]
 
 
 def aam_loss(num_classes: int, emb_dim: int, margin: float = AAM_MARGIN_RAD, scale: float = AAM_SCALE):

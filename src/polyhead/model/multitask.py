@@ -16,13 +16,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import Config, read_config_json, save_config
+from ..runs import BEST, CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, checkpoint_folder
 from .adapters import add_lora, lora_options
-from .decoder import TOKENIZER_DIR
 from .encoders import build_encoder, without_weight_sources
 from .heads import HEADS, HeadInput, pad_mask
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 BRANCHES = "branches"  # the per-task layer copies: attribute and weight-name prefix
 SHARED = "shared"
 
@@ -224,11 +222,10 @@ class MultiTaskModel(nn.Module):
 def load_encoder_weights(encoder: nn.Module, source: str | Path) -> None:
     """Copy the encoder of a saved polyhead model (a checkpoint folder, or a run folder whose
     ``best/`` is used) into ``encoder``; the architectures must match exactly."""
-    folder = Path(source)
-    if not (folder / WEIGHTS_FILE).is_file() and (folder / "best" / WEIGHTS_FILE).is_file():
-        folder = folder / "best"
-    if not (folder / WEIGHTS_FILE).is_file():
-        raise FileNotFoundError(f"encoder.init_from={source}: no {WEIGHTS_FILE} there (nor in best/)")
+    try:
+        folder = checkpoint_folder(source)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"encoder.init_from={source}: no {WEIGHTS_FILE} there (nor in {BEST}/)") from None
     src = read_config_json(folder / CONFIG_FILE)
     weights = load_file(str(folder / WEIGHTS_FILE))
     if any(k.startswith(BRANCHES + ".") for k in weights):

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from .. import metrics
 from ..data.corpus import label
-from ..evaluation import metrics
 from ..model.heads import ClassifierHead
 from .base import TASK_KINDS, TaskKind, predict_windows
 

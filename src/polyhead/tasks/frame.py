@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .. import metrics
 from ..data.batching import Rows
-from ..evaluation import metrics
 from ..model.heads import FrameHead
 from .base import TASK_KINDS, TaskKind, predict_windows
 

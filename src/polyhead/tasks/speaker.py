@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import metrics
 from ..data.corpus import label, load_set, read_info, read_trials, trials_path
-from ..evaluation import metrics
 from ..model.heads import SpeakerHead
+from ..scoring import false_accept_rate
 from .base import TASK_KINDS, TaskKind, predict
 
 # per-trial arrays that evaluate_speaker returns for calibration, not for a results table
@@ -63,16 +64,10 @@ def evaluate_trials(emb: dict[str, np.ndarray], trials) -> dict:
             "scores": scores, "labels": labels}
 
 
-def false_accept_rate(scores, labels, threshold: float) -> float | None:
-    """Share of non-target trials (label 0) scored at or above ``threshold``."""
-    s, y = np.asarray(scores, dtype=float), np.asarray(labels).astype(int)
-    return float((s[y == 0] >= threshold).mean()) if (y == 0).any() else None
-
-
 def evaluate_speaker(model, corpus: str | Path, set_name: str, task: str, snorm=None,
                      threshold: float | None = None) -> dict:
     """EER and minDCF of a trial list's cosine scores. With ``snorm`` (an
-    ``inference.snorm.ScoreNorm``) also those of the AS-normalised scores (``*_snorm``,
+    ``scoring.ScoreNorm``) also those of the AS-normalised scores (``*_snorm``,
     ``scores_snorm``); ``far`` / ``far_snorm``: the share of non-target trials accepted at
     ``threshold`` / at the cohort's calibrated threshold, where those are given."""
     cuts = load_set(corpus, set_name)

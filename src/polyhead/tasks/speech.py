@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import metrics
 from ..data.batching import Collator, FeatureCache, Rows
 from ..data.corpus import label, load_set
 from ..data.labels import CHARS, phonemes_of, raw_text_of, text_of
-from ..evaluation import metrics
 from ..model.decoder_tasks import LANGUAGE, SLU, SPEAKERS, TRANSCRIBE, slu_text, speakers_text
 from .base import EVAL_BATCH_SECONDS, TaskKind, batches_by_duration, row_of
 

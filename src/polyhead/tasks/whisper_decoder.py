@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import metrics
 from ..config import ConfigError
 from ..data.corpus import label
 from ..data.labels import CHARS
 from ..data.windows import speaker_windows
-from ..evaluation import metrics
 from ..model.decoder import DEFAULT_CTC_WEIGHT, MAX_SPEAKERS, WhisperDecoderHead
 from ..model.decoder_tasks import LANGUAGE, SLU, SPEAKERS, TRANSCRIBE, decoder_tasks_of, parse_slu, parse_speakers
 from .base import TASK_KINDS
@@ -153,7 +153,7 @@ def evaluate_speaker_tokens(model, cuts, task: str) -> dict:
     """The <|speakers|> transcript on windows of long recordings (as the head reads them:
     at most the encoder's input): cpWER against the window's turns, and DER of the turns
     timed by aligning their words on the CTC head (none without one: no times)."""
-    from ..evaluation.align import word_times
+    from ..ctc import word_times
 
     windows = [w for cut in cuts for w in speaker_windows(cut, model.encoder.max_input_seconds)]
     if not windows:
@@ -179,6 +179,6 @@ def evaluate_speaker_tokens(model, cuts, task: str) -> dict:
 
 def timed_turns(turns: list[tuple[int, str]], times: list[dict]) -> list[tuple[float, float, int]]:
     """(start, end, speaker) per turn from the times of its words; none when the alignment failed."""
-    from ..evaluation.align import words_by_turn
+    from ..ctc import words_by_turn
 
     return [(mine[0]["start"], mine[-1]["end"], n) for n, mine in words_by_turn(turns, times) if mine]

@@ -36,8 +36,9 @@ from ..data.corpus import available_sets, load_set
 from ..model.adapters import is_adapter_parameter
 from ..model.decoder import IGNORE
 from ..model.encoders import PRETRAINED
-from ..model.multitask import WEIGHTS_FILE, MultiTaskModel
+from ..model.multitask import MultiTaskModel
 from ..registry import Registry
+from ..runs import BEST, INTERPOLATION_FILE, LAST, WEIGHTS_FILE
 from ..tasks import task_kind, task_kinds
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,6 @@ RETENTION = Registry("retention strategy")
 RETENTION_DEV = "retention_dev"
 REPLAY_SET = "replay_train"
 PSEUDO_LABELS = "pseudo_labels"  # run sub-folder: the pretrained model's transcripts
-INTERPOLATION_FILE = "interpolation.json"
 
 
 class Retention:
@@ -288,11 +288,11 @@ class Interpolate(Retention):
         if task is None or self.retention_set not in have or dev not in have:
             log.warning("interpolate: needs a whisper_decoder task, %s and its dev set; skipped", self.retention_set)
             return None
-        best = trainer.run_dir / "best"
+        best = trainer.run_dir / BEST
         done = trainer.run_dir / INTERPOLATION_FILE
         if done.is_file() and json.loads(done.read_text()).get("weights_sha256") == _sha256(best / WEIGHTS_FILE):
             return json.loads(done.read_text())  # a resumed, finished run: best/ is interpolated already
-        model = MultiTaskModel.load(best if best.is_dir() else trainer.run_dir / "last").to(trainer.device)
+        model = MultiTaskModel.load(best if best.is_dir() else trainer.run_dir / LAST).to(trainer.device)
         reference = pretrained_model(config, window=True).to(trainer.device)
         sets = {"retention": load_set(corpus, self.retention_set), "in_domain": load_set(corpus, dev)}
         ref_wer = evaluate_asr(reference, sets["retention"], next(iter(reference.config.tasks)),

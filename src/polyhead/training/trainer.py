@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import DELETE, Config, ConfigError, _set_dotted, parse_overrides, read_config_json, save_config
+from ..config import DELETE, Config, ConfigError, parse_overrides, read_config_json, save_config, set_dotted
 from ..data.batching import BatchStream, FeatureCache
 from ..data.corpus import available_sets
 from ..data.manifests import malformed_lines
@@ -29,6 +29,7 @@ from ..evaluation.evaluate import criterion
 from ..model import MultiTaskModel
 from ..model.adapters import LORA, is_adapter_parameter
 from ..objectives import AGGREGATORS, WEIGHTINGS
+from ..runs import BEST, CONFIG_FILE, LAST, WEIGHTS_FILE
 from ..tasks import collator, task_kinds
 from . import checkpoint as ckpt
 from .cuts import build_vocab, training_cuts
@@ -114,7 +115,7 @@ def resume_config(saved: Config, overrides: Sequence[str]) -> Config:
         section, name = key.split(".")
         log.warning("resuming: %s %r -> %r", key, tree[section].get(name),
                     "(default)" if value is DELETE else value)
-        _set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
     return Config.model_validate(tree)
 
 
@@ -131,7 +132,7 @@ class Trainer:
         if resume and resume_from is None:
             log.warning("%s: nothing to resume, starting fresh", self.run_dir)
         if resume_from is not None:
-            config = resume_config(read_config_json(resume_from / "config.json"), resume_overrides)
+            config = resume_config(read_config_json(resume_from / CONFIG_FILE), resume_overrides)
         elif not config.vocab:
             config = config.model_copy(update={"vocab": build_vocab(config)})
         self.config, tc = config, config.train
@@ -174,7 +175,7 @@ class Trainer:
         self.writer = None
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.config, self.run_dir / "config.json")
+            save_config(self.config, self.run_dir / CONFIG_FILE)
 
     # --- set-up ------------------------------------------------------------------------------
 
@@ -419,7 +420,7 @@ class Trainer:
     def _restore(self, folder: Path) -> None:
         from safetensors.torch import load_file
 
-        self.model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(self.device)))
+        self.model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device=str(self.device)))
         st = ckpt.read_state(folder)
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
@@ -452,9 +453,9 @@ class Trainer:
             self.best_step = self.step
         state = self.state()
         state["best_step"] = self.best_step
-        ckpt.write_checkpoint(self.run_dir / "last", self.model, state)
+        ckpt.write_checkpoint(self.run_dir / LAST, self.model, state)
         if best:
-            ckpt.write_checkpoint(self.run_dir / "best", self.model, meta={"step": self.step, "criterion": self.best})
+            ckpt.write_checkpoint(self.run_dir / BEST, self.model, meta={"step": self.step, "criterion": self.best})
 
     # --- evaluation --------------------------------------------------------------------------
 
