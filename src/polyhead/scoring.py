@@ -80,6 +80,12 @@ def speaker_means(embeddings: dict[str, np.ndarray], speaker_of: dict[str, str])
     return names, unit_rows(np.stack([np.mean(groups[n], axis=0) for n in names])).astype(np.float32)
 
 
+def false_accept_rate(scores, labels, threshold: float) -> float | None:
+    """Share of non-target trials (label 0) scored at or above ``threshold``."""
+    s, y = np.asarray(scores, dtype=float), np.asarray(labels).astype(int)
+    return float((s[y == 0] >= threshold).mean()) if (y == 0).any() else None
+
+
 @dataclass
 class ScoreNorm:
     """A cohort ([speakers, dim] unit rows) and how it is used: ``top_k`` cohort scores per
