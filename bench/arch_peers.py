@@ -44,12 +44,16 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from polyhead.config import Config, load_config  # noqa: E402
 from polyhead.data.corpus import load_set, read_trials, trials_path  # noqa: E402
-from polyhead.evaluation import metrics  # noqa: E402
-from polyhead.evaluation.evaluate import (  # noqa: E402
-    EVAL_BATCH_SECONDS, batches_by_duration, decode_ctc, evaluate_asr, evaluate_speaker, evaluate_trials)
+from polyhead import metrics  # noqa: E402
+from polyhead.data.batching import BatchStream, FeatureCache  # noqa: E402
+from polyhead.data.labels import CHARS, text_of  # noqa: E402
+from polyhead.tasks import collator, task_kind  # noqa: E402
+from polyhead.tasks.base import EVAL_BATCH_SECONDS, batches_by_duration  # noqa: E402
+from polyhead.tasks.ctc import decode_ctc  # noqa: E402
+from polyhead.tasks.speaker import evaluate_speaker, evaluate_trials  # noqa: E402
+from polyhead.tasks.speech import evaluate_asr  # noqa: E402
 from polyhead.model import MultiTaskModel  # noqa: E402
-from polyhead.training.data import (  # noqa: E402
-    CHARS, BatchStream, Collator, FeatureCache, build_vocab, text_of, training_cuts)
+from polyhead.training.cuts import build_vocab, training_cuts  # noqa: E402
 from polyhead.training.schedule import tri_stage  # noqa: E402
 from polyhead.training.trainer import Trainer  # noqa: E402
 
@@ -107,7 +111,7 @@ def batch_stream(config: Config, task: str) -> BatchStream:
     """The batches polyhead's trainer would draw for this single-task config, as waveforms:
     same validated cuts, sampler, seed and crops; no SpecAugment (wav2vec2 masks its own)."""
     tc, tconf = config.train, config.tasks[task]
-    collate = Collator(config.vocab, [tconf.target], FeatureCache("waveform"), crop=tconf.crop)
+    collate = collator([task_kind(config, task)], FeatureCache("waveform"), crop=tconf.crop)
     return BatchStream(training_cuts(config, task), collate, tconf.max_duration or tc.max_duration,
                        tc.seed, crop=tconf.crop)
 

@@ -9,7 +9,7 @@ recording as much as a long one.
 
 from __future__ import annotations
 
-from polyhead.evaluation.metrics import DER_COLLAR_S, cp_wer, der, normalize_text
+from polyhead.metrics import DER_COLLAR_S, cp_wer, der, normalize_text
 
 DER_PARTS = ("miss", "false_alarm", "confusion")
 

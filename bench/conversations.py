@@ -8,7 +8,7 @@ import argparse
 import json
 
 from polyhead.data.corpus import load_set
-from polyhead.evaluation.metrics import DER_COLLAR_S, cp_wer, der
+from polyhead.metrics import DER_COLLAR_S, cp_wer, der
 from polyhead.inference import load
 from polyhead.inference.diarize import transcribe
 

@@ -216,7 +216,7 @@ def child_main(spec: dict) -> int:
                     pickle.dump(dict(self.cache.store), f)
 
     if spec.get("features"):  # what the reference run computed: the same arrays (fbank, no dither)
-        from polyhead.training import data as data_module
+        from polyhead.data import batching as data_module
 
         with open(spec["features"], "rb") as f:
             known = pickle.load(f)

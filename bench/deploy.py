@@ -24,11 +24,12 @@ import torch
 from clips import latency_summary, load_clips, seconds, timed
 
 from polyhead.data.corpus import read_trials, trials_path
-from polyhead.evaluation.evaluate import evaluate_trials
-from polyhead.evaluation.metrics import error_rates
+from polyhead.data.labels import text_of
 from polyhead.inference.export import EXPORT_FILE, export_model
-from polyhead.inference.pipeline import Polyhead, _resolve
-from polyhead.training.data import text_of
+from polyhead.inference.pipeline import Polyhead
+from polyhead.metrics import error_rates
+from polyhead.runs import checkpoint_folder
+from polyhead.tasks.speaker import evaluate_trials
 
 VARIANTS = ("fp32", "int8", "onnx", "onnx-int8")
 ONNX_VARIANTS = ("onnx", "onnx-int8")
@@ -45,7 +46,7 @@ parser.add_argument("--out", default="bench/out/deploy.json")
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
 
-checkpoint = _resolve(args.run)
+checkpoint = checkpoint_folder(args.run)
 
 
 def weights_bytes(ph: Polyhead, variant: str) -> int:

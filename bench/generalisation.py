@@ -14,7 +14,7 @@ import random
 
 import polyhead
 from polyhead.data.corpus import load_set
-from polyhead.evaluation.evaluate import evaluate_asr
+from polyhead.tasks.speech import evaluate_asr
 
 SETS = ("speech_train", "speech_dev", "speech_test")
 

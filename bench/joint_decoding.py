@@ -28,9 +28,9 @@ import torch  # noqa: E402
 
 from polyhead.data.corpus import load_set  # noqa: E402
 from polyhead.decoding import CTC_JOINT, CTC_RESCORE, DecodingOptions  # noqa: E402
-from polyhead.evaluation.evaluate import asr_result, transcribe_cuts  # noqa: E402
+from polyhead.tasks.speech import asr_result, transcribe_cuts  # noqa: E402
 from polyhead.model import MultiTaskModel  # noqa: E402
-from polyhead.training.data import raw_text_of  # noqa: E402
+from polyhead.data.labels import raw_text_of  # noqa: E402
 
 DEFAULT_SETS = ["speech_test", "retention_test", "retention_tel_test"]
 DEFAULT_CTC_WEIGHTS = [0.1, 0.3, 0.5]

@@ -24,7 +24,8 @@ import torch
 from clips import latency_summary, load_clips, median_time, seconds, timed
 
 from polyhead.audio import load_audio
-from polyhead.inference.pipeline import Polyhead, _resolve
+from polyhead.inference.pipeline import Polyhead
+from polyhead.runs import checkpoint_folder
 from polyhead.model import MultiTaskModel
 
 RATIO_TARGET = 0.35
@@ -42,7 +43,7 @@ parser.add_argument("--out", default="bench/out/latency.json")
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
 
-checkpoint = _resolve(args.run)
+checkpoint = checkpoint_folder(args.run)
 multi = MultiTaskModel.load(checkpoint)
 corpus = args.corpus or multi.config.corpus
 
@@ -69,7 +70,7 @@ def clip(seconds_: float) -> np.ndarray:
 @torch.no_grad()
 def forward_time(ph: Polyhead, samples: np.ndarray) -> float:
     """The model alone: features computed beforehand, no decoding."""
-    inputs, lengths = ph._inputs(samples)
+    inputs, lengths = ph.model_inputs(samples)
     return median_time(ph.model, inputs, lengths, repeats=args.repeats)
 
 

@@ -29,7 +29,7 @@ import soundfile as sf
 
 from polyhead.audio import SAMPLE_RATE
 from polyhead.data.corpus import load_set
-from polyhead.evaluation.metrics import normalize_text
+from polyhead.metrics import normalize_text
 
 ROOT = Path(__file__).resolve().parents[1]
 GAP_S = 1.0

@@ -44,8 +44,8 @@ import numpy as np
 from polyhead.audio import SAMPLE_RATE
 from polyhead.data.corpus import available_sets, load_set, read_trials, trials_path
 from polyhead.data.synth import channel as chan
-from polyhead.evaluation import metrics
-from polyhead.inference.snorm import false_accept_rate
+from polyhead import metrics
+from polyhead.scoring import false_accept_rate
 
 from peers import FRAMES_PER_SECOND, fit, reference_frames, samples_of  # bench/: the script's folder
 
@@ -136,7 +136,7 @@ class Polyhead:
         out = []
         with torch.no_grad():
             for x in pieces:
-                inputs, lengths = self.ph._inputs(x)
+                inputs, lengths = self.ph.model_inputs(x)
                 logits = self.ph.model(inputs, lengths, [self.vad])[self.vad]["logits"][0].float().numpy()
                 n = int(round(len(x) / SAMPLE_RATE * FRAMES_PER_SECOND))
                 fps = self.ph.model.encoder.frames_per_second

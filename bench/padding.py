@@ -7,7 +7,7 @@ import argparse
 import json
 
 from polyhead.data.corpus import load_set
-from polyhead.training.data import padding_fraction
+from polyhead.data.batching import padding_fraction
 
 parser = argparse.ArgumentParser()
 parser.add_argument("corpus")

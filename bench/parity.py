@@ -28,9 +28,9 @@ from polyhead.audio import to_model_audio  # noqa: E402
 from polyhead.config import Config, EncoderConfig, HeadConfig, TaskConfig  # noqa: E402
 from polyhead.data.corpus import load_set  # noqa: E402
 from polyhead.decoding import DecodingOptions  # noqa: E402
-from polyhead.evaluation.evaluate import asr_result, transcribe_cuts  # noqa: E402
+from polyhead.tasks.speech import asr_result, transcribe_cuts  # noqa: E402
 from polyhead.model import MultiTaskModel  # noqa: E402
-from polyhead.training.data import raw_text_of  # noqa: E402
+from polyhead.data.labels import raw_text_of  # noqa: E402
 
 
 def polyhead_whisper(name: str) -> MultiTaskModel:

@@ -10,7 +10,7 @@ Peers (install with `bash bench/install_peers.sh`; a missing one gives a "not in
               webrtcvad       the same; aggressiveness mode chosen on vad_dev
 `--run RUN` adds polyhead's rows, computed by polyhead.evaluation's own functions.
 
-Scoring is polyhead's: trial scores go through evaluate.evaluate_trials, transcripts through
+Scoring is polyhead's: trial scores go through tasks.speaker.evaluate_trials, transcripts through
 metrics.error_rates, speech frames through metrics.segments_to_frames / frame_f1, and
 references come from the same manifests and trial lists. ASR runs on a fixed seeded subset
 (`--limit`, the same utterances for every system) because pocketsphinx runs at about a
@@ -32,9 +32,11 @@ import numpy as np
 
 from polyhead.audio import SAMPLE_RATE, to_model_audio
 from polyhead.data.corpus import available_sets, load_set, read_info, read_trials, trials_path
-from polyhead.evaluation import metrics
-from polyhead.evaluation.evaluate import evaluate_asr, evaluate_speaker, evaluate_trials, evaluate_vad
-from polyhead.training.data import text_of
+from polyhead import metrics
+from polyhead.data.labels import text_of
+from polyhead.tasks.frame import evaluate_vad
+from polyhead.tasks.speaker import evaluate_speaker, evaluate_trials
+from polyhead.tasks.speech import evaluate_asr
 
 from peer_models import resemblyzer_embedder, silero_segmenter  # bench/: the script's folder
 

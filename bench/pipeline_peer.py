@@ -45,12 +45,12 @@ import torch
 from polyhead.audio import SAMPLE_RATE, load_audio
 from polyhead.config import read_config_json
 from polyhead.data.corpus import available_sets, load_set
-from polyhead.evaluation.metrics import DER_COLLAR_S
+from polyhead.metrics import DER_COLLAR_S
 from polyhead.evaluation.zeroshot import faster_whisper_model
 from polyhead.inference import load
 from polyhead.inference.diarize import DEFAULT_CLUSTER_THRESHOLD, cluster, merge_segments, split_segment, transcribe
-from polyhead.inference.pipeline import GREEDY, Decoding, _resolve
-from polyhead.model.multitask import CONFIG_FILE
+from polyhead.inference.pipeline import GREEDY, Decoding
+from polyhead.runs import CONFIG_FILE, checkpoint_folder
 from polyhead.model.pretrained import CT2_SUBDIR, PretrainedError, resolve
 
 from attributed import pool, score_recording  # bench/: the script's folder
@@ -185,8 +185,8 @@ def peer_weights(args) -> Path:
     fine-tuned from (the same weights), else whisper-base."""
     name = args.whisper
     if name is None and args.run:
-        encoder = read_config_json(_resolve(args.run) / CONFIG_FILE).encoder
-        name = encoder.pretrained if encoder.name == "whisper" and encoder.pretrained else None
+        encoder = read_config_json(checkpoint_folder(args.run) / CONFIG_FILE).encoder
+        name = getattr(encoder, "pretrained", None) if encoder.name == "whisper" else None
     name = name or DEFAULT_WHISPER
     if (Path(name) / "model.bin").is_file():
         return Path(name)

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the scenario is the test's own, not a copy of it
 
 from test_optimizer_drift import free_port, run_ranks  # noqa: E402
-from test_ranks_agree import _rank  # noqa: E402
+from test_ranks_agree import rank_worker  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.monotonic()
-        run_ranks(_rank, (2, free_port(), str(Path(a.corpus).resolve()), f"{tmp}/run", tmp), limit_s=a.limit_s)
+        run_ranks(rank_worker, (2, free_port(), str(Path(a.corpus).resolve()), f"{tmp}/run", tmp), limit_s=a.limit_s)
         wall = time.monotonic() - t0
         ranks = [torch.load(f"{tmp}/rank{r}.pt", weights_only=True) for r in (0, 1)]
     diffs, count = {}, 0

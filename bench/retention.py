@@ -30,7 +30,8 @@ import torch  # noqa: E402
 
 from polyhead.config import load_config, read_config_json  # noqa: E402
 from polyhead.data.corpus import load_set  # noqa: E402
-from polyhead.evaluation.evaluate import evaluate_asr, evaluate_speaker  # noqa: E402
+from polyhead.tasks.speaker import evaluate_speaker  # noqa: E402
+from polyhead.tasks.speech import evaluate_asr  # noqa: E402
 from polyhead.evaluation.report import plot_pareto  # noqa: E402
 from polyhead.model import MultiTaskModel  # noqa: E402
 from polyhead.training.retention import Interpolate  # noqa: E402
@@ -107,7 +108,7 @@ def zero_shot(config: str, corpus: str, out: Path, limit: int) -> dict:
     model = faster_whisper_model(resolve(cfg.encoder.pretrained) / CT2_SUBDIR)
     res = {"limit": limit, "model": cfg.encoder.pretrained}
     for key, set_name in SETS.items():
-        from polyhead.training.data import text_of
+        from polyhead.data.labels import text_of
 
         cuts = [c for c in load_set(corpus, set_name) if text_of(c)][:limit]
         r = evaluate_zero_shot(model, cuts)

@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from polyhead.data.corpus import load_set  # noqa: E402
-from polyhead.evaluation import metrics  # noqa: E402
-from polyhead.evaluation.evaluate import evaluate_asr, evaluate_speaker  # noqa: E402
+from polyhead import metrics  # noqa: E402
+from polyhead.tasks.speaker import evaluate_speaker  # noqa: E402
+from polyhead.tasks.speech import evaluate_asr  # noqa: E402
 from polyhead.model import MultiTaskModel  # noqa: E402
 
 SWEEPS = ROOT / "runs" / "bench"

@@ -453,7 +453,7 @@ def tiny_model(folder: Path) -> Path:
 
     from polyhead.config import Config
     from polyhead.model import MultiTaskModel
-    from polyhead.training.data import CHARS
+    from polyhead.data.labels import CHARS
 
     config = Config.model_validate(dict(
         corpus="unused", encoder=dict(name="conformer", dim=32, layers=1, heads=2, ff_mult=2, dropout=0.0),

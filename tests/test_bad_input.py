@@ -7,7 +7,7 @@ import soundfile as sf
 from lhotse import MonoCut, Recording
 
 from polyhead.audio import AudioError, load_audio, to_model_audio
-from polyhead.training.data import Collator, FeatureCache, CHARS
+from polyhead.data.batching import Collator, FeatureCache
 
 
 def _cut(path, cut_id):
@@ -23,7 +23,7 @@ def test_collator_skips_corrupt_and_nan_audio(tmp_path):
     x = np.zeros(16000, np.float32)
     x[100] = np.nan
     sf.write(nan, x, 16000, subtype="FLOAT")
-    collate = Collator({"text": CHARS}, [], FeatureCache("fbank", enabled=False))
+    collate = Collator({}, FeatureCache("fbank", enabled=False))
     batch = collate([_cut(good, "good"), _cut(corrupt, "corrupt"), _cut(nan, "nan")])
     assert batch.cut_ids == ["good"]
     assert set(collate.bad_audio) == {"corrupt", "nan"}

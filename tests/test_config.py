@@ -63,3 +63,56 @@ def test_sweep_expansion_is_variants_times_grid():
 
         for name, overrides in expand(yaml.safe_load(spec_file.read_text())).items():
             load_config(yaml.safe_load(spec_file.read_text())["base"], overrides)
+
+
+# --- encoder options: checked by each encoder's own options model ---------------------------------
+
+def test_bundled_configs_encoder_options_validate():
+    from polyhead.model.encoders import encoder_options
+
+    for path in CONFIG_DIR.rglob("*.yaml"):
+        if not path.name.endswith(".sweep.yaml"):
+            name = str(path.relative_to(CONFIG_DIR).with_suffix(""))
+            encoder_options(load_config(name).encoder)
+
+
+def test_encoder_overrides_reach_the_encoders_options():
+    from polyhead.model.encoders import encoder_options
+
+    config = load_config("demo", ["encoder.pretrained=whisper-base", "encoder.freeze_layers=2"])
+    options = encoder_options(config.encoder)
+    assert (options.pretrained, options.freeze_layers, options.freeze_front_end) == ("whisper-base", 2, True)
+    assert encoder_options(load_config("scratch", ["encoder.layers=4"]).encoder).layers == 4
+
+
+def test_unknown_or_bad_encoder_option_names_the_encoder_and_the_option():
+    from polyhead.config import ConfigError
+    from polyhead.model.encoders import encoder_options
+
+    with pytest.raises(ConfigError, match="encoder whisper: unknown option 'layers'.*whisper takes: .*freeze_layers"):
+        encoder_options(load_config("demo", ["encoder.layers=2"]).encoder)
+    with pytest.raises(ConfigError, match="encoder transformer: unknown option 'conv_kernel'"):
+        encoder_options(load_config("scratch", ["encoder.name=transformer"]).encoder)
+    with pytest.raises(ConfigError, match="encoder conformer: option 'dim': .*integer"):
+        encoder_options(load_config("scratch", ["encoder.dim=wide"]).encoder)
+
+
+def test_a_config_naming_another_encoder_than_its_base_drops_the_bases_options():
+    cfg = load_config("paper/whisper_base")  # base: paper/base, a wav2vec2
+    assert cfg.encoder.name == "whisper" and "freeze_feature_extractor" not in cfg.encoder.model_extra
+
+
+def test_a_checkpoint_config_in_the_old_flat_layout_still_reads():
+    """Checkpoints saved before options were per encoder hold every encoder's fields."""
+    from polyhead.config import EncoderConfig
+    from polyhead.model.encoders import encoder_options
+
+    flat = dict(name="whisper", dim=192, layers=6, heads=4, ff_mult=4, conv_kernel=15, dropout=0.1,
+                pretrained="whisper-tiny.en", w2v_config={}, freeze_feature_extractor=True, normalize_waveform=None,
+                whisper_config={"d_model": 384}, freeze_front_end=True, pad_to_window=False, freeze_layers=0,
+                init_from=None)
+    options = encoder_options(EncoderConfig(**flat))
+    assert options.model_dump() == dict(pretrained="whisper-tiny.en", whisper_config={"d_model": 384},
+                                        freeze_front_end=True, freeze_layers=0, pad_to_window=False)
+    conformer = encoder_options(EncoderConfig(**{**flat, "name": "conformer", "dim": 96}))
+    assert (conformer.dim, conformer.conv_kernel) == (96, 15)

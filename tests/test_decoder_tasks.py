@@ -9,11 +9,13 @@ from lhotse import MonoCut, Recording, SupervisionSegment
 from lhotse.audio import AudioSource
 
 from polyhead.config import Config
-from polyhead.evaluation.metrics import slot_f1
+from polyhead.metrics import slot_f1
 from polyhead.model import MultiTaskModel
 from polyhead.model.decoder_tasks import parse_slu, parse_speakers, slu_text, speakers_text
-from polyhead.training.data import (CHARS, DECODER_TASK, Collator, FeatureCache, decoder_target,
-                                    speaker_windows)
+from polyhead.data.batching import Collator, FeatureCache
+from polyhead.data.labels import CHARS
+from polyhead.data.windows import speaker_windows
+from polyhead.tasks.speech import DECODER_TASK, TextTargets, decoder_target
 from test_whisper import batch, text_target
 from tiny_whisper import make_tiny_whisper
 
@@ -162,7 +164,7 @@ def test_collator_builds_each_rows_target(tiny_whisper):
         def get(self, cut):
             return model.encoder.features(torch.zeros(int(cut.duration * 16000)).numpy())
 
-    target = Collator(model.config.vocab, ["text"], Silence(model.encoder.features))(rows).targets["text"]
+    target = Collator({"text": TextTargets(model.config.vocab["text"])}, Silence(model.encoder.features))(rows).targets["text"]
     assert target.texts == ["Call Ann", "call_contact | contact = ann"] and target.tasks == ["transcribe", "slu"]
     assert target.lengths.tolist() == [len("call ann"), 0]  # CTC learns the transcribe row only
 

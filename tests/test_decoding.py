@@ -15,7 +15,7 @@ from polyhead.decoding.scorers import CTCPrefixScorer, TokenFilters, char_ids, l
 from polyhead.decoding.search import Hypothesis, ranked_extensions
 from polyhead.inference.pipeline import Decoding
 from polyhead.model import MultiTaskModel
-from polyhead.training.data import CHARS
+from polyhead.data.labels import CHARS
 from test_whisper import batch, config, text_target
 from tiny_whisper import make_tiny_whisper
 

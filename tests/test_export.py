@@ -11,7 +11,7 @@ import polyhead
 from polyhead.features import N_MELS
 from polyhead.cli import main
 from polyhead.inference.export import EXPORT_FILE, export_model, load_export, output_names
-from polyhead.inference.pipeline import apply_calibration
+from polyhead.runs import apply_calibration
 from polyhead.model import MultiTaskModel
 
 LENGTHS = (173, 611)  # fbank frames: two lengths, neither the traced one (400)

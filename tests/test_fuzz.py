@@ -175,7 +175,7 @@ def test_speaker_endpoints_without_a_speaker_head_are_400(tmp_path):
     from polyhead.config import Config
     from polyhead.model import MultiTaskModel
     from polyhead.serving import create_app
-    from polyhead.training.data import CHARS
+    from polyhead.data.labels import CHARS
 
     config = Config.model_validate(dict(
         corpus="unused", encoder=dict(name="conformer", dim=32, layers=1, heads=2, ff_mult=2),

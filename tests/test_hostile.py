@@ -238,7 +238,7 @@ def ft_model(tmp_path):
 
 def test_a_batch_of_unreadable_audio_is_skipped_counted_and_resumed_past(corpus, tmp_path, monkeypatch):
     from polyhead.audio import AudioError
-    from polyhead.training.data import Collator
+    from polyhead.data.batching import Collator
     from polyhead.training.trainer import train
 
     real_call, calls = Collator.__call__, []
@@ -275,11 +275,12 @@ def test_streams_skip_a_batch_of_unreadable_audio(corpus, workers):
     """In process and in DataLoader workers: the batch is skipped, the next one drawn."""
     from polyhead.audio import AudioError
     from polyhead.data.corpus import load_set
-    from polyhead.training.data import CHARS, BatchStream, Collator, FeatureCache
+    from polyhead.data.batching import BatchStream, Collator, FeatureCache
+    from polyhead.tasks.speech import TextTargets
     from polyhead.training.loader import LoaderStream
 
     cuts = load_set(corpus, "speech_train")
-    first = {c.id for c in BatchStream(cuts, Collator({}, [], FeatureCache("fbank")), 8.0, seed=0)._next_cuts()}
+    first = {c.id for c in BatchStream(cuts, Collator({}, FeatureCache("fbank")), 8.0, seed=0)._next_cuts()}
 
     class FirstUnreadable(FeatureCache):
         def get(self, cut):
@@ -287,7 +288,7 @@ def test_streams_skip_a_batch_of_unreadable_audio(corpus, workers):
                 raise AudioError(f"{cut.id}: gone")
             return super().get(cut)
 
-    collator = Collator({"text": CHARS}, ["text"], FirstUnreadable("fbank", enabled=False))
+    collator = Collator({"text": TextTargets()}, FirstUnreadable("fbank", enabled=False))
     stream = (LoaderStream(cuts, collator, 8.0, seed=0, workers=workers) if workers
               else BatchStream(cuts, collator, 8.0, seed=0))
     try:
@@ -302,13 +303,14 @@ def test_streams_skip_a_batch_of_unreadable_audio(corpus, workers):
 def test_a_stream_of_nothing_but_unreadable_audio_stops_saying_so(corpus):
     from polyhead.audio import AudioError
     from polyhead.data.corpus import load_set
-    from polyhead.training.data import CHARS, BatchStream, Collator, FeatureCache
+    from polyhead.data.batching import BatchStream, Collator, FeatureCache
+    from polyhead.tasks.speech import TextTargets
 
     class Unreadable(FeatureCache):
         def get(self, cut):
             raise AudioError(f"{cut.id}: gone")
 
-    stream = BatchStream(load_set(corpus, "speech_train"), Collator({"text": CHARS}, ["text"], Unreadable("fbank")),
+    stream = BatchStream(load_set(corpus, "speech_train"), Collator({"text": TextTargets()}, Unreadable("fbank")),
                          8.0, seed=0)
     with pytest.raises(AudioError, match="in a row with no usable audio"):
         stream.next(0)
@@ -318,7 +320,7 @@ def test_a_stream_of_nothing_but_unreadable_audio_stops_saying_so(corpus):
 # --- 10. a damaged line in a streamed manifest ---------------------------------------------------
 
 def test_a_cut_short_line_in_a_lazy_manifest_is_skipped_named_and_counted(corpus, tmp_path, caplog):
-    from polyhead.training.data import lazy_set, malformed_lines
+    from polyhead.data.manifests import lazy_set, malformed_lines
     from polyhead.training.trainer import train
 
     damaged = tmp_path / "corpus"
@@ -329,7 +331,7 @@ def test_a_cut_short_line_in_a_lazy_manifest_is_skipped_named_and_counted(corpus
     lines[2] = lines[2][: len(lines[2]) // 2] + "\n"  # line 3 cut short
     with gzip.open(path, "wt") as f:
         f.writelines(lines)
-    with caplog.at_level(logging.WARNING, logger="polyhead.training.data"):
+    with caplog.at_level(logging.WARNING, logger="polyhead.data.manifests"):
         assert len(list(lazy_set(damaged, "speech_train"))) == len(lines) - 1
         assert len(list(lazy_set(damaged, "speech_train"))) == len(lines) - 1  # a second epoch: warned once
     assert caplog.text.count(f"{path}:3: not a cut") == 1

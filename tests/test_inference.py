@@ -31,7 +31,7 @@ def test_vad_threshold_is_picked_on_dev_and_used_everywhere(tiny_run, monkeypatc
     """`polyhead evaluate` picks the VAD head's logit threshold on vad_dev (best frame F1),
     scores vad_test at it, and loading the run for inference applies it."""
     from polyhead.data.corpus import load_set
-    from polyhead.evaluation import evaluate as ev
+    from polyhead.tasks import frame as ev
 
     folder, run = tiny_run
     cal = json.loads((run / "calibration.json").read_text())
@@ -44,7 +44,7 @@ def test_vad_threshold_is_picked_on_dev_and_used_everywhere(tiny_run, monkeypatc
     # the pick itself: the threshold of best F1, the one nearest 0 among equals
     refs = np.array([0, 0, 1, 1, 1, 0], dtype=bool)
     logits = np.array([1.5, 0.5, 3.0, 2.5, 2.0, -1.0])
-    monkeypatch.setattr(ev, "_vad_frames", lambda *a: (refs, logits))
+    monkeypatch.setattr(ev, "vad_frames", lambda *a: (refs, logits))
     assert ev.vad_threshold(None, [], "vad") == (1.5, 1.0)
 
 

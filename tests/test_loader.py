@@ -15,11 +15,15 @@ import torch
 from polyhead.config import Config
 from polyhead.data.corpus import load_set
 from polyhead.features import from_spec
-from polyhead.training.data import CHARS, BatchStream, Collator, FeatureCache, training_cuts
+from polyhead.data.batching import BatchStream, Collator, FeatureCache
+from polyhead.data.labels import CHARS
+from polyhead.tasks.speech import TextTargets
+from polyhead.training.cuts import training_cuts
 from polyhead.training.loader import LoaderStream, cache_enabled
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are using DynamicBucketingSampler:UserWarning")
 VOCAB = {"text": CHARS}
+TEXT = {"text": TextTargets(CHARS)}  # the Collator's targets: transcripts
 
 
 def _config(corpus, **train) -> Config:
@@ -34,7 +38,7 @@ def test_workers_give_the_in_process_batches(tiny_corpus, crop):
     """Same sampler seed: same cut ids in the same order, same feature shapes, across an
     epoch boundary; uncropped, the features themselves are equal."""
     cuts = load_set(tiny_corpus[0], "speech_train")
-    make = lambda cls, **kw: cls(cuts, Collator(VOCAB, ["text"], FeatureCache("fbank", enabled=False),  # noqa: E731
+    make = lambda cls, **kw: cls(cuts, Collator(TEXT, FeatureCache("fbank", enabled=False),  # noqa: E731
                                                 crop=crop), 8.0, seed=3, crop=crop, **kw)
     local, workers = make(BatchStream), make(LoaderStream, workers=2)
     try:
@@ -52,7 +56,7 @@ def test_workers_give_the_in_process_batches(tiny_corpus, crop):
 
 def test_restore_skips_what_was_trained_on(tiny_corpus):
     cuts = load_set(tiny_corpus[0], "speech_train")
-    make = lambda: LoaderStream(cuts, Collator(VOCAB, ["text"], FeatureCache("fbank", enabled=False)),  # noqa: E731
+    make = lambda: LoaderStream(cuts, Collator(TEXT, FeatureCache("fbank", enabled=False)),  # noqa: E731
                                 8.0, seed=3, workers=1)
     first, resumed = make(), make()
     try:
@@ -71,7 +75,7 @@ def test_ranks_read_different_shards(tiny_corpus):
     cuts = load_set(tiny_corpus[0], "speech_train")
     ids = []
     for rank in range(2):
-        s = LoaderStream(cuts, Collator(VOCAB, ["text"], FeatureCache("fbank", enabled=False)), 8.0, seed=3,
+        s = LoaderStream(cuts, Collator(TEXT, FeatureCache("fbank", enabled=False)), 8.0, seed=3,
                          rank=rank, world_size=2, workers=1)
         try:
             ids.append({i for step in range(4) for i in s.next(step).cut_ids})
@@ -85,7 +89,7 @@ def test_lazy_manifests_give_the_same_cuts(tiny_corpus):
     lazy = training_cuts(_config(tiny_corpus[0], lazy_manifests=True), "asr")
     assert lazy.is_lazy and not eager.is_lazy
     assert sorted(c.id for c in lazy) == sorted(c.id for c in eager)
-    stream = LoaderStream(lazy, Collator(VOCAB, ["text"], FeatureCache("fbank", enabled=False)), 8.0, seed=0,
+    stream = LoaderStream(lazy, Collator(TEXT, FeatureCache("fbank", enabled=False)), 8.0, seed=0,
                           workers=1)
     try:
         seen = set()
@@ -99,12 +103,12 @@ def test_lazy_manifests_give_the_same_cuts(tiny_corpus):
 def test_a_cropped_task_streams_a_lazy_set(tiny_corpus):
     """A cropped task's batch size comes from the mean cropped length; a streamed set has no
     length, so it is taken from the set's first cuts (found by the scale rehearsal)."""
-    from polyhead.training.data import crops_per_batch
+    from polyhead.data.batching import crops_per_batch
 
     eager = training_cuts(_config(tiny_corpus[0]), "asr")
     lazy = training_cuts(_config(tiny_corpus[0], lazy_manifests=True), "asr")
     assert crops_per_batch(lazy, 3.0, 12.0) == crops_per_batch(eager, 3.0, 12.0)  # fewer cuts than the sample
-    stream = BatchStream(lazy, Collator(VOCAB, ["text"], FeatureCache("fbank", enabled=False)), 12.0, seed=0, crop=3.0)
+    stream = BatchStream(lazy, Collator(TEXT, FeatureCache("fbank", enabled=False)), 12.0, seed=0, crop=3.0)
     assert stream.next(0).cut_ids
 
 
@@ -128,8 +132,8 @@ def test_cache_auto_follows_the_corpus_size(tiny_corpus, tmp_path, caplog):
 
 def test_speed_perturbation_changes_the_length(tiny_corpus):
     cut = next(iter(load_set(tiny_corpus[0], "speech_train")))
-    plain = Collator(VOCAB, ["text"], FeatureCache("fbank", enabled=False))([cut])
-    faster = Collator(VOCAB, ["text"], FeatureCache("fbank", enabled=False), speed_perturb=[1.1])([cut])
+    plain = Collator(TEXT, FeatureCache("fbank", enabled=False))([cut])
+    faster = Collator(TEXT, FeatureCache("fbank", enabled=False), speed_perturb=[1.1])([cut])
     assert faster.cut_ids[0] != cut.id
     assert int(faster.lengths[0]) == pytest.approx(int(plain.lengths[0]) / 1.1, abs=2)
     assert torch.equal(faster.targets["text"].ids, plain.targets["text"].ids)

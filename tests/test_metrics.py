@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from polyhead.evaluation.metrics import (
+from polyhead.metrics import (
     accuracy,
     cp_wer,
     der,

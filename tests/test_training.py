@@ -15,13 +15,13 @@ from lhotse import CutSet
 
 from polyhead.config import Config
 from polyhead.data.corpus import ManifestError, load_set
-from polyhead.evaluation.evaluate import evaluate_asr, predict
+from polyhead.tasks.base import predict
+from polyhead.tasks.speech import TextTargets, evaluate_asr
 from polyhead.model import MultiTaskModel
 from polyhead.objectives import AGGREGATORS, WEIGHTINGS
 from polyhead.training import checkpoint as ckpt
-from polyhead.training.data import (
-    BatchStream, Collator, FeatureCache, build_vocab, padding_fraction, temperature_weights,
-    training_cuts)
+from polyhead.data.batching import BatchStream, Collator, FeatureCache, padding_fraction, temperature_weights
+from polyhead.training.cuts import build_vocab, training_cuts
 from polyhead.training.schedule import tri_stage
 from polyhead.training.trainer import Trainer, TrainingDiverged
 
@@ -351,7 +351,7 @@ def test_batch_stream_restore_continues(tiny_corpus, crop):
     cuts = load_set(tiny_corpus[0], "speech_train")
     vocab = {"text": list(" 'abcdefghijklmnopqrstuvwxyz")}
     cache = FeatureCache("fbank")
-    stream = lambda: BatchStream(cuts, Collator(vocab, ["text"], cache, crop=crop), 8.0, seed=3,  # noqa: E731
+    stream = lambda: BatchStream(cuts, Collator({"text": TextTargets(vocab["text"])}, cache, crop=crop), 8.0, seed=3,  # noqa: E731
                                  crop=crop)
     straight = stream()
     reference = [straight.next(step).cut_ids for step in range(25)]
@@ -373,7 +373,7 @@ def test_cropped_batches_fill_the_budget(tiny_corpus, crop):
     cuts = load_set(tiny_corpus[0], "speech_train")
     mean = sum(min(crop, c.duration) for c in cuts) / len(cuts)
     budget = 4.5 * mean  # 4 crops fit, a fifth does not
-    stream = BatchStream(cuts, Collator({}, [], FeatureCache("fbank"), crop=crop), budget, seed=0, crop=crop)
+    stream = BatchStream(cuts, Collator({}, FeatureCache("fbank"), crop=crop), budget, seed=0, crop=crop)
     assert stream.crops_per_batch == 4
     assert len(stream.next(0).cut_ids) == 4
 
@@ -382,7 +382,7 @@ def test_batch_stream_smaller_than_one_batch(corpus):
     """8 utterances, a batch of 100 s: every batch holds all of them (no endless empty epochs,
     no bucketing error for too few cuts)."""
     cuts = load_set(corpus, "overfit")
-    stream = BatchStream(cuts, Collator({}, [], FeatureCache("fbank")), 100.0, seed=0)
+    stream = BatchStream(cuts, Collator({}, FeatureCache("fbank")), 100.0, seed=0)
     for step in range(3):
         assert sorted(stream.next(step).cut_ids) == sorted(c.id for c in cuts)
 

@@ -21,7 +21,7 @@ from polyhead.inference.formats import ALL_FORMATS, to_tsv, to_txt
 from polyhead.inference.pipeline import (WHISPER_TEMPERATURES, Decoding, Polyhead, compression_ratio, decode,
                                          pretrained_whisper)
 from polyhead.model import MultiTaskModel
-from polyhead.training.data import CHARS
+from polyhead.data.labels import CHARS
 from tiny_whisper import make_tiny_whisper
 
 LOOP = "the the the the the the the the the the the the the the the the the the the the"

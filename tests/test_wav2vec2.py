@@ -108,7 +108,8 @@ def test_encoder_normalises_as_its_feature_extractor_config_says(tmp_path, saved
 
 
 def test_checkpoint_saved_before_the_option_keeps_reading_raw_samples(tmp_path):
-    """A config.json without normalize_waveform predates it: that model read raw samples."""
+    """A config.json without normalize_waveform predates it: that model read raw samples. Such
+    checkpoints hold the flat EncoderConfig of that time: every encoder's fields."""
     import json
 
     save_w2v(tmp_path / "w2v")
@@ -116,6 +117,7 @@ def test_checkpoint_saved_before_the_option_keeps_reading_raw_samples(tmp_path):
     cfg_path = tmp_path / "ckpt" / "config.json"
     cfg = json.loads(cfg_path.read_text())
     del cfg["encoder"]["normalize_waveform"]
+    cfg["encoder"].update(dim=192, layers=6, heads=4, ff_mult=4, conv_kernel=15, dropout=0.1)
     cfg_path.write_text(json.dumps(cfg))
     assert MultiTaskModel.load(tmp_path / "ckpt").encoder.features.normalize is False
 

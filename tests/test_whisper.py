@@ -13,7 +13,8 @@ from polyhead.decoding.search import rescored
 from polyhead.features import WhisperLogMel
 from polyhead.model import MultiTaskModel
 from polyhead.model.heads import HeadInput
-from polyhead.training.data import CHARS, TextTarget
+from polyhead.data.labels import CHARS
+from polyhead.tasks.speech import TextTarget
 from tiny_whisper import make_tiny_whisper
 
 
@@ -194,7 +195,7 @@ def test_input_longer_than_whisper_window_is_refused(tiny_whisper):
 
 
 def test_forced_alignment_gives_word_times():
-    from polyhead.evaluation.align import ctc_forced_align, word_times
+    from polyhead.ctc import ctc_forced_align, word_times
 
     path = [0, 3, 3, 0, 4, 1, 4, 3, 0]  # blank a a blank b space b a blank
     logp = np.full((len(path), len(CHARS) + 1), -10.0)

@@ -16,7 +16,7 @@ from polyhead.config import Config
 from polyhead.inference.diarize import MAX_PIECE_S, chunk_segments, transcribe
 from polyhead.inference.pipeline import GREEDY, Polyhead
 from polyhead.model import MultiTaskModel
-from polyhead.training.data import CHARS
+from polyhead.data.labels import CHARS
 from tiny_whisper import make_tiny_whisper
 
 SPEECH_BIAS, SILENCE_BIAS = 8.0, -50.0  # VAD head bias: every frame speech / none
@@ -258,7 +258,7 @@ def test_each_utterance_is_decoded_on_its_own_pass(tiny_whisper_folder, tmp_path
     head = ph.model.heads["asr"]
     with torch.no_grad():
         for u in units:
-            inputs, lengths = ph._inputs(samples[int(u["start"] * 16000):int(u["end"] * 16000)])
+            inputs, lengths = ph.model_inputs(samples[int(u["start"] * 16000):int(u["end"] * 16000)])
             out = ph.model(inputs, lengths, ["asr"])["asr"]
             alone = head.generate(out["memory"], out["lengths"], frames_per_second=out["frames_per_second"])[0]
             assert u["avg_logprob"] == pytest.approx(alone["avg_logprob"], abs=1e-4)

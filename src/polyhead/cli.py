@@ -214,12 +214,8 @@ def _transcribe_decoding(args, model):
 
 def _times_words(model) -> bool:
     """Whether the speech head times words: a CTC head, or a decoder trained with its CTC branch."""
-    from .model.decoder import DEFAULT_CTC_WEIGHT
-
-    for task in model.model.tasks_with(target="text"):
-        head = model.config.tasks[task].head
-        return head.type != "whisper_decoder" or head.options.get("ctc_weight", DEFAULT_CTC_WEIGHT) > 0
-    return False
+    speech = model.speech_task()
+    return speech is not None and any(key == "logits" for _, key in speech.export_outputs())
 
 
 def _temperatures(text: str):

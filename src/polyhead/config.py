@@ -3,7 +3,8 @@
     polyhead train --config demo train.lr=3e-4 tasks.speaker.crop=3.0
 
 A config names a corpus, an encoder, the tasks (each: a head, the label it learns, the
-sets it trains on) and the training recipe. Unknown keys are errors, not silently ignored.
+sets it trains on) and the training recipe. Unknown keys are errors, not silently ignored
+(an encoder's options: when the model is built, by that encoder's options model).
 """
 
 from __future__ import annotations
@@ -25,51 +26,21 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class EncoderConfig(Strict):
-    name: str = "conformer"  # conformer | transformer | wav2vec2 | whisper
-    dim: int = 192
-    layers: int = 6
-    heads: int = 4
-    ff_mult: int = 4
-    conv_kernel: int = 15
-    dropout: float = 0.1
-    # wav2vec2 / whisper: a local save_pretrained folder; whisper also takes a name from
-    # `polyhead models list` (installed from its wheels on first use)
-    pretrained: str | None = None
-    # wav2vec2: Wav2Vec2Config overrides, e.g. mask_time_prob / mask_time_length (time
-    # masking in training; apply_spec_augment: false turns it off) or do_stable_layer_norm
-    w2v_config: dict[str, Any] = Field(default_factory=dict)
-    freeze_feature_extractor: bool = True
-    # wav2vec2: zero-mean unit-variance input waveforms; None: the pretrained folder's
-    # preprocessor_config.json do_normalize, else True
-    normalize_waveform: bool | None = None
-    # whisper: WhisperConfig overrides (the full config once a model is saved)
-    whisper_config: dict[str, Any] = Field(default_factory=dict)
-    freeze_front_end: bool = False  # whisper: the two convolutions
-    # whisper: run every input in a full 30 s window, padded as Whisper was trained (what
-    # zero-shot Whisper needs to transcribe well; up to 10x the encoder's cost on short clips).
-    # False: each utterance at its own length, which a fine-tuned model learns.
-    pad_to_window: bool = False
-    freeze_layers: int = 0  # whisper: the first n layers
+class EncoderConfig(BaseModel):
+    """The encoder's name and its options, flat as in ``encoder: {name: whisper, pretrained:
+    whisper-base}``. Each encoder checks its own options with its options model (model/encoders/)
+    when it is built: this base floor cannot import the model floor above it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = "conformer"  # a registered encoder: conformer | transformer | wav2vec2 | whisper | ...
     # A polyhead run or checkpoint folder whose encoder weights start this model (the fbank
     # encoders' stand-in for a pretrained wav2vec2; heads still start from scratch).
     init_from: str | None = None
 
-    def options(self) -> dict[str, Any]:
-        if self.name == "wav2vec2":
-            return dict(pretrained=self.pretrained, config=self.w2v_config,
-                        freeze_feature_extractor=self.freeze_feature_extractor,
-                        normalize=self.normalize_waveform)
-        if self.name == "whisper":
-            return dict(pretrained=self.pretrained, config=self.whisper_config,
-                        freeze_front_end=self.freeze_front_end, freeze_layers=self.freeze_layers,
-                        pad_to_window=self.pad_to_window)
-        return dict(dim=self.dim, layers=self.layers, heads=self.heads, ff_mult=self.ff_mult,
-                    conv_kernel=self.conv_kernel, dropout=self.dropout)
-
 
 class HeadConfig(Strict):
-    type: str  # ctc | speaker | classifier | frame
+    type: str  # the task kind (tasks/): ctc | whisper_decoder | speaker | classifier | frame
     layer: int = -1  # encoder layer the head reads: 0 = front end output, -1 = last
     dims: tuple[int, int] | None = None  # explicit split: the slice of the width this head sees
     grad_reverse: float = 0.0  # > 0: adversarial head (gradient reversal with this scale)
@@ -78,7 +49,9 @@ class HeadConfig(Strict):
 
 class TaskConfig(Strict):
     head: HeadConfig
-    target: Literal["text", "phonemes", "speaker", "language", "intent", "gender", "vad"]
+    # the label it learns: text | phonemes | speaker | language | intent | gender | vad; the
+    # task kind says which it takes (a new kind may bring its own)
+    target: str
     train_sets: list[str]  # corpus sets this task's batches come from (disjoint step)
     # a Whisper decoder's decoder_tasks (head option) that draw from other sets than
     # train_sets, e.g. {speakers: [conversations_dev], language: [speaker_train]}
@@ -165,7 +138,7 @@ class Config(Strict):
     vocab: dict[str, list[str]] = Field(default_factory=dict)
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = tree
     for k in keys[:-1]:
@@ -234,7 +207,21 @@ def load_yaml_tree(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
         return tree
     if not isinstance(base, str):
         raise ConfigError(f"{path}: 'base' must name a config file or bundled config, got {base!r}")
-    return merge(load_yaml_tree(resolve_config_path(base, near=path.parent), (*_seen, path.resolve())), tree)
+    parent = load_yaml_tree(resolve_config_path(base, near=path.parent), (*_seen, path.resolve()))
+    if names_another_encoder(parent, tree):
+        parent.pop("encoder", None)  # its options belong to the base's encoder
+    return merge(parent, tree)
+
+
+def names_another_encoder(base: dict, over: dict) -> bool:
+    """``over``'s encoder section names another encoder than ``base``'s."""
+    named = encoder_section(over).get("name")
+    return named is not None and named != encoder_section(base).get("name", EncoderConfig.model_fields["name"].default)
+
+
+def encoder_section(tree: dict) -> dict:
+    section = tree.get("encoder")
+    return section if isinstance(section, dict) else {}
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -247,7 +234,7 @@ def merge(base: dict, over: dict) -> dict:
 def load_config(name_or_path: str, overrides: list[str] = ()) -> Config:
     tree = load_yaml_tree(resolve_config_path(name_or_path))
     for key, value in parse_overrides(list(overrides)):
-        _set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
     return Config.model_validate(tree)
 
 
@@ -256,9 +243,5 @@ def save_config(config: Config, path: str | Path) -> None:
 
 
 def read_config_json(path: str | Path) -> Config:
-    """A saved (resolved) config. A wav2vec2 one without normalize_waveform was saved before
-    the option existed, by a model that read raw samples: it keeps reading them."""
-    config = Config.model_validate_json(Path(path).read_text())
-    if config.encoder.name == "wav2vec2" and config.encoder.normalize_waveform is None:
-        config.encoder.normalize_waveform = False
-    return config
+    """A saved (resolved) config."""
+    return Config.model_validate_json(Path(path).read_text())

@@ -20,6 +20,8 @@ from pathlib import Path
 from .config import WeightingConfig, load_config
 from .data.corpus import CORPUS_INFO
 from .evaluation.report import evaluate_run, format_table
+from .model.encoders import PRETRAINED
+from .runs import BEST
 
 SINGLE_TASK = {"asr_only": "asr", "speaker_only": "speaker"}
 # faster-whisper pays a full 30 s window per clip (about 1.5 s each here): an evenly spaced
@@ -52,7 +54,7 @@ def run_demo(corpus: str = "corpora/demo", run: str = "runs/demo", compare: bool
     rows, summaries = {}, {}
     for name, c in runs.items():
         done = run_dir / name / "train_summary.json"
-        if done.is_file() and (run_dir / name / "best").is_dir():
+        if done.is_file() and (run_dir / name / BEST).is_dir():
             print(f"== {name}: already trained in {run_dir / name}, kept")
             summaries[name] = json.loads(done.read_text())
         else:
@@ -92,7 +94,7 @@ def zero_shot_row(cfg, corpus_dir: Path) -> dict | None:
     """WER/CER of zero-shot Whisper (the pretrained files the model started from) on the
     speech test sets; None when the encoder is not a catalogue Whisper or faster-whisper is
     missing."""
-    if cfg.encoder.name != "whisper" or not cfg.encoder.pretrained:
+    if cfg.encoder.name != "whisper" or not getattr(cfg.encoder, PRETRAINED, None):
         return None
     from .data.corpus import available_sets, load_set
     from .evaluation.zeroshot import evaluate_zero_shot, faster_whisper_model

@@ -13,10 +13,12 @@ import torch
 from ..data.corpus import load_set, read_trials, trials_path
 from ..config import read_config_json
 from ..model import MultiTaskModel
-from ..model.multitask import CONFIG_FILE
+from ..model.encoders import PRETRAINED
 from ..model.heads import masked_mean, pad_mask
-from ..training.data import Collator, FeatureCache
-from .evaluate import batches_by_duration, evaluate_trials
+from ..data.batching import Collator, FeatureCache
+from ..runs import CONFIG_FILE, checkpoint_folder
+from ..tasks.base import batches_by_duration
+from ..tasks.speaker import evaluate_trials
 
 
 @torch.no_grad()
@@ -25,7 +27,7 @@ def layer_eers(model: MultiTaskModel, corpus, set_name: str, branch: str = "shar
     cuts = load_set(corpus, set_name)
     trials = read_trials(trials_path(corpus, set_name), known_ids={c.id for c in cuts})
     needed = {t.enrol for t in trials} | {t.test for t in trials}
-    collate = Collator(model.config.vocab, [], FeatureCache(model.encoder.features, enabled=False))
+    collate = Collator({}, FeatureCache(model.encoder.features, enabled=False))
     per_layer: list[dict[str, np.ndarray]] = []
     for group in batches_by_duration([c for c in cuts if c.id in needed], 120.0):
         b = collate(group)
@@ -43,7 +45,7 @@ def layer_eers(model: MultiTaskModel, corpus, set_name: str, branch: str = "shar
 def layer_probe(run: str | Path, corpus: str | None = None, set_name: str = "speaker_test",
                 plot: str | None = None, checkpoint: str = "best") -> dict:
     run = Path(run)
-    folder = run / checkpoint if (run / checkpoint).is_dir() else run
+    folder = checkpoint_folder(run, checkpoint)
     trained = MultiTaskModel.load(folder)
     corpus = corpus or trained.config.corpus
     torch.manual_seed(trained.config.train.seed)
@@ -54,8 +56,9 @@ def layer_probe(run: str | Path, corpus: str | None = None, set_name: str = "spe
     curves = {run.name: res["trained"], "random initialisation": res["initial"]}
     # A fine-tuned run also shows its starting point (the papers' pretrained wav2vec2 curve).
     saved = read_config_json(folder / CONFIG_FILE)  # load() dropped the start; the file keeps it
-    source = saved.encoder.init_from or saved.encoder.pretrained  # a polyhead run, or e.g. whisper-base
-    if source and (saved.encoder.pretrained or Path(source).exists()):
+    pretrained = getattr(saved.encoder, PRETRAINED, None)  # e.g. whisper-base
+    source = saved.encoder.init_from or pretrained  # a polyhead run, or a pretrained model
+    if source and (pretrained or Path(source).exists()):
         torch.manual_seed(trained.config.train.seed)
         start = MultiTaskModel(saved).eval()
         res["pretrained"] = curves[f"pretrained start ({source})"] = layer_eers(start, corpus, set_name)

@@ -10,6 +10,8 @@ import numpy as np
 
 from ..decoding import DecodingOptions
 from ..model import MultiTaskModel
+from ..runs import COHORT_FILE, METRICS_FILE, checkpoint_folder, write_calibration
+from ..tasks import task_kinds
 from .evaluate import evaluate_model
 
 # (column title, set, metric) in the order tables show them
@@ -63,15 +65,15 @@ COHORT_MAX_SPEAKERS = 1000
 
 
 def speaker_cohort(model: MultiTaskModel, corpus, task: str, top_k: int | None = None):
-    """(the AS-norm cohort, the set it came from): an ``inference.snorm.ScoreNorm`` not yet
+    """(the AS-norm cohort, the set it came from): an ``scoring.ScoreNorm`` not yet
     calibrated, one unit mean embedding per training speaker of COHORT_SET (or the task's
     first training set that the corpus has), from up to COHORT_UTTERANCES of its
     utterances, one per session first; at most COHORT_MAX_SPEAKERS speakers, evenly spread
     over the sorted names. The cohort is None where the corpus has no such set or fewer
     than two speakers."""
     from ..data.corpus import available_sets, label, load_set
-    from ..inference.snorm import DEFAULT_TOP_K, ScoreNorm, speaker_means
-    from .evaluate import embeddings
+    from ..scoring import DEFAULT_TOP_K, ScoreNorm, speaker_means
+    from ..tasks.speaker import embeddings
 
     have = set(available_sets(corpus))
     candidates = [COHORT_SET] + list(model.config.tasks[task].train_sets or [])
@@ -109,11 +111,12 @@ def calibrate(model: MultiTaskModel, corpus, run: Path) -> dict:
     cohort.safetensors beside calibration.json) and ``verify_threshold_snorm``, the dev
     trials' EER threshold on normalised scores: inference then decides on those."""
     from ..data.corpus import available_sets, load_set, trials_path
-    from ..inference.snorm import COHORT_FILE
-    from .evaluate import evaluate_speaker, vad_threshold
+    from ..tasks.frame import vad_threshold
+    from ..tasks.speaker import evaluate_speaker
 
     cal: dict = {}
-    tasks = model.tasks_with(head_type="speaker")
+    kinds = task_kinds(model.config)
+    tasks = [k.name for k in kinds if k.embeds]
     saved_cohort = False
     if tasks and trials_path(corpus, "speaker_dev").is_file():
         norm, cohort_set = speaker_cohort(model, corpus, tasks[0])
@@ -129,7 +132,7 @@ def calibrate(model: MultiTaskModel, corpus, run: Path) -> dict:
                            snorm_top_k=norm.top_k)
     if not saved_cohort:
         (run / COHORT_FILE).unlink(missing_ok=True)  # a cohort of an earlier calibration is stale
-    for task in model.tasks_with(target="vad"):
+    for task in [k.name for k in kinds if k.detects_speech]:
         dev = model.config.tasks[task].dev_set or "vad_dev"
         if dev in available_sets(corpus):
             model.heads[task].threshold = 0.0
@@ -137,7 +140,7 @@ def calibrate(model: MultiTaskModel, corpus, run: Path) -> dict:
             model.heads[task].threshold = threshold
             cal.update(vad_threshold=threshold, vad_dev_f1=f1, vad_set=dev)
     if cal:
-        (run / "calibration.json").write_text(json.dumps(cal, indent=2) + "\n")
+        write_calibration(run, cal)
     return cal
 
 
@@ -147,20 +150,20 @@ def evaluate_run(run: str | Path, corpus: str | None = None, sets=None, checkpoi
     """``decoding``: how decoder heads write transcripts (default theirs: greedy, or the
     configured beam; ``beam_size`` alone: that beam)."""
     run = Path(run)
-    folder = run / checkpoint if (run / checkpoint).is_dir() else run
+    folder = checkpoint_folder(run, checkpoint)
     model = MultiTaskModel.load(folder)
     if decoding is None and beam_size:
         decoding = DecodingOptions(beam_size=beam_size)
     corpus = corpus or model.config.corpus
     cal = calibrate(model, corpus, run)  # first: the test sets are scored at the dev sets' thresholds
-    from ..inference.snorm import ScoreNorm
+    from ..scoring import ScoreNorm
 
     results = evaluate_model(model, corpus, sets, limit=limit, snorm=ScoreNorm.load(run, cal),
                              verify_threshold=cal.get("verify_threshold"), decoding=decoding)
     row = flatten(results, model)
     out = {"run": str(run), "checkpoint": str(folder), "corpus": str(corpus), "results": results,
            "row": row, "table": format_table({run.name: row})}
-    (run / "metrics.json").write_text(json.dumps(out, indent=2, default=float) + "\n")
+    (run / METRICS_FILE).write_text(json.dumps(out, indent=2, default=float) + "\n")
     return out
 
 

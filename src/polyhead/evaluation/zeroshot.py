@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..audio import to_model_audio  # 16 kHz float: what faster-whisper takes as is
-from ..training.data import raw_text_of, text_of
-from . import metrics
+from .. import metrics
+from ..data.labels import raw_text_of, text_of
 
 
 def faster_whisper_model(ct2_folder: str | Path, threads: int = 2):
@@ -40,6 +40,6 @@ def evaluate_zero_shot(model, cuts, language: str | None = "en", every: int = 1,
                                        without_timestamps=True, condition_on_previous_text=False)
         refs.append(raw_text_of(cut))
         hyps.append(" ".join(s.text.strip() for s in segments))
-    from .evaluate import asr_result
+    from ..tasks.speech import asr_result
 
     return asr_result(refs, hyps)

@@ -1,5 +1,6 @@
 """Inference: load a trained model and get every answer from one encoder pass."""
 
-from .pipeline import Polyhead, analyze_file, load
+from .diarize import analyze_file
+from .pipeline import Polyhead, load
 
 __all__ = ["Polyhead", "analyze_file", "load"]

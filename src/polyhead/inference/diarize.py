@@ -29,12 +29,15 @@ import torch
 from tqdm import tqdm
 
 from ..audio import BLOCK_VALUES, SAMPLE_RATE, AudioError, is_silent, to_model_audio
+from ..model.encoders.whisper import WHISPER_FRAMES_PER_SECOND
 from ..text import normalize_text
-from .pipeline import GREEDY, Decoding, Polyhead, compression_ratio, decode, no_speech_prob, pad_batch, words_in
+from .pipeline import GREEDY, Decoding, Polyhead, compression_ratio, decode, load, no_speech_prob, pad_batch, words_in
 
 CHUNK_S = 30.0  # seconds per encoder pass: memory stays bounded for hour-long files
 MIN_SEGMENT_FRAMES = 3
-MERGE_GAP_S = 0.5
+# Transcribed segments of one speaker closer than this are one segment: coarser than the VAD's
+# own (pipeline.VAD_MERGE_GAP_S, pauses inside one segment): these are turns already attributed.
+SPEAKER_MERGE_GAP_S = 0.5
 # A VAD segment may hold several turns when speakers follow each other closely (or when the VAD
 # head marks everything speech): it is cut again at pauses between CTC words, and into pieces
 # of at most MAX_PIECE_S, so each embedding covers one speaker; clustering then re-joins them.
@@ -112,17 +115,17 @@ class ChunkPass:
     def run(cls, ph: Polyhead, samples: np.ndarray, last: bool, text: bool = True) -> "ChunkPass":
         """``text=False``: the pass leaves out the speech head (and the layers only it reads)."""
         model = ph.model
-        first = lambda found: found[0] if found else None  # noqa: E731
-        vad, asr = first(model.tasks_with(target="vad")), first(model.tasks_with(target="text"))
-        spk = first(model.tasks_with(head_type="speaker"))
+        first = lambda found: found[0].name if found else None  # noqa: E731
+        vad = first([k for k in ph.kinds if k.detects_speech])
+        asr, spk = first([k for k in ph.kinds if k.transcribes]), first([k for k in ph.kinds if k.embeds])
         # the speaker head runs on each piece's own pass (describe), not on this one
         tasks = [t for t in model.config.tasks if t != spk and (text or t != asr)]
         if is_silent(samples):  # below the silence floor (audio.is_silent): no speech, and no pass
             return cls({}, model.encoder.frames_per_second, vad, asr, spk, [], len(samples) / SAMPLE_RATE)
-        inputs, lengths = ph._inputs(samples)
+        inputs, lengths = ph.model_inputs(samples)
         out = model(inputs, lengths, tasks)  # the chunk's pass
         fps, chunk_s = model.encoder.frames_per_second, len(samples) / SAMPLE_RATE
-        segs = ph._segments(out[vad]["logits"][0], fps) if vad else [{"start": 0.0, "end": chunk_s}]
+        segs = ph.speech_segments(out[vad]["logits"][0], fps) if vad else [{"start": 0.0, "end": chunk_s}]
         covered = chunk_s
         if not last and (cut := open_at_end(segs, chunk_s)) is not None:
             segs, covered = segs[:-1], cut
@@ -147,7 +150,8 @@ class ChunkPass:
         return [item for item, _, _ in items]
 
 
-def utterances(segs: list[dict], vad_logits: torch.Tensor | None = None, fps: float = 50.0) -> list[dict]:
+def utterances(segs: list[dict], vad_logits: torch.Tensor | None = None,
+               fps: float = WHISPER_FRAMES_PER_SECOND) -> list[dict]:
     """The decoder's units: the speech segments, those longer than MAX_UTTERANCE_S cut where
     speech is least likely (the VAD head's lowest logit at least MIN_UTTERANCE_S from either
     end; the middle without a VAD head)."""
@@ -193,7 +197,7 @@ def chunk_segments(ph: Polyhead, samples: np.ndarray, offset: float, decoding: D
         # a unit the no-speech rule silenced is no segment (Whisper skips it)
         units = [u for u in utterance_transcripts(ph, asr, samples, units, decoding) if not u.get("silence")]
     elif asr:  # CTC: its words on the chunk's pass
-        words = ph._transcript(out[asr]["logits"][0, :int(out[asr]["lengths"][0])], fps)["words"]
+        words = ph.ctc_transcript(out[asr]["logits"][0, :int(out[asr]["lengths"][0])], fps)["words"]
         units = [dict(s, words=words_in(words, s["start"], s["end"])) for s in segs]
     else:
         units = [dict(s, words=[]) for s in segs]
@@ -221,7 +225,7 @@ def chunk_speaker_turns(ph: Polyhead, samples: np.ndarray, offset: float, decodi
     pass, one decoding of the chunk's speech), its turns timed by CTC alignment, each with
     ``local`` (the chunk's speaker number) and an embedding of the turn's frames; and the
     seconds of the chunk used, as ``chunk_segments``."""
-    from ..evaluation.align import word_times, words_by_turn
+    from ..ctc import word_times, words_by_turn
     from ..model.decoder_tasks import SPEAKERS, parse_speakers
 
     p = ChunkPass.run(ph, samples, last)
@@ -298,7 +302,7 @@ def utterance_transcripts(ph: Polyhead, task: str, samples: np.ndarray, units: l
     absolute: the same speech later in a 30 s window reads differently to it), then one
     batched decoding; word times from CTC alignment on the unit's frames, and the CTC head's
     own words where the decoder looped."""
-    from ..evaluation.align import word_times
+    from ..ctc import word_times
 
     units = [u for u in units if int(u["end"] * SAMPLE_RATE) - int(u["start"] * SAMPLE_RATE) >= SAMPLE_RATE // 10]
     if not units:
@@ -326,7 +330,7 @@ def utterance_transcripts(ph: Polyhead, task: str, samples: np.ndarray, units: l
         if d["silence"]:
             pass  # Whisper's no-speech rule: no words
         elif logits is not None and compression_ratio(d["text"]) > MAX_COMPRESSION_RATIO:
-            words = ph._transcript(logits, fps)["words"]  # the CTC head's own
+            words = ph.ctc_transcript(logits, fps)["words"]  # the CTC head's own
         elif d["text"].strip():
             spoken = normalize_text(d["text"]).split()
             if logits is not None:
@@ -445,7 +449,8 @@ def check_speaker_tokens(ph: Polyhead) -> None:
 def merge_segments(segments: list[dict]) -> list[dict]:
     merged: list[dict] = []
     for s in sorted(segments, key=lambda s: s["start"]):
-        if merged and merged[-1].get("speaker") == s.get("speaker") and s["start"] - merged[-1]["end"] < MERGE_GAP_S:
+        if (merged and merged[-1].get("speaker") == s.get("speaker")
+                and s["start"] - merged[-1]["end"] < SPEAKER_MERGE_GAP_S):
             m = merged[-1]
             for key in ("avg_logprob", "no_speech_prob"):
                 if key in m and key in s:  # the merged segment's: weighted by duration
@@ -457,3 +462,17 @@ def merge_segments(segments: list[dict]) -> list[dict]:
         else:
             merged.append(dict(s))
     return merged
+
+
+def analyze_file(path: str | Path, audio: str | Path, model: Polyhead | None = None) -> dict:
+    """Every head on one file. A recording longer than the encoder's window (Whisper: 30 s)
+    is transcribed in windows, by speaker, instead (``diarize.transcribe``)."""
+    ph = model or load(path)
+    info = sf.info(str(audio)) if Path(audio).is_file() else None
+    if info is not None and info.frames / info.samplerate > ph.max_seconds:
+        res = transcribe(ph, audio)
+        res["text"] = " ".join(s["text"] for s in res["segments"])
+        return res
+    res = ph.analyze(audio)
+    res.pop("speaker_embedding", None)
+    return res

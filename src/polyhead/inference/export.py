@@ -38,28 +38,21 @@ from ..config import read_config_json, save_config
 from ..model.adapters import merge_lora, without_lora
 from ..features import FeatureExtractor, from_spec
 from ..model import MultiTaskModel
-from ..model.decoder import TOKENIZER_DIR
-from ..model.multitask import CONFIG_FILE
+from ..runs import (CALIBRATION_FILE, COHORT_FILE, CONFIG_FILE, TOKENIZER_DIR, apply_calibration, checkpoint_folder,
+                    read_calibration)
+from ..tasks import task_kinds
 
 FORMATS = ("onnx", "onnx-int8", "int8")
 QUANTIZE_CHOICES = ("int8",)
 EXPORT_FILE = "export.json"
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model_int8.pt"
-CALIBRATION_FILE = "calibration.json"
 FRAME_LENGTHS = "frame_lengths"
 # Tracing input: batch 2 so the batch axis is not specialised to 1, unequal lengths so the
 # padding masks are traced, 4 s so every layer sees a real sequence.
 EXAMPLE_FRAMES = 400
 EXAMPLE_SAMPLES = 64_000
 MIN_TIME = 2  # shortest input (frames or samples) the graph is exported for
-# Per head type: (name of its ONNX output after the task name, key in the head's output dict);
-# outputs named *log_probs get a log-softmax in the graph.
-HEAD_OUTPUTS = {"ctc": [("log_probs", "logits")], "speaker": [("embedding", "embedding")],
-                "classifier": [("logits", "logits")], "frame": [("logits", "logits")],
-                # the decoder's input (its encoder states) and its CTC branch; the decoder
-                # itself is onnx_decoder.py's two graphs
-                "whisper_decoder": [("memory", "memory"), ("ctc_log_probs", "logits")]}
 PARITY_TOLERANCE = 1e-3  # max |ONNX - PyTorch| accepted right after export (fp32 graph)
 DECODER_TOLERANCE = 1e-2  # the same for the decoder's vocabulary logits (values of order 10)
 
@@ -91,16 +84,10 @@ def quantize(model: MultiTaskModel, how: str | None) -> MultiTaskModel:
 # --- ONNX graph ------------------------------------------------------------------------------
 
 def output_names(config) -> list[tuple[str, str, str]]:
-    """(ONNX output name, task, key in that task's output dict), in graph order."""
-    from ..model.decoder import DEFAULT_CTC_WEIGHT
-
-    names = []
-    for task, cfg in config.tasks.items():
-        for suffix, key in HEAD_OUTPUTS[cfg.head.type]:
-            if suffix == "ctc_log_probs" and not cfg.head.options.get("ctc_weight", DEFAULT_CTC_WEIGHT) > 0:
-                continue
-            names.append((f"{task}.{suffix}", task, key))
-    return names
+    """(ONNX output name, task, key in that task's output dict), in graph order: each task
+    kind's ``export_outputs``; outputs named *log_probs get a log-softmax in the graph."""
+    return [(f"{kind.name}.{suffix}", kind.name, key)
+            for kind in task_kinds(config) for suffix, key in kind.export_outputs()]
 
 
 def _as_exported(name: str, value: torch.Tensor) -> torch.Tensor:
@@ -183,11 +170,9 @@ def quantize_onnx(src: str | Path, dst: str | Path) -> None:
 
 def export_model(run: str | Path, fmt: str, out: str | Path) -> dict:
     """``polyhead export``: write an export folder; returns what export.json says."""
-    from .pipeline import _resolve
-
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    folder = _resolve(run)
+    folder = checkpoint_folder(run)
     model = MultiTaskModel.load(folder)
     merged = merge_lora(model)
     if merged:  # adapters folded into their layers: an export has the plain structure
@@ -205,17 +190,12 @@ def export_model(run: str | Path, fmt: str, out: str | Path) -> dict:
         save_config(without_lora(read_config_json(folder / CONFIG_FILE)), out / CONFIG_FILE)
     else:
         shutil.copyfile(folder / CONFIG_FILE, out / CONFIG_FILE)
-    for cal in (folder / CALIBRATION_FILE, folder.parent / CALIBRATION_FILE):
-        if cal.is_file():
-            shutil.copyfile(cal, out / CALIBRATION_FILE)
-            from .snorm import COHORT_FILE
-
-            if (cal.parent / COHORT_FILE).is_file():  # the AS-norm cohort goes with its threshold
-                shutil.copyfile(cal.parent / COHORT_FILE, out / COHORT_FILE)
-            from .pipeline import apply_calibration
-
-            apply_calibration(model, json.loads(cal.read_text()))  # the ONNX graph gets the VAD threshold
-            break
+    calibration, cal_dir = read_calibration(folder)
+    if cal_dir is not None:
+        shutil.copyfile(cal_dir / CALIBRATION_FILE, out / CALIBRATION_FILE)
+        if (cal_dir / COHORT_FILE).is_file():  # the AS-norm cohort goes with its threshold
+            shutil.copyfile(cal_dir / COHORT_FILE, out / COHORT_FILE)
+        apply_calibration(model, calibration)  # the ONNX graph gets the VAD threshold
     info = {"format": fmt, "source": str(folder), "features": model.encoder.features.spec(),
             "frames_per_second": model.encoder.frames_per_second,
             "max_input_seconds": getattr(model.encoder, "max_input_seconds", None)}
@@ -322,6 +302,7 @@ class OnnxModel:
         self.encoder = EncoderInfo(from_spec(info.get("features") or info["input_kind"]),
                                    float(info["frames_per_second"]), info.get("max_input_seconds"))
         self.names = output_names(self.config)
+        self.per_frame = {k.name for k in task_kinds(self.config) if k.per_frame}
         opts = ort.SessionOptions()
         # Same thread budget as torch, so torch.set_num_threads governs both back ends.
         opts.intra_op_num_threads = threads or torch.get_num_threads()
@@ -343,8 +324,9 @@ class OnnxModel:
             self.heads[task] = OnnxDecoderHead(
                 tuple(session(f) for f in info["decoder"]["files"]),
                 in_dim=info["decoder"]["in_dim"],
-                num_classes=num_classes(self.config, cfg.target), dims=cfg.head.dims,
-                **dict(cfg.head.options, pretrained=None, whisper_config=self.config.encoder.whisper_config,
+                num_classes=num_classes(self.config, task), dims=cfg.head.dims,
+                **dict(cfg.head.options, pretrained=None,
+                       whisper_config=getattr(self.config.encoder, "whisper_config", {}),
                        tokenizer=str(folder / TOKENIZER_DIR))).eval()
 
     def eval(self) -> "OnnxModel":
@@ -364,6 +346,6 @@ class OnnxModel:
             if task not in wanted:
                 continue
             out.setdefault(task, {})[key] = torch.from_numpy(value)
-            if self.config.tasks[task].head.type in ("ctc", "frame", "whisper_decoder"):
+            if task in self.per_frame:
                 out[task].update(lengths=frames, frames_per_second=self.encoder.frames_per_second)
         return out

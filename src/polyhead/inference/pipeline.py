@@ -15,29 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from ..audio import SAMPLE_RATE, AudioError, is_silent, load_audio, to_model_audio
 # GREEDY, WHISPER_TEMPERATURES and compression_ratio: still importable from here, as callers have them
 from ..decoding import (GREEDY, WHISPER_TEMPERATURES, DecodingOptions, compression_ratio,  # noqa: F401
                         decode_with_fallback)
+from ..ctc import greedy_path
 from ..text import normalize_text
 from ..model import MultiTaskModel
-from .snorm import ScoreNorm
+from ..model.encoders.whisper import WHISPER_FRAMES_PER_SECOND
+from ..runs import CONFIG_FILE, WEIGHTS_FILE, apply_calibration, checkpoint_folder, read_calibration
+from ..scoring import ScoreNorm
+from ..tasks import task_kinds
 
 MIN_SEGMENT_S = 0.2  # VAD segments shorter than this are dropped
-MERGE_GAP_S = 0.3  # VAD segments closer than this are merged
-
-
-def _resolve(path: str | Path) -> Path:
-    path = Path(path)
-    for candidate in (path, path / "best", path / "multitask" / "best", path / "last"):
-        if (candidate / "model.safetensors").is_file():
-            return candidate
-    raise FileNotFoundError(f"{path}: no polyhead checkpoint (config.json + model.safetensors) found, "
-                            "and not a Whisper model (a name from `polyhead models list`, or a transformers "
-                            "Whisper folder)")
+VAD_MERGE_GAP_S = 0.3  # VAD segments closer than this are one segment (a pause within a turn)
 
 
 def pretrained_whisper(name_or_path: str | Path) -> Path | None:
@@ -49,7 +42,7 @@ def pretrained_whisper(name_or_path: str | Path) -> Path | None:
 
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        return path if catalogue.is_transformers_folder(path) and (path / "model.safetensors").is_file() else None
+        return path if catalogue.is_transformers_folder(path) and (path / WEIGHTS_FILE).is_file() else None
     key = str(name_or_path)
     if key in catalogue.MODELS:
         return catalogue.resolve(key)
@@ -63,14 +56,13 @@ def whisper_model(folder: str | Path) -> MultiTaskModel:
     speech head (no CTC branch, no other head), in English for an English-only model and in
     the language it detects for a multilingual one unless told; every input in Whisper's
     30 s window, as it was trained."""
-    from ..config import Config, EncoderConfig
-    from ..model.decoder import MULTILINGUAL_VOCAB
+    from ..config import Config
+    from ..model.pretrained import MULTILINGUAL_VOCAB
 
     folder = Path(folder)
-    vocab_size = json.loads((folder / "config.json").read_text()).get("vocab_size", 0)
-    encoder = {"name": "whisper", "pretrained": str(folder)}
-    if "pad_to_window" in EncoderConfig.model_fields:  # zero-shot Whisper needs its 30 s window
-        encoder["pad_to_window"] = True
+    vocab_size = json.loads((folder / CONFIG_FILE).read_text()).get("vocab_size", 0)
+    # zero-shot Whisper needs its 30 s window
+    encoder = {"name": "whisper", "pretrained": str(folder), "pad_to_window": True}
     head = {"type": "whisper_decoder",
             "options": {"ctc_weight": 0.0, "language": None if vocab_size >= MULTILINGUAL_VOCAB else "en"}}
     config = Config.model_validate({"corpus": "", "encoder": encoder,
@@ -78,7 +70,6 @@ def whisper_model(folder: str | Path) -> MultiTaskModel:
     return MultiTaskModel(config).eval()
 
 
-CALIBRATION_FILE = "calibration.json"  # in the run folder, written by `polyhead evaluate`
 DEFAULT_VERIFY_THRESHOLD = 0.5
 
 
@@ -109,8 +100,10 @@ class Polyhead:
     def __init__(self, model: MultiTaskModel, threshold: float = DEFAULT_VERIFY_THRESHOLD):
         self.model = model.eval()
         self.config = model.config
+        # answers in their kinds' order: transcripts first, voice activity last
+        self.kinds = sorted(task_kinds(self.config), key=lambda k: k.answer_rank)
         self.threshold = threshold
-        self.snorm = None  # the AS-norm cohort and threshold (snorm.ScoreNorm) where calibrated
+        self.snorm = None  # the AS-norm cohort and threshold (scoring.ScoreNorm) where calibrated
 
     @classmethod
     def load(cls, path: str | Path, quantize: str | None = None) -> "Polyhead":
@@ -123,12 +116,12 @@ class Polyhead:
 
         if not is_export(path) and (whisper := pretrained_whisper(path)) is not None:
             return cls(quantized(whisper_model(whisper), quantize))
-        folder = Path(path) if is_export(path) else _resolve(path)
-        calibration, cal_dir = {}, None
-        for cal in (folder / CALIBRATION_FILE, folder.parent / CALIBRATION_FILE):
-            if cal.is_file():
-                calibration, cal_dir = json.loads(cal.read_text()), cal.parent
-                break
+        try:
+            folder = Path(path) if is_export(path) else checkpoint_folder(path)
+        except FileNotFoundError as e:  # load also takes Whisper: say so
+            raise FileNotFoundError(f"{e}, and not a Whisper model (a name from `polyhead models list`, or a "
+                                    "transformers Whisper folder)") from None
+        calibration, cal_dir = read_calibration(folder)
         model = load_export(folder) if is_export(folder) else MultiTaskModel.load(folder)
         if isinstance(model, MultiTaskModel):  # an ONNX graph has the VAD threshold built in (export)
             apply_calibration(model, calibration)
@@ -149,11 +142,11 @@ class Polyhead:
     @torch.no_grad()
     def embed(self, audio, sample_rate: int | None = None) -> np.ndarray:
         """Unit-length speaker embedding of a whole utterance."""
-        tasks = self.model.tasks_with(head_type="speaker")
+        tasks = [k.name for k in self.kinds if k.embeds]
         if not tasks:
             raise ValueError("this model has no speaker head")
         task = tasks[0]
-        inputs, lengths = self._inputs(self._samples(audio, sample_rate))
+        inputs, lengths = self.model_inputs(self._samples(audio, sample_rate))
         e = self.model(inputs, lengths, [task])[task]["embedding"][0].numpy()
         return e / (np.linalg.norm(e) + 1e-12)
 
@@ -165,15 +158,19 @@ class Polyhead:
 
         return verify(self, a, b)
 
-    def _inputs(self, samples: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def model_inputs(self, samples: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features [1, frames, dims], lengths [1]) of one utterance, as the model takes them."""
         x = self.model.encoder.features(samples)
         return torch.from_numpy(np.ascontiguousarray(x))[None], torch.tensor([len(x)])
 
     def decoder(self):
         """The speech task's decoder head (Whisper's), or None for a CTC-only model."""
-        tasks = self.model.tasks_with(target="text")
-        head = _head(self.model, tasks[0]) if tasks else None
-        return head if hasattr(head, "generate") else None
+        speech = self.speech_task()
+        return _head(self.model, speech.name) if speech is not None and speech.decodes else None
+
+    def speech_task(self):
+        """The kind of the task whose answer is the transcript, or None."""
+        return next((k for k in self.kinds if k.transcribes), None)
 
     def check_decoding(self, decoding: Decoding) -> None:
         """ValueError, with the reason, for options this model cannot honour."""
@@ -227,32 +224,27 @@ class Polyhead:
             return []
         out = self.model(*pad_batch([f.inputs for f in items]))
         fps = self.model.encoder.frames_per_second
-        vad = self.model.tasks_with(target="vad")
+        vad = [k.name for k in self.kinds if k.detects_speech]
         speech = {}  # item -> (its VAD logits, its segments)
         for task in vad:
             for i in range(len(items)):
                 logits = out[task]["logits"][i, :int(out[task]["lengths"][i])]
-                speech[i] = (logits, [] if items[i].silent else self._segments(logits, fps))
+                speech[i] = (logits, [] if items[i].silent else self.speech_segments(logits, fps))
         heard = [i for i in range(len(items)) if not items[i].silent and (not vad or speech[i][1])]
         quiet = {i: no_speech_prob(speech[i][0]) for i in speech}  # the VAD head's no-speech probability
-        texts = {t: self._decode(t, out[t], [f.decoding for f in items], heard, quiet)
-                 for t in self.model.tasks_with(target="text")}
+        texts = {k.name: self._decode(k.name, out[k.name], [f.decoding for f in items], heard, quiet)
+                 for k in self.kinds if k.transcribes}
         spoken = self._decoder_answers(out, heard)
         results = []
         for i, f in enumerate(items):
             result: dict = {"duration": f.duration}
-            for task in self.model.tasks_with(target="text"):
-                result.update(self._transcript_of(task, out[task], i, texts[task], fps) if i in heard
-                              else self._no_transcript(texts[task] is not None))
-            for task in self.model.tasks_with(head_type="speaker"):
-                result["speaker_embedding"] = out[task]["embedding"][i].tolist()
-            for task in self.model.tasks_with(head_type="classifier"):
-                target = self.config.tasks[task].target
-                probs = out[task]["logits"][i].softmax(-1).tolist()
-                labels = self.config.vocab[target]
-                ranked = sorted(zip(labels, probs), key=lambda kv: -kv[1])
-                result[target] = ranked[0][0]
-                result[f"{target}_probs"] = {k: round(v, 4) for k, v in ranked[:5]}
+            for kind in self.kinds:
+                task = kind.name
+                if kind.transcribes:  # decoded above, gated by the voice activity
+                    result.update(self._transcript_of(task, out[task], i, texts[task], fps) if i in heard
+                                  else self._no_transcript(texts[task] is not None))
+                elif not kind.detects_speech:  # voice activity: its segments come last
+                    result.update(kind.answer(out[task], i))
             result.update(spoken.get(i, {}))
             if i in speech:
                 result["no_speech_prob"] = no_speech_prob(speech[i][0])
@@ -267,7 +259,7 @@ class Polyhead:
         temperature fallback and no-speech rule, ``no_speech`` the VAD head's probability by
         item where there is one); None for a CTC-only head."""
         head = _head(self.model, task)
-        if head is None or not hasattr(head, "generate"):
+        if head is None or not task_kinds(self.config, [task])[0].decodes:
             return None
         groups = defaultdict(list)
         for i in range(len(decodings)) if items is None else items:
@@ -293,7 +285,7 @@ class Polyhead:
         head = self.decoder()
         if head is None or not items:
             return answers
-        task = self.model.tasks_with(target="text")[0]
+        task = self.speech_task().name
         rows = torch.tensor(items)
         memory, lengths = out[task]["memory"][rows], out[task]["lengths"][rows]
         if SLU in head.tasks:
@@ -325,7 +317,7 @@ class Polyhead:
         n = int(out["lengths"][i])
         logits = out["logits"][i, :n] if "logits" in out else None
         if decoded is None:
-            return self._transcript(logits, fps)
+            return self.ctc_transcript(logits, fps)
         d = decoded[i]
         result = {"text": d["text"], "avg_logprob": d["avg_logprob"],
                   "confidence": round(float(np.exp(d["avg_logprob"])), 4), "words": [],
@@ -335,13 +327,13 @@ class Polyhead:
         if d.get("language"):  # detected by a multilingual decoder asked for no language
             result["decoder_language"] = d["language"]
         if logits is not None and not d.get("silence"):
-            from ..evaluation.align import word_times
+            from ..ctc import word_times
 
             logp = logits.float().log_softmax(-1).numpy()
             words = word_times(d["text"], logp, self.config.vocab["text"], fps)
             if words is not None:
                 self._give_tokens(self.model.heads[task].tokenizer, d["tokens"], words)
-            result["words"] = words if words is not None else self._transcript(logits, fps)["words"]
+            result["words"] = words if words is not None else self.ctc_transcript(logits, fps)["words"]
         return result
 
     @staticmethod
@@ -358,31 +350,31 @@ class Polyhead:
             w["tokens"] = [t for t, o in zip(tokens, owner) if o == j]
             j += 1
 
-    def _transcript(self, logits: torch.Tensor, fps: float) -> dict:
+    def ctc_transcript(self, logits: torch.Tensor, fps: float) -> dict:
+        """Text, timed words and confidence of one item's greedy CTC decoding."""
         vocab = self.config.vocab["text"]
         probs = logits.float().softmax(-1)
         best = probs.argmax(-1).tolist()
-        words, cur, start, last, prev, confs = [], "", None, 0, 0, []
-        for t, tok in enumerate(best + [0]):
-            if tok != 0 and tok != prev:
-                ch = vocab[tok - 1] if t < len(best) else " "
-                if ch == " ":
-                    if cur:
-                        words.append({"word": cur, "start": round(start / fps, 2), "end": round(last / fps, 2)})
-                    cur, start = "", None
-                else:
-                    if start is None:
-                        start = t
-                    cur += ch
-                    confs.append(float(probs[t, tok]))
-                last = t + 1
-            prev = tok
+        words, cur, start, last, confs = [], "", None, 0, []
+        for t, tok in greedy_path(best):
+            ch = vocab[tok - 1]
+            if ch == " ":
+                if cur:
+                    words.append({"word": cur, "start": round(start / fps, 2), "end": round(last / fps, 2)})
+                cur, start = "", None
+            else:
+                if start is None:
+                    start = t
+                cur += ch
+                confs.append(float(probs[t, tok]))
+            last = t + 1
         if cur:
             words.append({"word": cur, "start": round(start / fps, 2), "end": round(last / fps, 2)})
         return {"text": " ".join(w["word"] for w in words), "words": words,
                 "confidence": round(float(np.mean(confs)), 4) if confs else 0.0}
 
-    def _segments(self, logits: torch.Tensor, fps: float) -> list[dict]:
+    def speech_segments(self, logits: torch.Tensor, fps: float) -> list[dict]:
+        """``[{"start", "end"}]`` seconds of speech in one item's VAD logits."""
         speech = (logits > 0).tolist() + [False]
         segs, start = [], None
         for t, s in enumerate(speech):
@@ -393,7 +385,7 @@ class Polyhead:
                 start = None
         merged = []  # in frames
         for s in segs:
-            if merged and (s[0] - merged[-1][1]) / fps < MERGE_GAP_S:
+            if merged and (s[0] - merged[-1][1]) / fps < VAD_MERGE_GAP_S:
                 merged[-1][1] = s[1]
             else:
                 merged.append(s)
@@ -421,29 +413,6 @@ def _head(model, task: str):
     return heads[task] if heads is not None and task in heads else None
 
 
-def apply_calibration(model: MultiTaskModel, calibration: dict) -> None:
-    """Set the decision thresholds ``polyhead evaluate`` picked on dev sets (calibration.json)."""
-    if "vad_threshold" in calibration:
-        for task in model.tasks_with(target="vad"):
-            model.heads[task].threshold = float(calibration["vad_threshold"])
-
-
 def load(path: str | Path, quantize: str | None = None) -> Polyhead:
     """``polyhead.load(run_or_checkpoint_or_export_folder_or_whisper_name, quantize=None | "int8")``."""
     return Polyhead.load(path, quantize)
-
-
-def analyze_file(path: str | Path, audio: str | Path, model: Polyhead | None = None) -> dict:
-    """Every head on one file. A recording longer than the encoder's window (Whisper: 30 s)
-    is transcribed in windows, by speaker, instead (``diarize.transcribe``)."""
-    ph = model or load(path)
-    info = sf.info(str(audio)) if Path(audio).is_file() else None
-    if info is not None and info.frames / info.samplerate > ph.max_seconds:
-        from .diarize import transcribe
-
-        res = transcribe(ph, audio)
-        res["text"] = " ".join(s["text"] for s in res["segments"])
-        return res
-    res = ph.analyze(audio)
-    res.pop("speaker_embedding", None)
-    return res

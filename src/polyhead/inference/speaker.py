@@ -10,7 +10,7 @@ window are embedded exactly as ``Polyhead.embed`` does. An encoder without a win
 is given one of MAX_WINDOW_S (60 s), so memory stays bounded. ``check``, when given, is called before
 each window and may raise to stop (the service passes its request's deadline).
 
-Where `polyhead evaluate` saved an AS-norm cohort with the run (snorm.py), ``verify`` and
+Where `polyhead evaluate` saved an AS-norm cohort with the run (polyhead/scoring.py), ``verify`` and
 ``identify`` report the normalised score beside the raw cosine and decide on it.
 """
 

@@ -28,19 +28,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runs import TOKENIZER_DIR
 from .decoder_tasks import (INTENT_SEP, LANGUAGE, SLU, SPEAKER_TOKEN, SPEAKERS, TASK_TOKENS, TRANSCRIBE,
                             decoder_tasks_of, speaker_token)
 from .heads import HEADS, Head, HeadInput, pad_mask
+from .pretrained import MULTILINGUAL_VOCAB
+from .encoders.whisper import WHISPER_FRAMES_PER_SECOND
 
 IGNORE = -100  # cross-entropy ignore index: prompt and padding positions
-TOKENIZER_DIR = "tokenizer"
 DEFAULT_MAX_NEW_TOKENS = 200
 DEFAULT_CTC_WEIGHT = 0.3  # seed 000 section 15's joint CTC/attention weight
 # No speech runs faster than this: a transcript that outgrows its audio is a decoder stuck in a
 # loop (Whisper's failure on unfamiliar input), and the batch would wait for it to the limit.
 MAX_TOKENS_PER_SECOND = 8.0
 MIN_TOKEN_ALLOWANCE = 8
-MULTILINGUAL_VOCAB = 51865  # English-only Whisper models have one token fewer
 # The synthetic conversations have 2 to 4 speakers (data/synth/build.py); a training window
 # with more is skipped.
 MAX_SPEAKERS = 4
@@ -57,6 +58,7 @@ def text_to_target(text: str) -> str:
 @HEADS.register("whisper_decoder")
 class WhisperDecoderHead(Head):
     reads_encoder_source = True  # built from the same Whisper checkpoint as the encoder
+    blank = True  # its CTC branch's classes
 
     def __init__(self, in_dim: int, num_classes: int, pretrained: str | None = None,
                  whisper_config: dict | None = None, tokenizer: str | None = None,
@@ -68,7 +70,7 @@ class WhisperDecoderHead(Head):
         from transformers import WhisperTokenizerFast
         from transformers.models.whisper.modeling_whisper import WhisperDecoder
 
-        from .whisper import load_whisper_weights, whisper_config as build_config, whisper_folder
+        from .pretrained import load_whisper_weights, whisper_config as build_config, whisper_folder
 
         if not 0.0 <= ctc_weight < 1.0:
             raise ValueError(f"whisper_decoder: ctc_weight={ctc_weight} must be in [0, 1)")
@@ -295,7 +297,7 @@ class WhisperDecoderHead(Head):
 
     @torch.no_grad()
     def closed_slu(self, memory: torch.Tensor, lengths: torch.Tensor, intents: list[str],
-                   language: str | None = None, frames_per_second: float = 50.0) -> list[dict]:
+                   language: str | None = None, frames_per_second: float = WHISPER_FRAMES_PER_SECOND) -> list[dict]:
         """``<|slu|>`` with the intent chosen from a closed set (the intents it was trained on):
         each intent's tokens are scored by the decoder, followed by the slot separator or the
         end, whichever it prefers; the best intent is forced and the slots are written after
@@ -339,7 +341,7 @@ class WhisperDecoderHead(Head):
 
     def generate(self, memory: torch.Tensor, lengths: torch.Tensor, language: str | None = None,
                  max_new_tokens: int | None = None, temperature: float = 0.0,
-                 prompt_text: str | None = None, frames_per_second: float = 50.0,
+                 prompt_text: str | None = None, frames_per_second: float = WHISPER_FRAMES_PER_SECOND,
                  task: str = TRANSCRIBE, forced: list[int] | None = None, options=None) -> list[dict]:
         """Greedy (temperature 0) or sampled decoding of a batch (``decoding.search.greedy``).
         Returns per utterance ``{"text", "tokens", "avg_logprob"}``; ``prompt_text`` is
@@ -383,7 +385,7 @@ class WhisperDecoderHead(Head):
     def beam_search(self, memory: torch.Tensor, length: torch.Tensor, beam_size: int = 4,
                     ctc_logits: torch.Tensor | None = None, vocab: list[str] | None = None,
                     language: str | None = None, max_new_tokens: int | None = None,
-                    frames_per_second: float = 50.0, prompt_text: str | None = None) -> dict:
+                    frames_per_second: float = WHISPER_FRAMES_PER_SECOND, prompt_text: str | None = None) -> dict:
         """Beam search for ONE utterance (memory [1, T, D]) with CTC rescoring of the finished
         hypotheses at ``ctc_weight`` (``decoding.search.beam_search``; joint CTC/attention
         search: ``DecodingOptions(ctc_mode="joint")``)."""
@@ -402,7 +404,7 @@ class WhisperDecoderHead(Head):
         if options is None:
             options = DecodingOptions(beam_size=beam_size or self.beam_size)
         return [r["text"] for r in decode_batch(self, out["memory"], out["lengths"], options,
-                                                frames_per_second=out.get("frames_per_second", 50.0),
+                                                frames_per_second=out.get("frames_per_second", WHISPER_FRAMES_PER_SECOND),
                                                 ctc_logits=out.get("logits"), vocab=vocab)]
 
     # --- assets -------------------------------------------------------------------------------

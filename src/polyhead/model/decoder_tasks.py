@@ -15,8 +15,9 @@ head. Speakers are numbered in order of first appearance and turns are written i
 start time, overlaps included (serialized output training, Kanda et al. 2020), with a
 speaker token wherever the speaker changes.
 
-The training data (which cuts serve which task) is built in ``training.data``; this module is
-the one home of the formats, shared by training targets, evaluation and inference.
+The training data (which cuts serve which task) is built by the ``whisper_decoder`` task kind
+(``tasks/``); this module is the one home of the formats, shared by training targets,
+evaluation and inference.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ctc import greedy_path
 from ..registry import Registry
 from .ecapa import EcapaTdnn
 
@@ -62,6 +63,13 @@ class Head(nn.Module):
     needs_blank = False
     has_ctc = False  # gives CTC "logits" over the text vocabulary (index 0 = blank)
     reads_encoder_source = False  # built from the encoder's pretrained checkpoint too
+    blank = False  # its classes are a CTC blank (index 0) and then the label vocabulary
+    fixed_classes: int | None = None  # a size that does not come from a vocabulary
+
+    @classmethod
+    def classes(cls, vocab_size: int) -> int:
+        """Size of its output over a label vocabulary of ``vocab_size`` entries."""
+        return cls.fixed_classes if cls.fixed_classes is not None else vocab_size + int(cls.blank)
 
     def __init__(self, in_dim: int, dims: tuple[int, int] | None = None, grad_reverse: float = 0.0):
         super().__init__()
@@ -69,6 +77,9 @@ class Head(nn.Module):
         self.grad_reverse = grad_reverse
         self.width = (self.dims[1] - self.dims[0]) if self.dims else in_dim
         self.norm = nn.LayerNorm(self.width)
+
+    def save_assets(self, folder) -> None:
+        """Files besides the weights that a checkpoint needs to rebuild it (a tokenizer)."""
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         if self.dims:
@@ -83,6 +94,7 @@ class CTCHead(Head):
     """Linear projection to tokens; index 0 is the CTC blank."""
 
     has_ctc = True
+    blank = True
 
     def __init__(self, in_dim: int, num_classes: int, dropout: float = 0.1, **common):
         super().__init__(in_dim, **common)
@@ -105,15 +117,7 @@ class CTCHead(Head):
     @staticmethod
     def greedy(out: dict) -> list[list[int]]:
         best = out["logits"].argmax(-1)
-        seqs = []
-        for row, n in zip(best.tolist(), out["lengths"].tolist()):
-            prev, seq = 0, []
-            for tok in row[:n]:
-                if tok != prev and tok != 0:
-                    seq.append(tok)
-                prev = tok
-            seqs.append(seq)
-        return seqs
+        return [[tok for _, tok in greedy_path(row[:n])] for row, n in zip(best.tolist(), out["lengths"].tolist())]
 
 
 def aam_loss(num_classes: int, emb_dim: int, margin: float = AAM_MARGIN_RAD, scale: float = AAM_SCALE):
@@ -209,6 +213,7 @@ class FrameHead(Head):
     """Per-frame binary decision (voice activity); targets come at 100 frames/s."""
 
     TARGET_RATE = 100.0
+    fixed_classes = 1
 
     def __init__(self, in_dim: int, num_classes: int = 1, **common):
         super().__init__(in_dim, **common)

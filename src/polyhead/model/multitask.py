@@ -16,22 +16,19 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import Config, read_config_json, save_config
+from ..runs import BEST, CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, checkpoint_folder
 from .adapters import add_lora, lora_options
-from .decoder import TOKENIZER_DIR
-from .encoders import ENCODERS
+from .encoders import build_encoder, without_weight_sources
 from .heads import HEADS, HeadInput, pad_mask
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
+BRANCHES = "branches"  # the per-task layer copies: attribute and weight-name prefix
 SHARED = "shared"
-# Size of the label space per target, given the vocabularies stored in the config.
-BLANK_TARGETS = ("text", "phonemes")  # CTC targets: index 0 is the blank
 
 
-def num_classes(config: Config, target: str) -> int:
-    if target == "vad":
-        return 1
-    return len(config.vocab.get(target, [])) + (1 if target in BLANK_TARGETS else 0)
+def num_classes(config: Config, task: str) -> int:
+    """Size of a task's head output, given the label vocabularies stored in the config."""
+    cfg = config.tasks[task]
+    return HEADS.get(cfg.head.type).classes(len(config.vocab.get(cfg.target, [])))
 
 
 class MultiTaskModel(nn.Module):
@@ -39,13 +36,9 @@ class MultiTaskModel(nn.Module):
         """``assets``: a checkpoint folder whose head files (a tokenizer) replace the
         pretrained source's."""
         super().__init__()
-        self.encoder = ENCODERS.build(config.encoder.name, **config.encoder.options())
-        # What the encoder resolved (a pretrained model's full config) goes into the saved
-        # config, so a checkpoint rebuilds anywhere without the pretrained source.
-        resolved = self.encoder.resolved_options()
-        if resolved:
-            config = config.model_copy(update={"encoder": config.encoder.model_copy(update=resolved)})
-        self.config = config
+        self.encoder, resolved = build_encoder(config.encoder)
+        # the saved config holds what the encoder resolved (a pretrained model's full config)
+        self.config = config = config.model_copy(update={"encoder": resolved})
         if config.encoder.init_from:
             # before the split below, so every branch copy starts from the pretrained layers too
             load_encoder_weights(self.encoder, config.encoder.init_from)
@@ -64,7 +57,7 @@ class MultiTaskModel(nn.Module):
         for name, task in config.tasks.items():
             h = task.head
             self.heads[name] = HEADS.build(h.type, in_dim=self.encoder.dim,
-                                           num_classes=num_classes(config, task.target),
+                                           num_classes=num_classes(config, name),
                                            dims=h.dims, grad_reverse=h.grad_reverse,
                                            **self._head_options(h, assets))
         needs_cls = any(getattr(h, "needs_cls", False) for h in self.heads.values())
@@ -78,9 +71,8 @@ class MultiTaskModel(nn.Module):
     def _head_options(self, head, assets) -> dict:
         options = dict(head.options)
         if HEADS.get(head.type).reads_encoder_source:
-            # the Whisper decoder comes from the same checkpoint as the encoder
-            options.setdefault("pretrained", self.config.encoder.pretrained)
-            options.setdefault("whisper_config", self.config.encoder.whisper_config)
+            for key, value in self.encoder.source_options().items():
+                options.setdefault(key, value)
             if assets is not None and (Path(assets) / TOKENIZER_DIR).is_dir():
                 options["tokenizer"] = str(Path(assets) / TOKENIZER_DIR)
         return options
@@ -210,8 +202,7 @@ class MultiTaskModel(nn.Module):
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, str(tmp_w), metadata={"format": "pt", "library": "polyhead"})
         for head in self.heads.values():
-            if hasattr(head, "save_assets"):
-                head.save_assets(folder)
+            head.save_assets(folder)
         tmp_w.replace(folder / WEIGHTS_FILE)
         tmp_cfg.replace(folder / CONFIG_FILE)
 
@@ -222,10 +213,7 @@ class MultiTaskModel(nn.Module):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder}: no {name}; not a polyhead checkpoint")
         config = read_config_json(folder / CONFIG_FILE)
-        if config.encoder.pretrained or config.encoder.init_from:
-            config = config.model_copy(deep=True)
-            # the weights below replace the pretrained ones (which need not exist here)
-            config.encoder.pretrained = config.encoder.init_from = None
+        config = config.model_copy(update={"encoder": without_weight_sources(config.encoder)})
         model = cls(config, assets=folder)
         model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device=map_location))
         return model.eval()
@@ -234,18 +222,17 @@ class MultiTaskModel(nn.Module):
 def load_encoder_weights(encoder: nn.Module, source: str | Path) -> None:
     """Copy the encoder of a saved polyhead model (a checkpoint folder, or a run folder whose
     ``best/`` is used) into ``encoder``; the architectures must match exactly."""
-    folder = Path(source)
-    if not (folder / WEIGHTS_FILE).is_file() and (folder / "best" / WEIGHTS_FILE).is_file():
-        folder = folder / "best"
-    if not (folder / WEIGHTS_FILE).is_file():
-        raise FileNotFoundError(f"encoder.init_from={source}: no {WEIGHTS_FILE} there (nor in best/)")
+    try:
+        folder = checkpoint_folder(source)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"encoder.init_from={source}: no {WEIGHTS_FILE} there (nor in {BEST}/)") from None
     src = read_config_json(folder / CONFIG_FILE)
-    if src.shared_layers is not None and src.shared_layers < src.encoder.layers:
-        raise ValueError(f"encoder.init_from={source}: a branched model; start from an unbranched one")
     weights = load_file(str(folder / WEIGHTS_FILE))
+    if any(k.startswith(BRANCHES + ".") for k in weights):
+        raise ValueError(f"encoder.init_from={source}: a branched model; start from an unbranched one")
     state = {k[len("encoder."):]: v for k, v in weights.items() if k.startswith("encoder.")}
     try:
         encoder.load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(f"encoder.init_from={source}: its encoder ({src.encoder.name}, "
-                         f"dim {src.encoder.dim}, {src.encoder.layers} layers) does not fit this one: {e}") from None
+        raise ValueError(f"encoder.init_from={source}: its encoder ({src.encoder.name}) does not fit this one: "
+                         f"{e}") from None

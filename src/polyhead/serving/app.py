@@ -472,7 +472,7 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
         return await svc.run(_key("diarize", data, n=num_speakers, method=method), compute)
 
     def _need_speaker_head():
-        if not model.model.tasks_with(head_type="speaker"):
+        if not any(k.embeds for k in model.kinds):
             raise HTTPException(400, "this model has no speaker head")
 
     @app.post("/v1/speakers/verify")

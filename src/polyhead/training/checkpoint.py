@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from ..runs import BEST, LAST, WEIGHTS_FILE
+
 log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.pt"
 META_FILE = "checkpoint.json"  # which evaluation a best/ checkpoint holds: {"step", "criterion"}
@@ -81,9 +83,9 @@ def _fsync(path: Path) -> None:
 
 def find_resumable(run_dir: Path) -> Path | None:
     """The last complete checkpoint: ``last``, or ``last.old`` if a crash hit mid-rename."""
-    for name in ("last", "last.old"):
+    for name in (LAST, LAST + ".old"):
         folder = Path(run_dir) / name
-        if (folder / STATE_FILE).is_file() and (folder / "model.safetensors").is_file():
+        if (folder / STATE_FILE).is_file() and (folder / WEIGHTS_FILE).is_file():
             return folder
     return None
 
@@ -107,11 +109,11 @@ def repair_best(run_dir: Path, resumed: Path, model) -> str:
     or "unknown" (nothing holds it: logged, best left as it is)."""
     run_dir = Path(run_dir)
     want = read_state(resumed).get("best_step")
-    best = run_dir / "best"
-    if want is None or ((read_meta(best) or {}).get("step") == want and (best / "model.safetensors").is_file()):
+    best = run_dir / BEST
+    if want is None or ((read_meta(best) or {}).get("step") == want and (best / WEIGHTS_FILE).is_file()):
         return "ok"
-    old = run_dir / "best.old"
-    if (read_meta(old) or {}).get("step") == want and (old / "model.safetensors").is_file():
+    old = run_dir / (BEST + ".old")
+    if (read_meta(old) or {}).get("step") == want and (old / WEIGHTS_FILE).is_file():
         shutil.rmtree(best, ignore_errors=True)
         old.rename(best)
         _fsync(run_dir)

@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..config import Config, TrainConfig
 from ..features import FeatureExtractor
-from .data import MAX_UNUSABLE_BATCHES_IN_A_ROW, BatchStream, Collator, UnusableBatch, set_hours
+from ..data.batching import MAX_UNUSABLE_BATCHES_IN_A_ROW, BatchStream, Collator, UnusableBatch
+from ..data.manifests import set_hours
 
 log = logging.getLogger(__name__)
 FLOAT_BYTES = 4  # features and waveforms are float32

@@ -35,8 +35,11 @@ from ..config import Config, EncoderConfig, TaskConfig
 from ..data.corpus import available_sets, load_set
 from ..model.adapters import is_adapter_parameter
 from ..model.decoder import IGNORE
-from ..model.multitask import WEIGHTS_FILE, MultiTaskModel
+from ..model.encoders import PRETRAINED
+from ..model.multitask import MultiTaskModel
 from ..registry import Registry
+from ..runs import BEST, INTERPOLATION_FILE, LAST, WEIGHTS_FILE
+from ..tasks import task_kind, task_kinds
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,6 @@ RETENTION = Registry("retention strategy")
 RETENTION_DEV = "retention_dev"
 REPLAY_SET = "replay_train"
 PSEUDO_LABELS = "pseudo_labels"  # run sub-folder: the pretrained model's transcripts
-INTERPOLATION_FILE = "interpolation.json"
 
 
 class Retention:
@@ -64,7 +66,12 @@ class Retention:
 
 def speech_task(model: MultiTaskModel) -> str | None:
     """The task whose head is a pretrained Whisper decoder: what the strategies protect."""
-    return next(iter(model.tasks_with(head_type="whisper_decoder")), None)
+    return decoder_task(model.config)
+
+
+def decoder_task(config: Config) -> str | None:
+    """The first task whose kind decodes text with Whisper's decoder."""
+    return next((k.name for k in task_kinds(config) if k.decodes), None)
 
 
 def pretrained_parts(model: MultiTaskModel) -> list[str]:
@@ -84,7 +91,7 @@ def _is_pretrained(name: str, parts: list[str]) -> bool:
 def pretrained_model(config: Config, window: bool = False) -> MultiTaskModel:
     """The untouched pretrained Whisper (encoder + decoder, no other head), frozen: the teacher
     and the reference of the strategies. ``window``: inputs in Whisper's 30 s window."""
-    if config.encoder.name != "whisper" or not config.encoder.pretrained:
+    if config.encoder.name != "whisper" or not getattr(config.encoder, PRETRAINED, None):
         raise ValueError("retention: the strategies protect a pretrained Whisper (encoder.pretrained)")
     model = MultiTaskModel(plain_whisper_config(config, window))
     return model.eval().requires_grad_(False)
@@ -92,7 +99,7 @@ def pretrained_model(config: Config, window: bool = False) -> MultiTaskModel:
 
 def plain_whisper_config(config: Config, window: bool = True) -> Config:
     """The config of the pretrained Whisper alone: its decoder as the one task, no adapters."""
-    task = next(n for n, t in config.tasks.items() if t.head.type == "whisper_decoder")
+    task = decoder_task(config)
     head = config.tasks[task].head
     options = {k: v for k, v in head.options.items() if k in ("language",)}
     return Config(
@@ -164,7 +171,7 @@ class Distill(Retention):
     def extra_loss(self, trainer, task, out, batch):
         if task != self.task:
             return {}
-        target = batch.targets[trainer.config.tasks[task].target]
+        target = batch.targets[task_kind(trainer.config, task).target]
         head = trainer.model.heads[task]
         with torch.no_grad(), trainer._autocast():
             t_out = self.teacher(batch.inputs, batch.lengths, [task])[task]
@@ -199,7 +206,7 @@ class Replay(Retention):
         self.set_name, self.limit = set_name, limit
 
     def setup(self, trainer) -> None:
-        from .data import Collator
+        from ..tasks import collator
         from .loader import make_stream
 
         self.task = speech_task(trainer.model)
@@ -208,8 +215,8 @@ class Replay(Retention):
         cuts = pseudo_labelled(trainer.config, self.set_name, trainer.device, trainer.run_dir / PSEUDO_LABELS,
                                self.limit)
         tc = trainer.config.train
-        collator = Collator(trainer.config.vocab, ["text"], trainer.cache, spec_augment=False)
-        self.stream = make_stream(tc, cuts, collator, self.max_duration, tc.seed + 7919,
+        collate = collator([task_kind(trainer.config, self.task)], trainer.cache, spec_augment=False)
+        self.stream = make_stream(tc, cuts, collate, self.max_duration, tc.seed + 7919,
                                   rank=trainer.dist.rank, world_size=trainer.dist.world_size)
         trainer.streams[f"{self.task}/replay"] = self.stream  # closed with the others
 
@@ -230,7 +237,7 @@ def pseudo_labelled(config: Config, set_name: str, device, cache_dir: Path, limi
     the corpus itself is never written to)."""
     from lhotse import CutSet
 
-    from ..evaluation.evaluate import transcribe_cuts
+    from ..tasks.speech import transcribe_cuts
     from ..training.checkpoint import write_text_atomic
 
     if set_name not in available_sets(config.corpus):
@@ -271,7 +278,7 @@ class Interpolate(Retention):
         self.retention_set, self.tolerance = retention_set, tolerance
 
     def finish(self, trainer) -> dict | None:
-        from ..evaluation.evaluate import evaluate_asr
+        from ..tasks.speech import evaluate_asr
         from .checkpoint import write_checkpoint, write_text_atomic
 
         config, corpus = trainer.config, trainer.config.corpus
@@ -281,11 +288,11 @@ class Interpolate(Retention):
         if task is None or self.retention_set not in have or dev not in have:
             log.warning("interpolate: needs a whisper_decoder task, %s and its dev set; skipped", self.retention_set)
             return None
-        best = trainer.run_dir / "best"
+        best = trainer.run_dir / BEST
         done = trainer.run_dir / INTERPOLATION_FILE
         if done.is_file() and json.loads(done.read_text()).get("weights_sha256") == _sha256(best / WEIGHTS_FILE):
             return json.loads(done.read_text())  # a resumed, finished run: best/ is interpolated already
-        model = MultiTaskModel.load(best if best.is_dir() else trainer.run_dir / "last").to(trainer.device)
+        model = MultiTaskModel.load(best if best.is_dir() else trainer.run_dir / LAST).to(trainer.device)
         reference = pretrained_model(config, window=True).to(trainer.device)
         sets = {"retention": load_set(corpus, self.retention_set), "in_domain": load_set(corpus, dev)}
         ref_wer = evaluate_asr(reference, sets["retention"], next(iter(reference.config.tasks)),

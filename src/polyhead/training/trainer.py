@@ -21,14 +21,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import DELETE, Config, ConfigError, _set_dotted, parse_overrides, read_config_json, save_config
-from ..data.corpus import available_sets, load_set
-from ..evaluation.evaluate import criterion, evaluate_asr, evaluate_speaker
+from ..config import DELETE, Config, ConfigError, parse_overrides, read_config_json, save_config, set_dotted
+from ..data.batching import BatchStream, FeatureCache
+from ..data.corpus import available_sets
+from ..data.manifests import malformed_lines
+from ..evaluation.evaluate import criterion
 from ..model import MultiTaskModel
 from ..model.adapters import LORA, is_adapter_parameter
 from ..objectives import AGGREGATORS, WEIGHTINGS
+from ..runs import BEST, CONFIG_FILE, LAST, WEIGHTS_FILE
+from ..tasks import collator, task_kinds
 from . import checkpoint as ckpt
-from .data import BatchStream, Collator, FeatureCache, build_vocab, malformed_lines, training_cuts
+from .cuts import build_vocab, training_cuts
 from .distributed import Distributed
 from .loader import cache_enabled, make_stream
 from .retention import build as build_retention
@@ -111,7 +115,7 @@ def resume_config(saved: Config, overrides: Sequence[str]) -> Config:
         section, name = key.split(".")
         log.warning("resuming: %s %r -> %r", key, tree[section].get(name),
                     "(default)" if value is DELETE else value)
-        _set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
     return Config.model_validate(tree)
 
 
@@ -128,7 +132,7 @@ class Trainer:
         if resume and resume_from is None:
             log.warning("%s: nothing to resume, starting fresh", self.run_dir)
         if resume_from is not None:
-            config = resume_config(read_config_json(resume_from / "config.json"), resume_overrides)
+            config = resume_config(read_config_json(resume_from / CONFIG_FILE), resume_overrides)
         elif not config.vocab:
             config = config.model_copy(update={"vocab": build_vocab(config)})
         self.config, tc = config, config.train
@@ -136,6 +140,7 @@ class Trainer:
         torch.manual_seed(tc.seed)
         self.model = MultiTaskModel(config).to(self.device)
         self.config = config = self.model.config  # with what the encoder resolved
+        self.kinds = {k.name: k for k in task_kinds(config)}
         self.dist.broadcast_parameters(self.model)
         if tc.compile:
             compile_layers(self.model, self.device)
@@ -170,7 +175,7 @@ class Trainer:
         self.writer = None
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.config, self.run_dir / "config.json")
+            save_config(self.config, self.run_dir / CONFIG_FILE)
 
     # --- set-up ------------------------------------------------------------------------------
 
@@ -180,8 +185,8 @@ class Trainer:
 
     def _streams(self, on_error: str) -> dict[str, BatchStream]:
         tc = self.config.train
-        mk = lambda cuts, targets, crop, max_dur, seed: make_stream(  # noqa: E731
-            tc, cuts, Collator(self.config.vocab, targets, self.cache, crop=crop, spec_augment=tc.spec_augment,
+        mk = lambda cuts, kinds, crop, max_dur, seed: make_stream(  # noqa: E731
+            tc, cuts, collator(kinds, self.cache, crop=crop, spec_augment=tc.spec_augment,
                                speed_perturb=tc.speed_perturb),
             max_dur, seed, crop=crop, rank=self.dist.rank, world_size=self.dist.world_size)
         if tc.step == "joint":
@@ -194,9 +199,8 @@ class Trainer:
 
             first = per_task[self.tasks[0]]
             cuts = CutSet.from_cuts(first[i] for i in sorted(common))
-            targets = sorted({self.config.tasks[t].target for t in self.tasks})
-            return {"joint": mk(cuts, targets, None, tc.max_duration, tc.seed)}
-        return {t: mk(training_cuts(self.config, t, on_error), [task.target], task.crop,
+            return {"joint": mk(cuts, [self.kinds[t] for t in self.tasks], None, tc.max_duration, tc.seed)}
+        return {t: mk(training_cuts(self.config, t, on_error), [self.kinds[t]], task.crop,
                       task.max_duration or tc.max_duration, tc.seed + i)
                 for i, (t, task) in enumerate(self.config.tasks.items())}
 
@@ -232,7 +236,7 @@ class Trainer:
             with self._autocast():
                 out = self.model(b.inputs, b.lengths, active, freeze_encoder=freeze)
             for t in active:
-                losses[t] = self._with_retention(t, out, b, self.model.heads[t].loss(out[t], b.targets[self.config.tasks[t].target]))
+                losses[t] = self._with_retention(t, out, b, self._loss(t, out, b))
                 self.seconds_seen[t] += b.seconds
             seconds = b.seconds
         else:
@@ -241,10 +245,14 @@ class Trainer:
                 self._padding.append(b.padding_fraction)
                 with self._autocast():
                     out = self.model(b.inputs, b.lengths, [t], freeze_encoder=freeze)
-                losses[t] = self._with_retention(t, out, b, self.model.heads[t].loss(out[t], b.targets[self.config.tasks[t].target]))
+                losses[t] = self._with_retention(t, out, b, self._loss(t, out, b))
                 self.seconds_seen[t] += b.seconds
                 seconds += b.seconds
         return losses, seconds
+
+    def _loss(self, task: str, out: dict, batch) -> torch.Tensor:
+        kind = self.kinds[task]
+        return kind.loss(self.model.heads[task], out[task], batch.targets[kind.target])
 
     def _with_retention(self, task: str, out: dict, batch, loss: torch.Tensor) -> torch.Tensor:
         """The task's loss plus the terms its forgetting-control strategies add (logged apart)."""
@@ -412,7 +420,7 @@ class Trainer:
     def _restore(self, folder: Path) -> None:
         from safetensors.torch import load_file
 
-        self.model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(self.device)))
+        self.model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device=str(self.device)))
         st = ckpt.read_state(folder)
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
@@ -445,26 +453,19 @@ class Trainer:
             self.best_step = self.step
         state = self.state()
         state["best_step"] = self.best_step
-        ckpt.write_checkpoint(self.run_dir / "last", self.model, state)
+        ckpt.write_checkpoint(self.run_dir / LAST, self.model, state)
         if best:
-            ckpt.write_checkpoint(self.run_dir / "best", self.model, meta={"step": self.step, "criterion": self.best})
+            ckpt.write_checkpoint(self.run_dir / BEST, self.model, meta={"step": self.step, "criterion": self.best})
 
     # --- evaluation --------------------------------------------------------------------------
 
     def evaluate_dev(self) -> dict:
         results: dict[str, dict] = {}
         have = set(available_sets(self.config.corpus))
-        for t in self.model.tasks_with(target="text"):
-            dev = self.config.tasks[t].dev_set
-            if dev in have:
-                r = evaluate_asr(self.model, load_set(self.config.corpus, dev), t, limit=DEV_LIMIT)
-                results.setdefault(dev, {})[t] = {k: r[k] for k in ("wer", "cer")}
-        for t in self.model.tasks_with(head_type="speaker"):
-            dev = self.config.tasks[t].dev_set
-            if dev in have:
-                r = evaluate_speaker(self.model, self.config.corpus, dev, t)
-                if r["eer"] is not None:
-                    results.setdefault(dev, {})[t] = {"eer": r["eer"]}
+        for kind in self.kinds.values():
+            dev = kind.task.dev_set
+            if dev in have and (r := kind.dev_metrics(self.model, self.config.corpus, dev, DEV_LIMIT)):
+                results.setdefault(dev, {})[kind.name] = r
         return results
 
     # --- the loop ----------------------------------------------------------------------------

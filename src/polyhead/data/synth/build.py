@@ -581,7 +581,7 @@ def synthesize(out_dir: str | Path, preset: str | Preset = "demo", seed: int = 0
                "skipped_files": len(failed)}
     trial_rng = np.random.default_rng(seed + 1)
     from ..stats import set_stats
-    from ...evaluation.baseline import mfcc_baseline_eer
+    from ..baseline import mfcc_baseline_eer
 
     for name in sorted(by_set):
         cuts = write_set(out_dir, name, by_set[name])

@@ -1,5 +1,6 @@
-"""Word times for a transcript that the CTC head did not write (Whisper's decoder's):
-Viterbi forced alignment of its characters on the CTC head's frame posteriors.
+"""CTC outputs read back (blank = 0): greedy decoding, and word times for a transcript that
+the CTC head did not write (Whisper's decoder's) by Viterbi forced alignment of its
+characters on the CTC head's frame posteriors.
 
 Written by hand: torchaudio's ``forced_align`` does not run here, and the alignment is a
 small dynamic programme over (frames x 2 * characters + 1) states.
@@ -9,7 +10,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..text import normalize_text
+from .text import normalize_text
+
+BLANK = 0
+
+
+def greedy_path(best: list[int]) -> list[tuple[int, int]]:
+    """(frame, label) of each label greedy CTC decoding keeps from the per-frame argmax
+    ``best``: repeats collapse to their first frame, blanks drop."""
+    out, prev = [], BLANK
+    for t, tok in enumerate(best):
+        if tok != prev and tok != BLANK:
+            out.append((t, tok))
+        prev = tok
+    return out
 
 
 def ctc_forced_align(logp: np.ndarray, labels: list[int]) -> list[tuple[int, int]] | None:

