@@ -46,3 +46,23 @@ def test_calibration_of_checkpoint_or_run(tmp_path):
 def test_greedy_path_collapses_repeats_and_drops_blanks():
     assert greedy_path([0, 3, 3, 0, 3, 5, 5, 0]) == [(1, 3), (4, 3), (5, 5)]
     assert greedy_path([]) == [] and greedy_path([0, 0]) == []
+
+
+def test_word_times_stay_inside_speech():
+    """A CTC head unsure in a long leading silence must not pull the first word into it
+    when the VAD says where speech is."""
+    import numpy as np
+
+    from polyhead.ctc import word_times
+
+    vocab = [" ", "a", "b"]
+    fps = 10.0
+    logp = np.full((40, 4), np.log(0.25))  # 4 s of frames the head cannot tell apart
+    logp[30:32, 2] = np.log(0.9)  # "a" clearly at 3.0 s
+    logp[34:36, 3] = np.log(0.9)  # "b" at 3.4 s
+    free = word_times("a b", logp, vocab, fps)
+    inside = word_times("a b", logp, vocab, fps, speech=[{"start": 2.9, "end": 3.7}])
+    assert free[0]["start"] < 1.0  # the path stretches "a" over the silence
+    assert 2.6 <= inside[0]["start"] <= 3.0 and inside[1]["start"] >= 3.2
+    # speech too short to hold the words: placed anywhere rather than dropped
+    assert word_times("a b", logp, vocab, fps, speech=[{"start": 3.0, "end": 3.0}]) is not None

@@ -236,7 +236,7 @@ def test_whisper_demo_config_trains_evaluates_and_analyses(tiny_corpus, tiny_whi
 
 
 def test_a_looping_decoder_stops_at_what_the_audio_can_hold(tiny_whisper):
-    from polyhead.model.decoder import MAX_TOKENS_PER_SECOND, MIN_TOKEN_ALLOWANCE
+    from polyhead.decoding.options import MAX_TOKENS_PER_SECOND, MIN_TOKEN_ALLOWANCE
 
     model = MultiTaskModel(config(tiny_whisper)).eval()
     head = model.heads["asr"]

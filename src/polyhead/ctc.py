@@ -66,9 +66,35 @@ def ctc_forced_align(logp: np.ndarray, labels: list[int]) -> list[tuple[int, int
     return [(a, b) for a, b in spans]
 
 
-def word_times(text: str, logp: np.ndarray, vocab: list[str], fps: float) -> list[dict] | None:
+SPEECH_MARGIN_S = 0.2  # a word may start this far outside the VAD's speech: its edges are soft
+
+
+def outside_speech_is_blank(logp: np.ndarray, speech: list[dict], fps: float) -> np.ndarray:
+    """``logp`` with every frame outside the ``speech`` segments ({start, end} in s, widened
+    by SPEECH_MARGIN_S) forced to blank. A CTC head that never heard a long silence in
+    training gives its characters some probability there, and the Viterbi path then stretches
+    the first word back over the silence; the VAD head knows better."""
+    keep = np.zeros(len(logp), dtype=bool)
+    for seg in speech:
+        a = max(0, int((seg["start"] - SPEECH_MARGIN_S) * fps))
+        b = min(len(logp), int(np.ceil((seg["end"] + SPEECH_MARGIN_S) * fps)))
+        keep[a:b] = True
+    out = logp.copy()
+    out[~keep] = -np.inf
+    out[~keep, BLANK] = 0.0
+    return out
+
+
+def word_times(text: str, logp: np.ndarray, vocab: list[str], fps: float,
+               speech: list[dict] | None = None) -> list[dict] | None:
     """``[{"word", "start", "end"}]`` for the words of ``text`` (normalised as scored) on
-    the CTC log-probabilities ``logp`` [frames, 1 + len(vocab)]; None if they do not fit."""
+    the CTC log-probabilities ``logp`` [frames, 1 + len(vocab)]; None if they do not fit.
+    With ``speech`` (the VAD's segments), words are placed inside them, or anywhere if
+    they do not fit there."""
+    if speech:
+        inside = word_times(text, outside_speech_is_blank(logp, speech, fps), vocab, fps)
+        if inside is not None:
+            return inside
     index = {ch: i + 1 for i, ch in enumerate(vocab)}
     words = normalize_text(text).split()
     space = index.get(" ")

@@ -22,6 +22,10 @@ TRANSCRIBE = "transcribe"
 CTC_RESCORE, CTC_JOINT = "rescore", "joint"
 CTC_MODES = (CTC_RESCORE, CTC_JOINT)
 
+# No speech runs faster than this: a transcript that outgrows its audio is a decoder stuck in a
+# loop (Whisper's failure on unfamiliar input), and the batch would wait for it to the limit.
+MAX_TOKENS_PER_SECOND = 8.0
+MIN_TOKEN_ALLOWANCE = 8
 
 @dataclass(frozen=True)
 class DecodingOptions:

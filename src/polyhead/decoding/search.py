@@ -25,9 +25,8 @@ from dataclasses import replace
 
 import torch
 
-from ..model.decoder import MAX_TOKENS_PER_SECOND, MIN_TOKEN_ALLOWANCE
 from ..model.decoder_tasks import LANGUAGE, TRANSCRIBE
-from .options import CTC_JOINT, GREEDY, DecodingOptions
+from .options import CTC_JOINT, GREEDY, MAX_TOKENS_PER_SECOND, MIN_TOKEN_ALLOWANCE, DecodingOptions
 from .scorers import (AttentionScorer, CTCPrefixScorer, TokenFilters, char_ids, ctc_sequence_logp,
                       length_normalised)
 

@@ -241,7 +241,8 @@ class Polyhead:
             for kind in self.kinds:
                 task = kind.name
                 if kind.transcribes:  # decoded above, gated by the voice activity
-                    result.update(self._transcript_of(task, out[task], i, texts[task], fps) if i in heard
+                    result.update(self._transcript_of(task, out[task], i, texts[task], fps,
+                                                      speech[i][1] if i in speech else None) if i in heard
                                   else self._no_transcript(texts[task] is not None))
                 elif not kind.detects_speech:  # voice activity: its segments come last
                     result.update(kind.answer(out[task], i))
@@ -311,9 +312,11 @@ class Polyhead:
         scores = {"avg_logprob": None, "temperature": None, "compression_ratio": None}
         return {"text": "", "words": [], "confidence": None, **(scores if decoder else {})}
 
-    def _transcript_of(self, task: str, out: dict, i: int, decoded: dict[int, dict] | None, fps: float) -> dict:
+    def _transcript_of(self, task: str, out: dict, i: int, decoded: dict[int, dict] | None, fps: float,
+                       speech: list[dict] | None = None) -> dict:
         """Text, words with times and a confidence for item i: the decoder's text with word
-        times from CTC forced alignment, or the CTC head's own greedy transcript."""
+        times from CTC forced alignment (inside the VAD's ``speech`` segments where there
+        are some), or the CTC head's own greedy transcript."""
         n = int(out["lengths"][i])
         logits = out["logits"][i, :n] if "logits" in out else None
         if decoded is None:
@@ -330,7 +333,7 @@ class Polyhead:
             from ..ctc import word_times
 
             logp = logits.float().log_softmax(-1).numpy()
-            words = word_times(d["text"], logp, self.config.vocab["text"], fps)
+            words = word_times(d["text"], logp, self.config.vocab["text"], fps, speech=speech)
             if words is not None:
                 self._give_tokens(self.model.heads[task].tokenizer, d["tokens"], words)
             result["words"] = words if words is not None else self.ctc_transcript(logits, fps)["words"]

@@ -38,10 +38,6 @@ from .encoders.whisper import WHISPER_FRAMES_PER_SECOND
 IGNORE = -100  # cross-entropy ignore index: prompt and padding positions
 DEFAULT_MAX_NEW_TOKENS = 200
 DEFAULT_CTC_WEIGHT = 0.3  # seed 000 section 15's joint CTC/attention weight
-# No speech runs faster than this: a transcript that outgrows its audio is a decoder stuck in a
-# loop (Whisper's failure on unfamiliar input), and the batch would wait for it to the limit.
-MAX_TOKENS_PER_SECOND = 8.0
-MIN_TOKEN_ALLOWANCE = 8
 # The synthetic conversations have 2 to 4 speakers (data/synth/build.py); a training window
 # with more is skipped.
 MAX_SPEAKERS = 4
