@@ -236,3 +236,20 @@ def test_telephone_channel_is_band_limited():
     freqs = np.fft.rfftfreq(len(y), 1 / 16000)
     assert spec[freqs > 4200].sum() < 0.01 * spec.sum()
     assert len(y) == len(x)
+
+
+def test_pareto_of_evaluated_runs(tmp_path, capsys):
+    """`polyhead pareto` draws one point per evaluated run and names a run not evaluated."""
+    import json
+
+    from polyhead.cli import main
+
+    for name, (wer, ret) in {"none": (0.26, 0.32), "replay": (0.30, 0.14)}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"row": {"WER": wer, "retention WER": ret, "EER": 0.3}}))
+    out = tmp_path / "p.png"
+    assert main(["pareto", str(tmp_path / "none"), str(tmp_path / "replay"), "--out", str(out)]) == 0
+    assert out.stat().st_size > 1000
+    (tmp_path / "raw").mkdir()
+    assert main(["pareto", str(tmp_path / "raw"), "--out", str(out)]) == 2
+    assert "raw: no metrics.json" in capsys.readouterr().err

@@ -64,6 +64,16 @@ def _evaluate(args) -> None:
     print(results["table"])
 
 
+def _pareto(args) -> None:
+    from .evaluation.report import pareto_points, plot_pareto
+
+    points = pareto_points(args.runs)
+    print(f"written: {plot_pareto(points, args.out)}")
+    for name, (wer, retention, eer) in points.items():
+        print(f"{name}: in-domain WER {100 * wer:.1f}%, retention WER {100 * retention:.1f}%"
+              + (f", EER {100 * eer:.1f}%" if eer is not None else ""))
+
+
 def _probe(args) -> None:
     from .evaluation.probe import layer_probe
 
@@ -367,6 +377,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="decoder heads: beam search with joint CTC/attention rescoring (default: greedy)")
     _ctc_decoding_arguments(p)
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("pareto", help="in-domain against retention WER of evaluated runs, one point each (PNG)")
+    p.add_argument("runs", nargs="+", help="run folders `polyhead evaluate` has scored")
+    p.add_argument("--out", default="pareto.png")
+    p.set_defaults(func=_pareto)
 
     p = sub.add_parser("probe", help="layer-wise speaker EER (paper 2, Figure 1)")
     p.add_argument("run")

@@ -167,6 +167,24 @@ def evaluate_run(run: str | Path, corpus: str | None = None, sets=None, checkpoi
     return out
 
 
+def pareto_points(runs: list[str | Path]) -> dict[str, tuple]:
+    """{run name: (in-domain WER, retention WER, EER or None)} from each run's evaluation
+    (``polyhead evaluate`` writes it); a run not evaluated, or evaluated without the speech or
+    retention sets, is named in the error."""
+    points = {}
+    for run in map(Path, runs):
+        path = run / METRICS_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{run}: no {METRICS_FILE}; run `polyhead evaluate {run}` first")
+        row = json.loads(path.read_text())["row"]
+        missing = [c for c in ("WER", "retention WER") if c not in row]
+        if missing:
+            raise ValueError(f"{path}: no {', '.join(missing)} (evaluate it on speech_test and retention_test)")
+        name = run.name if run.name not in points else str(run)
+        points[name] = (row["WER"], row["retention WER"], row.get("EER"))
+    return points
+
+
 def plot_pareto(points: dict[str, tuple], path: str | Path, xlabel: str = "in-domain WER",
                 ylabel: str = "retention WER") -> Path:
     """One point per model: (in-domain WER, retention WER, EER or None). Lower-left is better
