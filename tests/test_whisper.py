@@ -287,3 +287,15 @@ def test_the_decoder_follows_the_encoder_into_bf16(tiny_whisper):
         assert seen and set(seen) == {dtype}
         assert loss.dtype == torch.float32 and torch.isfinite(loss)
         loss.backward()
+
+
+def test_non_speech_tokens_are_never_written(tiny_whisper):
+    """The model's own suppress list (Whisper's non-speech captions) travels in the checkpoint's
+    Whisper config and is never decoded, as faster-whisper decodes."""
+    cfg = config(tiny_whisper)
+    cfg.encoder.whisper_config["suppress_tokens"] = [5, 7, 99999]  # out of the vocabulary: ignored
+    model = MultiTaskModel(cfg).eval()
+    head = model.heads["asr"]
+    assert head.non_speech == [5, 7]
+    logp = head.next_logp(torch.zeros(1, head.config.vocab_size))
+    assert torch.isinf(logp[0, [5, 7]]).all() and torch.isfinite(logp[0, :5]).all()

@@ -21,6 +21,7 @@ rows only: the other tasks' targets are not the audio's characters.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -82,6 +83,10 @@ class WhisperDecoderHead(Head):
         if source is None:
             raise ValueError("whisper_decoder: needs a tokenizer folder or a pretrained model")
         self.tokenizer = WhisperTokenizerFast.from_pretrained(source, local_files_only=True)
+        # the checkpoint's own Whisper config carries the list; a transformers folder may keep
+        # it in its generation config only
+        listed = [int(t) for t in getattr(self.config, "suppress_tokens", None) or []] or non_speech_tokens(Path(source))
+        self.non_speech = [t for t in listed if t < self.config.vocab_size]
         self.ctc_weight, self.label_smoothing = ctc_weight, label_smoothing
         self.has_ctc = ctc_weight > 0  # a CTC head too: word times, blank decisions
         # beam_size: the configured default when the caller gives no DecodingOptions; decoding
@@ -267,8 +272,12 @@ class WhisperDecoderHead(Head):
     # --- decoding -----------------------------------------------------------------------------
 
     def _suppress(self, logits: torch.Tensor) -> torch.Tensor:
-        """No special token but the end: timestamps and task tokens are not text."""
+        """No special token but the end: timestamps and task tokens are not text. Nor the
+        model's non-speech tokens (brackets, music signs: the "[BLANK_AUDIO]" and "(music)"
+        captions of its subtitle training data), as Whisper and faster-whisper decode."""
         logits[..., self.eot + 1:] = -math.inf
+        if self.non_speech:
+            logits[..., self.non_speech] = -math.inf
         return logits
 
     def next_logp(self, logits: torch.Tensor, task: str = TRANSCRIBE) -> torch.Tensor:
@@ -407,6 +416,15 @@ class WhisperDecoderHead(Head):
 
     def save_assets(self, folder: Path) -> None:
         self.tokenizer.save_pretrained(str(Path(folder) / TOKENIZER_DIR))
+
+
+def non_speech_tokens(folder: Path) -> list[int]:
+    """The token ids a Whisper model never writes as speech, from a transformers folder's
+    generation config (`suppress_tokens`, the list faster-whisper applies); none without one."""
+    generation = folder / "generation_config.json"
+    if generation.is_file():
+        return [int(t) for t in json.loads(generation.read_text()).get("suppress_tokens") or []]
+    return []
 
 
 class CachedSteps:
