@@ -222,3 +222,13 @@ def test_options_are_hashable_and_the_old_name_still_works():
     a, b = DecodingOptions(temperature=[0.0, 0.2]), DecodingOptions(temperature=(0.0, 0.2))
     assert a == b and hash(a) == hash(b) and a.temperatures == (0.0, 0.2)
     assert DecodingOptions(beam_size=5).beams == 5 and GREEDY.beams == 1
+
+
+def test_repetition_loops_are_found_and_cut():
+    from polyhead.decoding.fallback import cut_loops, repeated_run
+
+    looped = "to gladly admire the nervous hotel hotel hotel hotel Hotel. hotel"
+    assert repeated_run(looped) == (5, 1, 6)
+    assert cut_loops(looped) == "to gladly admire the nervous hotel"
+    assert cut_loops("yes I do I do I do I do now") == "yes I do now"
+    assert repeated_run("no, no, no. That is what she said twice: no no.") is None  # three is speech

@@ -14,6 +14,7 @@ from dataclasses import replace
 import torch
 
 from ..model.decoder_tasks import TRANSCRIBE
+from ..text import normalize_text
 from .options import GREEDY, DecodingOptions
 from .search import DEFAULT_FRAMES_PER_SECOND, decode_batch
 
@@ -25,6 +26,37 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
+LOOP_REPEATS = 4  # the same one to LOOP_MAX_WORDS words this many times in a row: a stuck decoder
+LOOP_MAX_WORDS = 4
+
+
+def repeated_run(text: str) -> tuple[int, int, int] | None:
+    """(first word, words per repeat, repeats) of the first run of one to LOOP_MAX_WORDS words
+    said LOOP_REPEATS or more times in a row, compared on their scoring form; None if none.
+    Catches the short loops that compression ratio misses on a short segment ("the nervous
+    hotel hotel hotel hotel ..." compresses little worse than language)."""
+    words = [normalize_text(w) for w in text.split()]
+    for n in range(1, LOOP_MAX_WORDS + 1):
+        for i in range(len(words) - n * LOOP_REPEATS + 1):
+            gram, count = words[i:i + n], 1
+            if not any(gram):
+                continue
+            while words[i + count * n:i + (count + 1) * n] == gram:
+                count += 1
+            if count >= LOOP_REPEATS:
+                return i, n, count
+    return None
+
+
+def cut_loops(text: str) -> str:
+    """``text`` with every repeated run (``repeated_run``) said once."""
+    words = text.split()
+    while (run := repeated_run(" ".join(words))) is not None:
+        i, n, count = run
+        words = words[:i + n] + words[i + n * count:]
+    return " ".join(words)
+
+
 def needs_fallback(result: dict, no_speech: float | None, options: DecodingOptions) -> bool:
     """Whisper's rule for decoding a segment again at the next temperature: its text loops
     (compression ratio above the threshold) or the decoder is unsure (average log-probability
@@ -32,7 +64,8 @@ def needs_fallback(result: dict, no_speech: float | None, options: DecodingOptio
     threshold while the decoder is unsure)."""
     d = options
     unsure = d.logprob_threshold is not None and result["avg_logprob"] < d.logprob_threshold
-    loops = d.compression_ratio_threshold is not None and result["compression_ratio"] > d.compression_ratio_threshold
+    loops = (d.compression_ratio_threshold is not None and result["compression_ratio"] > d.compression_ratio_threshold
+             ) or repeated_run(result["text"]) is not None
     silence = d.no_speech_threshold is not None and no_speech is not None and no_speech > d.no_speech_threshold
     return (loops or unsure) and not (silence and unsure)
 
@@ -101,4 +134,9 @@ def decode_with_fallback(head, memory: torch.Tensor, lengths: torch.Tensor, opti
         r["silence"] = is_silence(r, no_speech[i], options)
         if r["silence"]:
             r["text"], r["tokens"] = "", []
+        elif repeated_run(r["text"]) is not None:  # still looping at the last temperature
+            r["text"] = cut_loops(r["text"])
+            r["loop_cut"] = True
+            if getattr(head, "tokenizer", None) is not None:  # the tokens spell the text that is kept
+                r["tokens"] = head.tokenizer(" " + r["text"].strip(), add_special_tokens=False).input_ids
     return results
