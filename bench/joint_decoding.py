@@ -1,14 +1,14 @@
 """Joint CTC/attention decoding against attention-only beam search and CTC rescoring, on a
 trained run whose Whisper decoder has its CTC branch (the demo model: ``ctc_weight`` 0.3).
 
-    .venv/bin/python bench/joint_decoding.py                                  # runs/demo on corpora/demo
+    .venv/bin/python bench/joint_decoding.py                                  # runs/demo/multitask on corpora/demo
     .venv/bin/python bench/joint_decoding.py --limit 100 --ctc-weights 0.1 0.3 0.5
     .venv/bin/python bench/joint_decoding.py --run /tmp/tiny_run --corpus /tmp/tiny_corpus --limit 2
 
 Per set (``--limit`` utterances each): greedy; beam ``--beam`` on attention alone; the same
 beam with the finished hypotheses rescored by CTC at the run's weight; and joint CTC/attention
 beam search at each weight of ``--ctc-weights`` (CTC's prefix probability in every step's
-score). WER is ``polyhead evaluate``'s (evaluation.evaluate.asr_result: Whisper's
+score). WER is ``polyhead evaluate``'s (tasks.speech.asr_result: Whisper's
 normaliser); speed is wall seconds per utterance on this machine's threads (run it alone).
 Output: a markdown table on stdout and JSON at ``--out``.
 """
@@ -58,7 +58,7 @@ def searches(head, beam: int, ctc_weights: list[float]) -> dict[str, DecodingOpt
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", default="runs/demo")
+    ap.add_argument("--run", default="runs/demo/multitask")
     ap.add_argument("--checkpoint", default="best")
     ap.add_argument("--corpus", default=None, help="default: the run's own corpus (the demo: corpora/demo)")
     ap.add_argument("--sets", nargs="+", default=DEFAULT_SETS)
