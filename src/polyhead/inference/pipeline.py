@@ -327,6 +327,8 @@ class Polyhead:
                   "temperature": d.get("temperature"), "compression_ratio": d.get("compression_ratio")}
         if d.get("no_speech_prob") is not None:  # the decoder's own (the VAD head's replaces it)
             result["no_speech_prob"] = d["no_speech_prob"]
+        if d.get("loop_cut"):  # the decoder looped at every temperature: the run was said once
+            result["loop_cut"] = True
         if d.get("language"):  # detected by a multilingual decoder asked for no language
             result["decoder_language"] = d["language"]
         if logits is not None and not d.get("silence"):
