@@ -727,7 +727,7 @@ def damaged_run(args, corpus: Path, seed: int, work: Path) -> dict:
         return result
     summary = json.loads((run / "train_summary.json").read_text())
     result.update({k: summary.get(k) for k in ("steps", "stopped", "skipped_batches", "malformed_manifest_lines")})
-    result["summary_counts_unreadable_utterances"] = any("utter" in k or "bad_audio" in k for k in summary)
+    result["summary_counts_unreadable_utterances"] = any("unreadable" in k or "utter" in k or "bad_audio" in k for k in summary)
     if summary["steps"] != steps or summary["stopped"] != "steps":
         result["failures"].append(f"{summary['steps']} steps, stopped {summary['stopped']!r}")
     if summary.get("malformed_manifest_lines") != 1:
