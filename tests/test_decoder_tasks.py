@@ -82,7 +82,7 @@ def _memory(model, x, lengths) -> dict:
 
 def test_unknown_decoder_task_is_refused(tiny_whisper):
     with pytest.raises(ValueError, match="unknown"):
-        MultiTaskModel(config(tiny_whisper, ["transcribe", "translate"]))
+        MultiTaskModel(config(tiny_whisper, ["transcribe", "summarise"]))
 
 
 def test_targets_from_labels():
@@ -134,6 +134,19 @@ def test_decoder_sequences_for_each_task(tiny_whisper):
         assert learnt == (row[4:] + end if i < 3 else [tok("<|de|>")])
 
 
+def decoder_losses(model, x, lengths, target, steps: int, lr: float = 3e-3) -> list[float]:
+    """The "asr" decoder head's loss at each of ``steps`` Adam steps on one batch."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = model.heads["asr"].loss(model(x, lengths, ["asr"])["asr"], target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
 def test_mixed_decoder_tasks_train_and_the_loss_falls(tiny_whisper):
     torch.manual_seed(0)
     model = MultiTaskModel(config(tiny_whisper, TASKS))
@@ -142,14 +155,7 @@ def test_mixed_decoder_tasks_train_and_the_loss_falls(tiny_whisper):
     target = text_target(["hello world", "set an alarm", "hi there", "guten tag"])
     target.texts = ["hello world", "set_alarm | time = seven am", "<|spk1|> hi <|spk2|> there", "de"]
     target.tasks = ["transcribe", "slu", "speakers", "language"]
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(12):
-        loss = model.heads["asr"].loss(model(x, lengths, ["asr"])["asr"], target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = decoder_losses(model, x, lengths, target, steps=12)
     assert losses[-1] < 0.5 * losses[0]
     grad_rows = model.heads["asr"].decoder.embed_tokens.weight.grad
     assert grad_rows is not None and grad_rows[model.heads["asr"].speaker_ids[0]].abs().sum() > 0

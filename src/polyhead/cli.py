@@ -114,9 +114,9 @@ def _analyze(args) -> None:
     model = load(args.model)
     for path in args.files:
         if args.embedding:
-            res = model.analyze(path)
+            res = model.analyze(path, translate=args.translate)
         else:
-            res = analyze_file(args.model, path, model=model)
+            res = analyze_file(args.model, path, model=model, translate=args.translate)
         if args.json or args.embedding:
             print(json.dumps({"file": path, **res}, indent=None if len(args.files) > 1 else 2))
         else:
@@ -181,6 +181,9 @@ def _transcribe(args) -> int:
         raise ValueError(f"no input files with extension {args.extensions} in {', '.join(args.inputs)}")
     model = load(args.model)
     decoding = _transcribe_decoding(args, model)
+    if args.word_timestamps and args.task == "translate":
+        raise ValueError("--word-timestamps: a translation's words are not the audio's, so they have no times "
+                         "(its segments are timed)")
     if args.word_timestamps and not _times_words(model):
         raise ValueError("--word-timestamps: this model's speech head has no CTC branch to time words with "
                          "(plain Whisper's cross-attention alignment is not implemented); its segments are timed")
@@ -213,7 +216,7 @@ def _transcribe_decoding(args, model):
     Whisper's temperature fallback by default (a CTC-only model refuses any of them)."""
     from .decoding import WHISPER_TEMPERATURES, DecodingOptions
 
-    given = {k: v for k, v in (("language", args.language), ("prompt", args.initial_prompt),
+    given = {k: v for k, v in (("task", args.task), ("language", args.language), ("prompt", args.initial_prompt),
                                ("temperature", args.temperature), ("beam_size", args.beam_size)) if v is not None}
     given.update({k: getattr(args, k) for k in TRANSCRIBE_THRESHOLDS if hasattr(args, k)})
     given.update(_ctc_options(args))
@@ -397,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", **model_arg)
     p.add_argument("--json", action="store_true", help="everything as JSON (default: a short summary)")
     p.add_argument("--embedding", action="store_true", help="JSON with the speaker embedding")
+    p.add_argument("--translate", action="store_true",
+                   help="the English translation beside the transcript (a multilingual decoder)")
     p.set_defaults(func=_analyze)
 
     p = sub.add_parser("verify", help="same speaker? score and decision at the calibrated threshold")
@@ -439,7 +444,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--extensions", default="wav,flac,mp3,ogg,m4a",
                    help="what to take from folders (files named on the command line are always taken)")
     p.add_argument("--batch-size", type=int, default=8, help="files up to the encoder's window per encoder pass")
-    p.add_argument("--language", default=None, help="the decoder's language token (default: the model's)")
+    p.add_argument("--task", default="transcribe", choices=["transcribe", "translate"],
+                   help="translate: English from speech in any language (Whisper's <|translate|>; "
+                        "a multilingual decoder)")
+    p.add_argument("--language", default=None, help="the decoder's language token (default: the model's; "
+                                                    "a multilingual model without one detects it)")
     p.add_argument("--initial-prompt", default=None, help="previous-text prompt for each file's first window")
     p.add_argument("--beam-size", type=int, default=None,
                    help="beam search at temperature 0 (with joint CTC rescoring where the head has CTC)")

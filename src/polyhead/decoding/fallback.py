@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import torch
 
-from ..model.decoder_tasks import TRANSCRIBE
+from ..model.decoder_tasks import WHISPER_TASKS
 from ..text import normalize_text
 from .options import GREEDY, DecodingOptions
 from .search import DEFAULT_FRAMES_PER_SECOND, decode_batch
@@ -96,7 +96,7 @@ def decode_with_fallback(head, memory: torch.Tensor, lengths: torch.Tensor, opti
         options = replace(options, task=task)
     b = memory.shape[0]
     language = options.language or getattr(head, "language", None)
-    if language is None and getattr(head, "multilingual", False) and options.task == TRANSCRIBE:
+    if language is None and getattr(head, "multilingual", False) and options.task in WHISPER_TASKS:
         # plain multilingual Whisper with no language asked for: detected per row, as Whisper does
         detected = [r["language"] for r in head.detect_language(memory, lengths)]
         results: list[dict] = [{} for _ in range(b)]

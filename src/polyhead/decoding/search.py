@@ -25,7 +25,7 @@ from dataclasses import replace
 
 import torch
 
-from ..model.decoder_tasks import LANGUAGE, TRANSCRIBE
+from ..model.decoder_tasks import LANGUAGE, TRANSCRIBE, WHISPER_TASKS
 from .options import CTC_JOINT, GREEDY, MAX_TOKENS_PER_SECOND, MIN_TOKEN_ALLOWANCE, DecodingOptions
 from .scorers import (AttentionScorer, CTCPrefixScorer, TokenFilters, char_ids, ctc_sequence_logp,
                       length_normalised)
@@ -142,12 +142,14 @@ def beam_search(head, memory: torch.Tensor, length: torch.Tensor, options: Decod
     logits) with ``options.beam_size`` beams, CTC rescoring or joint CTC/attention scoring
     as ``options.ctc_mode`` says (module docstring)."""
     beam = options.beams
+    if options.task != TRANSCRIBE:  # CTC spells the speech itself: no score for a translation
+        ctc_logits = None
     weight = ctc_weight_of(head, options, ctc_logits, vocab)
     joint = options.ctc_mode == CTC_JOINT
-    prompt = head.prompt_ids(options.language, TRANSCRIBE, options.prompt)
+    prompt = head.prompt_ids(options.language, options.task, options.prompt)
     limit = sample_limit(head, options, prompt)
     allowance = int(math.ceil(float(length[0]) / frames_per_second * MAX_TOKENS_PER_SECOND)) + MIN_TOKEN_ALLOWANCE
-    attention = AttentionScorer(head, memory.expand(beam, -1, -1), length.expand(beam), TRANSCRIBE)
+    attention = AttentionScorer(head, memory.expand(beam, -1, -1), length.expand(beam), options.task)
     filters = TokenFilters(options, blank_ids(head), head.eot)
     ctc = CTCPrefixScorer(ctc_logits, vocab, head.tokenizer) if weight > 0 and joint else None
     logp = attention.start(prompt, beam)
@@ -245,7 +247,7 @@ def decode_batch(head, memory: torch.Tensor, lengths: torch.Tensor, options: Dec
     at 0 with ``beam_size`` > 1 for transcripts (one row at a time, on its own frames, with
     its CTC logits ``ctc_logits`` [B, T, V]), else greedy or sampled, batched."""
     temperature = options.temperatures[0] if temperature is None else temperature
-    if temperature == 0 and options.beams > 1 and options.task == TRANSCRIBE:
+    if temperature == 0 and options.beams > 1 and options.task in WHISPER_TASKS:
         out = []
         for i in range(memory.shape[0]):
             n = int(lengths[i])

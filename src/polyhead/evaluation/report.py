@@ -32,7 +32,14 @@ COLUMNS = [
     ("LID acc (token)", "speaker_test", "language_accuracy"), ("intent acc (slu)", "speech_test", "intent_accuracy"),
     ("slot F1 (slu)", "speech_test", "slot_f1"), ("cpWER (tokens)", "conversations_test", "cpwer"),
     ("DER (tokens)", "conversations_test", "der"),
+    # a multilingual decoder: foreign speech (each in its own language), its <|translate|>
+    # English (sacrebleu's 0-100 scores), and English with foreign nouns
+    ("WER (de fr es it nl)", "translate_test", "wer"), ("LID acc (token, translate_test)", "translate_test",
+                                                          "language_accuracy"),
+    ("BLEU", "translate_test", "bleu"), ("chrF", "translate_test", "chrf"),
+    ("code-switch WER", "codeswitch_test", "wer"),
 ]
+SCORES_0_100 = ("BLEU", "chrF")  # printed as they are, not as percentages
 
 
 def flatten(results: dict, model: MultiTaskModel) -> dict[str, float]:
@@ -53,8 +60,9 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
     cols = [c for c, _, _ in COLUMNS if any(c in r for r in rows.values())]
     lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, r in rows.items():
-        cells = [f"{100 * r[c]:.1f}%" if c in r and "acc" not in c and "F1" not in c and "DCF" not in c
-                 else (f"{r[c]:.3f}" if c in r else "-") for c in cols]
+        cells = [("-" if c not in r else f"{r[c]:.1f}" if c in SCORES_0_100
+                  else f"{100 * r[c]:.1f}%" if "acc" not in c and "F1" not in c and "DCF" not in c
+                  else f"{r[c]:.3f}") for c in cols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from ..audio import BLOCK_VALUES, SAMPLE_RATE, AudioError, is_silent, to_model_audio
+from ..model.decoder_tasks import TRANSCRIBE, TRANSLATE
 from ..model.encoders.whisper import WHISPER_FRAMES_PER_SECOND
 from ..text import normalize_text
 from .pipeline import GREEDY, Decoding, Polyhead, compression_ratio, decode, load, no_speech_prob, pad_batch, words_in
@@ -322,6 +323,7 @@ def utterance_transcripts(ph: Polyhead, task: str, samples: np.ndarray, units: l
                      vocab=ph.config.vocab.get("text"),
                      no_speech=[quiet[i] for i in rows] if all(q is not None for q in quiet) else None)
         by_row.update(zip(rows, res))
+    spells = decoding.task == TRANSCRIBE  # a translation's words are not the speech's: no CTC times
     for i, u in enumerate(units):
         d, n = by_row[i], int(out["lengths"][i])
         u["avg_logprob"], u["words"], words = d["avg_logprob"], [], []
@@ -329,11 +331,11 @@ def utterance_transcripts(ph: Polyhead, task: str, samples: np.ndarray, units: l
         logits = out["logits"][i, :n] if "logits" in out else None
         if d["silence"]:
             pass  # Whisper's no-speech rule: no words
-        elif logits is not None and compression_ratio(d["text"]) > MAX_COMPRESSION_RATIO:
+        elif logits is not None and spells and compression_ratio(d["text"]) > MAX_COMPRESSION_RATIO:
             words = ph.ctc_transcript(logits, fps)["words"]  # the CTC head's own
         elif d["text"].strip():
             spoken = normalize_text(d["text"]).split()
-            if logits is not None:
+            if logits is not None and spells:
                 words = word_times(d["text"], logits.float().log_softmax(-1).numpy(), ph.config.vocab["text"], fps)
             if not words:  # no CTC head, or the text does not fit the frames: spread evenly
                 words = _spread(spoken, [(0.0, u["end"] - u["start"])])
@@ -464,15 +466,20 @@ def merge_segments(segments: list[dict]) -> list[dict]:
     return merged
 
 
-def analyze_file(path: str | Path, audio: str | Path, model: Polyhead | None = None) -> dict:
+def analyze_file(path: str | Path, audio: str | Path, model: Polyhead | None = None, translate: bool = False) -> dict:
     """Every head on one file. A recording longer than the encoder's window (Whisper: 30 s)
-    is transcribed in windows, by speaker, instead (``diarize.transcribe``)."""
+    is transcribed in windows, by speaker, instead (``diarize.transcribe``); ``translate``:
+    with its English translation too (for a long one: translated in the same windows)."""
     ph = model or load(path)
     info = sf.info(str(audio)) if Path(audio).is_file() else None
     if info is not None and info.frames / info.samplerate > ph.max_seconds:
         res = transcribe(ph, audio)
         res["text"] = " ".join(s["text"] for s in res["segments"])
+        if translate:
+            ph.check_translation()
+            english = transcribe(ph, audio, decoding=replace(GREEDY, task=TRANSLATE))
+            res["translation"] = " ".join(s["text"] for s in english["segments"] if s["text"])
         return res
-    res = ph.analyze(audio)
+    res = ph.analyze(audio, translate=translate)
     res.pop("speaker_embedding", None)
     return res

@@ -110,6 +110,9 @@ def to_summary(res: dict, name: str = "") -> str:
         slots = "; ".join(f"{k} = {v}" for k, v in res["slu"]["slots"].items())
         lines.append(f"intent and slots (decoder): {res['slu']['intent']}" + (f" | {slots}" if slots else ""))
     lines.append(f"transcript: {res.get('text', '')}")
+    if "translation" in res:
+        source = f" (from {res['translation_from']})" if res.get("translation_from") else ""
+        lines.append(f"translation{source}: {res['translation']}")
     segments = res.get("segments", [])
     if segments:
         lines.append("segments:")

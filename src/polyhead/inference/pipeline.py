@@ -24,6 +24,7 @@ from ..decoding import (GREEDY, WHISPER_TEMPERATURES, DecodingOptions, compressi
 from ..ctc import greedy_path
 from ..text import normalize_text
 from ..model import MultiTaskModel
+from ..model.decoder_tasks import TRANSCRIBE, TRANSLATE
 from ..model.encoders.whisper import WHISPER_FRAMES_PER_SECOND
 from ..runs import CONFIG_FILE, WEIGHTS_FILE, apply_calibration, checkpoint_folder, read_calibration
 from ..scoring import ScoreNorm
@@ -89,6 +90,7 @@ class Features:
     duration: float
     decoding: Decoding = GREEDY
     silent: bool = False
+    translate: bool = False  # also the English translation, from the same encoder pass
 
 
 def no_speech_prob(vad_logits: torch.Tensor) -> float:
@@ -181,8 +183,10 @@ class Polyhead:
                 raise ValueError(f"this model's speech head is CTC only (no decoder): it cannot take "
                                  f"{', '.join(asked)}")
         else:
-            if decoding.language is not None:
-                head.prompt(decoding.language)  # raises for a language the model has no token for
+            if decoding.language is not None or decoding.task != TRANSCRIBE:
+                # raises for a language the model has no token for, or a task it cannot do
+                # (an English-only model cannot translate)
+                head.prompt(decoding.language or "en", decoding.task)
             if decoding.ctc_weight and not head.has_ctc:
                 raise ValueError(f"ctc_weight={decoding.ctc_weight}: this model's decoder was trained without "
                                  "a CTC branch")
@@ -193,11 +197,24 @@ class Polyhead:
         head = self.decoder()
         if head is None:
             return None
+        if decoding.task == TRANSLATE:
+            return "en"
         return (decoding.language or head.language) if head.multilingual else "en"
 
-    def features(self, audio, sample_rate: int | None = None, decoding: Decoding = GREEDY) -> Features:
+    def check_translation(self) -> None:
+        """ValueError unless this model can translate: a multilingual Whisper decoder."""
+        head = self.decoder()
+        if head is None or not head.multilingual:
+            raise ValueError("this model cannot translate: translation needs a multilingual Whisper decoder "
+                             "(an English-only or CTC-only speech head has no <|translate|> task)")
+
+    def features(self, audio, sample_rate: int | None = None, decoding: Decoding = GREEDY,
+                 translate: bool = False) -> Features:
         """Decode and featurise one input; the model itself is not touched, so a server can
-        do this on any thread while another one runs the model."""
+        do this on any thread while another one runs the model. ``translate``: the analysis
+        also gets the English translation (``check_translation``)."""
+        if translate:
+            self.check_translation()
         samples = self._samples(audio, sample_rate)
         if len(samples) / SAMPLE_RATE > self.max_seconds:
             raise AudioError(f"{audio if isinstance(audio, (str, Path)) else 'audio'}: "
@@ -205,17 +222,19 @@ class Polyhead:
                              f"{self.max_seconds:g} s window; long recordings go through "
                              "`polyhead transcribe` (chunked)")
         inputs = np.ascontiguousarray(self.model.encoder.features(samples), dtype=np.float32)
-        return Features(inputs, round(len(samples) / SAMPLE_RATE, 3), decoding, is_silent(samples))
+        return Features(inputs, round(len(samples) / SAMPLE_RATE, 3), decoding, is_silent(samples), translate)
 
-    def analyze(self, audio, sample_rate: int | None = None) -> dict:
-        """``audio``: a path, encoded bytes, or samples (with ``sample_rate``)."""
-        return self.analyze_batch([audio], sample_rate)[0]
+    def analyze(self, audio, sample_rate: int | None = None, translate: bool = False) -> dict:
+        """``audio``: a path, encoded bytes, or samples (with ``sample_rate``); ``translate``:
+        the English translation too (``translation``, beside the transcript, from the same
+        encoder pass; a multilingual decoder only)."""
+        return self.analyze_batch([audio], sample_rate, translate)[0]
 
-    def analyze_batch(self, audios: list, sample_rate: int | None = None) -> list[dict]:
+    def analyze_batch(self, audios: list, sample_rate: int | None = None, translate: bool = False) -> list[dict]:
         """``analyze`` for several inputs with ONE padded encoder pass; item i's answer is
         what ``analyze(audios[i])`` returns, up to float rounding (fbank encoders mask the
         padding everywhere; a waveform encoder with a group-normed front end does not)."""
-        return self.analyze_features([self.features(a, sample_rate) for a in audios])
+        return self.analyze_features([self.features(a, sample_rate, translate=translate) for a in audios])
 
     @torch.no_grad()
     def analyze_features(self, items: list[Features]) -> list[dict]:
@@ -235,6 +254,7 @@ class Polyhead:
         texts = {k.name: self._decode(k.name, out[k.name], [f.decoding for f in items], heard, quiet)
                  for k in self.kinds if k.transcribes}
         spoken = self._decoder_answers(out, heard)
+        translations = self._translations(out, items, [i for i in heard if items[i].translate], texts)
         results = []
         for i, f in enumerate(items):
             result: dict = {"duration": f.duration}
@@ -242,11 +262,14 @@ class Polyhead:
                 task = kind.name
                 if kind.transcribes:  # decoded above, gated by the voice activity
                     result.update(self._transcript_of(task, out[task], i, texts[task], fps,
-                                                      speech[i][1] if i in speech else None) if i in heard
+                                                      speech[i][1] if i in speech else None,
+                                                      aligned=f.decoding.task == TRANSCRIBE) if i in heard
                                   else self._no_transcript(texts[task] is not None))
                 elif not kind.detects_speech:  # voice activity: its segments come last
                     result.update(kind.answer(out[task], i))
             result.update(spoken.get(i, {}))
+            if f.translate:
+                result.update(translations.get(i, {"translation": "", "translation_from": None}))
             if i in speech:
                 result["no_speech_prob"] = no_speech_prob(speech[i][0])
                 result["segments"] = speech[i][1]
@@ -275,6 +298,36 @@ class Polyhead:
                          vocab=self.config.vocab.get("text"))
             decoded.update(zip(idx, res))
         return decoded
+
+    def _translations(self, out: dict, features: list[Features], items: list[int],
+                      texts: dict[str, dict[int, dict] | None]) -> dict[int, dict]:
+        """The English of ``items`` by item (``translation``, and ``translation_from``: the
+        language translated from): ``<|translate|>`` after the language each was transcribed
+        in (forced, configured or detected); English speech is its own translation."""
+        head = self.decoder()
+        if head is None or not items:
+            return {}
+        task = self.speech_task().name
+        decoded = texts.get(task) or {}
+        answers, groups = {}, defaultdict(list)
+        for i in items:
+            d = features[i].decoding
+            source = decoded.get(i, {}).get("language") or d.language or head.language
+            if d.task == TRANSLATE:  # the transcript is the translation already
+                answers[i] = {"translation": decoded[i]["text"], "translation_from": source}
+            elif source == "en":
+                answers[i] = {"translation": decoded[i]["text"], "translation_from": "en"}
+            else:
+                groups[(source, d)].append(i)
+        for (source, d), idx in groups.items():
+            rows = torch.tensor(idx)
+            options = DecodingOptions(language=source, task=TRANSLATE, temperature=d.temperature,
+                                      beam_size=d.beam_size)
+            res = decode(head, out[task]["memory"][rows], out[task]["lengths"][rows], options,
+                         frames_per_second=out[task]["frames_per_second"])
+            for i, r in zip(idx, res):
+                answers[i] = {"translation": r["text"], "translation_from": r.get("language") or source}
+        return answers
 
     def _decoder_answers(self, out: dict, items: list[int]) -> dict[int, dict]:
         """What a decoder trained on more than transcripts says besides them, per item: the
@@ -313,10 +366,11 @@ class Polyhead:
         return {"text": "", "words": [], "confidence": None, **(scores if decoder else {})}
 
     def _transcript_of(self, task: str, out: dict, i: int, decoded: dict[int, dict] | None, fps: float,
-                       speech: list[dict] | None = None) -> dict:
+                       speech: list[dict] | None = None, aligned: bool = True) -> dict:
         """Text, words with times and a confidence for item i: the decoder's text with word
         times from CTC forced alignment (inside the VAD's ``speech`` segments where there
-        are some), or the CTC head's own greedy transcript."""
+        are some), or the CTC head's own greedy transcript. ``aligned=False``: text that is
+        not the speech's own words (a translation) gets no word times."""
         n = int(out["lengths"][i])
         logits = out["logits"][i, :n] if "logits" in out else None
         if decoded is None:
@@ -331,7 +385,7 @@ class Polyhead:
             result["loop_cut"] = True
         if d.get("language"):  # detected by a multilingual decoder asked for no language
             result["decoder_language"] = d["language"]
-        if logits is not None and not d.get("silence"):
+        if logits is not None and not d.get("silence") and aligned:
             from ..ctc import word_times
 
             logp = logits.float().log_softmax(-1).numpy()

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..runs import TOKENIZER_DIR
-from .decoder_tasks import (INTENT_SEP, LANGUAGE, SLU, SPEAKER_TOKEN, SPEAKERS, TASK_TOKENS, TRANSCRIBE,
-                            decoder_tasks_of, speaker_token)
+from .decoder_tasks import (INTENT_SEP, LANGUAGE, SLU, SPEAKER_TOKEN, SPEAKERS, TASK_TOKENS, TRANSCRIBE, TRANSLATE,
+                            WHISPER_TASKS, decoder_tasks_of, speaker_token)
 from .heads import HEADS, Head, HeadInput, pad_mask
 from .pretrained import MULTILINGUAL_VOCAB
 from .encoders.whisper import WHISPER_FRAMES_PER_SECOND
@@ -62,7 +62,8 @@ class WhisperDecoderHead(Head):
                  ctc_weight: float = DEFAULT_CTC_WEIGHT, language: str = "en", freeze: bool = False,
                  label_smoothing: float = 0.0, dropout: float = 0.1,
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, beam_size: int = 1,
-                 decoder_tasks: list[str] | None = None, max_speakers: int = MAX_SPEAKERS, **common):
+                 decoder_tasks: list[str] | None = None, max_speakers: int = MAX_SPEAKERS,
+                 multilingual: bool | None = None, **common):
         super().__init__(in_dim, **common)
         from transformers import WhisperTokenizerFast
         from transformers.models.whisper.modeling_whisper import WhisperDecoder
@@ -98,8 +99,13 @@ class WhisperDecoderHead(Head):
         tok = self.tokenizer.convert_tokens_to_ids
         self.sot, self.eot = tok("<|startoftranscript|>"), tok("<|endoftext|>")
         self.no_timestamps = tok("<|notimestamps|>")
-        self.multilingual = self.config.vocab_size >= MULTILINGUAL_VOCAB
+        # Whisper's English-only vocabularies hold the language tokens too: the table's size
+        # tells the two apart (``multilingual`` overrides it, for small test models)
+        self.multilingual = self.config.vocab_size >= MULTILINGUAL_VOCAB if multilingual is None else multilingual
         self.tasks = decoder_tasks_of({"decoder_tasks": decoder_tasks})
+        if TRANSLATE in self.tasks and not self.multilingual:
+            raise ValueError("whisper_decoder: an English-only model cannot learn to translate "
+                             "(it has no language tokens); start from a multilingual one")
         self.max_speakers = max_speakers
         self._add_task_tokens()
         self.speaker_ids = [tok(speaker_token(i + 1)) for i in range(max_speakers)] if SPEAKERS in self.tasks else []
@@ -111,7 +117,7 @@ class WhisperDecoderHead(Head):
         and to the embedding table (tied: the output projection grows with it). A reloaded
         checkpoint's tokenizer has them already: the table grows to fit, and its saved rows
         replace the fresh ones."""
-        wanted = [TASK_TOKENS[t] for t in self.tasks if t != TRANSCRIBE and t in TASK_TOKENS]
+        wanted = [TASK_TOKENS[t] for t in self.tasks if t not in WHISPER_TASKS and t in TASK_TOKENS]
         if SPEAKERS in self.tasks:
             wanted += [speaker_token(i + 1) for i in range(self.max_speakers)]
         vocab = self.tokenizer.get_vocab()
@@ -134,11 +140,16 @@ class WhisperDecoderHead(Head):
         self.decoder.embed_tokens = grown
 
     def _task_id(self, task: str) -> int:
-        if task != TRANSCRIBE and task not in self.tasks:
+        if task == TRANSLATE and not self.multilingual:
+            raise ValueError("whisper_decoder: an English-only model cannot translate (it has no language tokens)")
+        if task not in WHISPER_TASKS and task not in self.tasks:
             raise ValueError(f"whisper_decoder: not trained for the {task!r} task (decoder_tasks: {self.tasks})")
         return self.tokenizer.convert_tokens_to_ids(TASK_TOKENS[task])
 
-    def language_id(self, language: str) -> int:
+    def language_id(self, language: str | None) -> int:
+        if language is None:  # a multilingual model configured with no language of its own
+            raise ValueError("whisper_decoder: no language given, and the model has none configured: "
+                             "give one, or detect it first (detect_language)")
         lang_id = self.tokenizer.convert_tokens_to_ids(f"<|{language}|>")
         if lang_id is None or lang_id == self.tokenizer.unk_token_id:
             raise ValueError(f"whisper_decoder: no language token for {language!r}")
@@ -178,14 +189,18 @@ class WhisperDecoderHead(Head):
                 ids += self.tokenizer.encode(text_to_target(piece), add_special_tokens=False)
         return ids
 
-    def encode_texts(self, texts: list[str], device, tasks: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_texts(self, texts: list[str], device, tasks: list[str] | None = None,
+                     languages: list[str | None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt + target + <|endoftext|> per row -> (ids [B, L], labels [B, L]) with labels
         IGNORE on the prompt and the padding, so only the target and its end are learnt.
         ``tasks``: the decoder task of each row (default: all transcribe); a language row's
-        text is its language code, and its one label the language token after <|sot|>."""
+        text is its language code, and its one label the language token after <|sot|>.
+        ``languages``: the language spoken in each row, for a multilingual model's prompt
+        (default: the head's ``language``); an English-only model's prompt has none."""
         rows = []
-        for text, task in zip(texts, tasks or [TRANSCRIBE] * len(texts)):
-            prompt = self.prompt(task=task)
+        languages = languages if self.multilingual and languages else [None] * len(texts)
+        for text, task, lang in zip(texts, tasks or [TRANSCRIBE] * len(texts), languages):
+            prompt = self.prompt(lang, task=task)
             if task == LANGUAGE:
                 rows.append((prompt, [self.language_id(text)]))
                 continue
@@ -237,12 +252,12 @@ class WhisperDecoderHead(Head):
         """The decoder as a step function for decoding loops (an ONNX export swaps in its graphs)."""
         return CachedSteps(self, memory, lengths)
 
-    def teacher_forced(self, out: dict, texts: list[str], tasks: list[str] | None = None
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    def teacher_forced(self, out: dict, texts: list[str], tasks: list[str] | None = None,
+                       languages: list[str | None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Next-token logits [B, L, vocab] (fp32) of the decoder fed the target texts, and the
         labels [B, L] they predict (IGNORE on the prompt and the padding)."""
         memory = out["memory"]
-        ids, labels = self.encode_texts(texts, memory.device, tasks)
+        ids, labels = self.encode_texts(texts, memory.device, tasks, languages)
         # The teacher-forced decoder runs here, after the model's forward and so outside the
         # trainer's autocast: it follows the precision the encoder's output came in (bf16
         # memory: a bf16 decoder); what it returns is fp32 either way.
@@ -256,7 +271,7 @@ class WhisperDecoderHead(Head):
 
     def loss(self, out: dict, target) -> torch.Tensor:
         tasks = getattr(target, "tasks", None)
-        attention = self.attention_loss(*self.teacher_forced(out, target.texts, tasks))
+        attention = self.attention_loss(*self.teacher_forced(out, target.texts, tasks, getattr(target, "languages", None)))
         if self.ctc_weight == 0:
             return attention
         logp = out["logits"].float().log_softmax(-1).transpose(0, 1)

@@ -4,12 +4,16 @@ A decoder head trains the tasks listed in its ``decoder_tasks`` option (default
 ``[transcribe]``, Whisper's own task); each is chosen by a task token in the prompt:
 
     transcribe  <|sot|> <|en|> <|transcribe|> <|notimestamps|> Set an alarm.
+    translate   <|sot|> <|de|> <|translate|> <|notimestamps|> The dog is big.   (multilingual only)
     slu         <|sot|> <|en|> <|slu|> <|notimestamps|> set_alarm | time = seven am
     speakers    <|sot|> <|en|> <|speakers|> <|notimestamps|> <|spk1|> Hi. <|spk2|> Hello.
     language    <|sot|> <|de|>          (the language token is the answer; multilingual only)
 
 English-only models have no language token, so their prompts are ``<|sot|> [task]
-<|notimestamps|>`` (transcribe without a task token, as Whisper's). ``<|slu|>``,
+<|notimestamps|>`` (transcribe without a task token, as Whisper's). A multilingual model's
+prompt carries each row's own language: the language spoken, also when translating (Whisper's
+``<|translate|>`` writes English from any language; a pretrained multilingual model can do it
+zero-shot, so it needs no training to be asked). ``<|slu|>``,
 ``<|speakers|>`` and ``<|spkN|>`` are added to the tokenizer and the embedding table by the
 head. Speakers are numbered in order of first appearance and turns are written in order of
 start time, overlaps included (serialized output training, Kanda et al. 2020), with a
@@ -24,10 +28,11 @@ from __future__ import annotations
 
 import re
 
-TRANSCRIBE, SLU, SPEAKERS, LANGUAGE = "transcribe", "slu", "speakers", "language"
-DECODER_TASKS = (TRANSCRIBE, SLU, SPEAKERS, LANGUAGE)
+TRANSCRIBE, TRANSLATE, SLU, SPEAKERS, LANGUAGE = "transcribe", "translate", "slu", "speakers", "language"
+DECODER_TASKS = (TRANSCRIBE, TRANSLATE, SLU, SPEAKERS, LANGUAGE)
 # the prompt's task token; the language task has none (its answer is the language token)
-TASK_TOKENS = {TRANSCRIBE: "<|transcribe|>", SLU: "<|slu|>", SPEAKERS: "<|speakers|>"}
+TASK_TOKENS = {TRANSCRIBE: "<|transcribe|>", TRANSLATE: "<|translate|>", SLU: "<|slu|>", SPEAKERS: "<|speakers|>"}
+WHISPER_TASKS = (TRANSCRIBE, TRANSLATE)  # pretrained Whisper's own: its tokens need no new rows
 INTENT_SEP, SLOT_SEP, VALUE_SEP = "|", ";", "="  # slot values are words: none of these occur
 SPEAKER_TOKEN = re.compile(r"<\|spk(\d+)\|>")  # split() gives text, number, text, ...
 

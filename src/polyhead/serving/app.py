@@ -1,7 +1,9 @@
 """`polyhead serve`: the model behind an HTTP API (FastAPI).
 
     POST /v1/audio/transcriptions   OpenAI-compatible (the official `openai` client works)
-    POST /v1/audio/analyze          every head, one encoder pass (longer than a pass: long-form)
+    POST /v1/audio/translations     OpenAI-compatible: English from any language (multilingual decoder)
+    POST /v1/audio/analyze          every head, one encoder pass (longer than a pass: long-form);
+                                    translate=true adds the English translation
     POST /v1/speakers/verify        two files -> score, decision
     POST /v1/speakers/enroll        name + files -> registry
     POST /v1/speakers/identify      file -> best enrolled match or "unknown"
@@ -49,6 +51,7 @@ import time
 import zlib
 from collections import OrderedDict
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
@@ -64,6 +67,7 @@ from ..inference.formats import to_srt, to_vtt
 from ..inference.pipeline import GREEDY, Decoding, Polyhead, words_in
 from ..inference import speaker
 from ..inference.registry import SpeakerRegistry, check_name
+from ..model.decoder_tasks import TRANSLATE
 from .batcher import (DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE, DEFAULT_WINDOW_S, Deadline, ModelWorker, WorkerBusy,
                       stop_hooks)
 
@@ -212,15 +216,18 @@ class Service:
         the upload chunk by chunk: they are checked (``_seconds``) but never held decoded."""
         return seconds > min(LONG_AUDIO_S, self.model.max_seconds)
 
-    async def analysis(self, data: bytes, name: str, deadline: Deadline | None = None) -> dict:
+    async def analysis(self, data: bytes, name: str, deadline: Deadline | None = None,
+                       translate: bool = False) -> dict:
         """Every head on one upload, batched with whatever else arrives meanwhile; decoding
         and features are computed on a pool thread while the model works on other requests.
         A long upload (``_is_long``) is transcribed in chunks, by speaker, as `polyhead
-        analyze` does with a file longer than the window (``analyze_file``)."""
+        analyze` does with a file longer than the window (``analyze_file``). ``translate``:
+        the English translation too."""
         if self._is_long(await asyncio.to_thread(_seconds, data, name)):
             return await self.call(_long_analysis, self.model, data, name, self.between_chunks(deadline),
-                                   deadline=deadline)
-        return await self._analyze_samples(await asyncio.to_thread(_decode, data, name), GREEDY, deadline)
+                                   translate, deadline=deadline)
+        return await self._analyze_samples(await asyncio.to_thread(_decode, data, name), GREEDY, deadline,
+                                           translate)
 
     async def transcript(self, data: bytes, name: str, decoding: Decoding = GREEDY,
                          deadline: Deadline | None = None) -> dict:
@@ -230,8 +237,9 @@ class Service:
         samples = await asyncio.to_thread(_decode, data, name)
         return _transcript_of(await self._analyze_samples(samples, decoding, deadline))
 
-    async def _analyze_samples(self, samples, decoding: Decoding = GREEDY, deadline: Deadline | None = None) -> dict:
-        features = await asyncio.to_thread(self.model.features, samples, SAMPLE_RATE, decoding)
+    async def _analyze_samples(self, samples, decoding: Decoding = GREEDY, deadline: Deadline | None = None,
+                               translate: bool = False) -> dict:
+        features = await asyncio.to_thread(self.model.features, samples, SAMPLE_RATE, decoding, translate)
         return await asyncio.wrap_future(self.worker.analyze(features, deadline))
 
 
@@ -307,10 +315,14 @@ def _long_form(model: Polyhead, data: bytes, name: str, decoding: Decoding = GRE
             "segments": res["segments"], "duration": res["duration"]}
 
 
-def _long_analysis(model: Polyhead, data: bytes, name: str, check=None) -> dict:
-    """A long upload's analysis: its transcript by speaker, in chunks (as ``analyze_file``)."""
+def _long_analysis(model: Polyhead, data: bytes, name: str, check=None, translate: bool = False) -> dict:
+    """A long upload's analysis: its transcript by speaker, in chunks (as ``analyze_file``),
+    and with ``translate`` its English, translated in the same chunks."""
     res = _diarize(model, data, name, check=check)
     res["text"] = " ".join(s["text"] for s in res["segments"])
+    if translate:
+        english = _long_form(model, data, name, replace(GREEDY, task=TRANSLATE), check)
+        res["translation"] = english["text"]
     return res
 
 
@@ -406,10 +418,16 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
     async def page():
         return FileResponse(STATIC / "index.html")
 
+    try:
+        model.check_translation()
+        translates = True
+    except ValueError:
+        translates = False
+
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": str(model_path), "tasks": list(model.config.tasks),
-                "auth": bool(token), "max_batch": max_batch}
+                "auth": bool(token), "max_batch": max_batch, "translates": translates}
 
     @app.get("/metrics")
     async def metrics():
@@ -420,16 +438,32 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
                              language: str | None = Form(None), prompt: str | None = Form(None),
                              temperature: float = Form(0.0, ge=0.0, le=1.0), response_format: str = Form("json"),
                              granularities: list[str] = Form([], alias="timestamp_granularities[]")):
+        return await speech(file, Decoding(language or None, prompt or None, temperature), response_format,
+                            granularities)
+
+    @app.post("/v1/audio/translations")
+    async def translations(file: UploadFile = File(...), model_name: str = Form("polyhead", alias="model"),
+                           prompt: str | None = Form(None), temperature: float = Form(0.0, ge=0.0, le=1.0),
+                           response_format: str = Form("json")):
+        # OpenAI's translations take no language: the decoder detects what it translates from
+        try:
+            model.check_translation()
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
+        return await speech(file, Decoding(None, prompt or None, temperature, task=TRANSLATE), response_format, [])
+
+    async def speech(file: UploadFile, decoding: Decoding, response_format: str, granularities: list[str]):
+        """A transcription or translation (``decoding.task``) in OpenAI's response formats."""
         if response_format not in RESPONSE_FORMATS:
             raise HTTPException(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}")
-        decoding = Decoding(language or None, prompt or None, temperature)
         try:
             model.check_decoding(decoding)
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
         data = await file.read()
         name = file.filename or "upload"
-        key = _key("transcribe", data, **vars(decoding)) if temperature == 0 else None
+        temperature = decoding.temperature
+        key = _key(decoding.task, data, **vars(decoding)) if temperature == 0 else None
         res = await svc.run(key, lambda deadline: svc.transcript(data, name, decoding, deadline))
         if response_format == "text":
             return PlainTextResponse(res["text"] + "\n")
@@ -438,7 +472,7 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
             return PlainTextResponse(body)
         if response_format == "json":
             return {"text": res["text"]}
-        body = {"task": "transcribe", "language": model.decoding_language(decoding) or res.get("language"),
+        body = {"task": decoding.task, "language": model.decoding_language(decoding) or res.get("language"),
                 "duration": res["duration"], "text": res["text"],
                 "segments": [_verbose_segment(i, s, temperature) for i, s in enumerate(res["segments"])]}
         if "word" in granularities:
@@ -446,10 +480,15 @@ def create_app(model_path: str | Path, token: str | None = None, max_upload_mb: 
         return body
 
     @app.post("/v1/audio/analyze")
-    async def analyze(file: UploadFile = File(...)):
+    async def analyze(file: UploadFile = File(...), translate: bool = Form(False)):
+        if translate:
+            try:
+                model.check_translation()
+            except ValueError as e:
+                raise HTTPException(400, str(e)) from None
         data = await file.read()
-        return await svc.run(_key("analyze", data), lambda deadline: svc.analysis(data, file.filename or "upload",
-                                                                                  deadline))
+        return await svc.run(_key("analyze", data, translate=translate),
+                             lambda deadline: svc.analysis(data, file.filename or "upload", deadline, translate))
 
     @app.post("/v1/audio/diarize")
     async def diarize(file: UploadFile = File(...), num_speakers: int | None = Form(None, ge=1, le=MAX_SPEAKERS),

@@ -15,7 +15,7 @@ from .. import metrics
 from ..data.batching import Collator, FeatureCache, Rows
 from ..data.corpus import label, load_set
 from ..data.labels import CHARS, phonemes_of, raw_text_of, text_of
-from ..model.decoder_tasks import LANGUAGE, SLU, SPEAKERS, TRANSCRIBE, slu_text, speakers_text
+from ..model.decoder_tasks import LANGUAGE, SLU, SPEAKERS, TRANSCRIBE, TRANSLATE, slu_text, speakers_text
 from .base import EVAL_BATCH_SECONDS, TaskKind, batches_by_duration, row_of
 
 DECODER_TASK = "decoder_task"  # the cut's custom field naming its decoder task (none: transcribe)
@@ -33,12 +33,13 @@ class TextTarget:
     lengths: torch.Tensor  # [B]
     texts: list[str]  # per row its decoder task's target (decoder_target)
     tasks: list[str] | None = None  # decoder task per row; None: all transcribe
+    languages: list[str | None] | None = None  # the language spoken per row (a multilingual prompt's)
 
     def to(self, device) -> "TextTarget":
-        return TextTarget(self.ids.to(device), self.lengths.to(device), self.texts, self.tasks)
+        return TextTarget(self.ids.to(device), self.lengths.to(device), self.texts, self.tasks, self.languages)
 
     def pin_memory(self) -> "TextTarget":  # called by a DataLoader with pin_memory
-        return TextTarget(self.ids.pin_memory(), self.lengths.pin_memory(), self.texts, self.tasks)
+        return TextTarget(self.ids.pin_memory(), self.lengths.pin_memory(), self.texts, self.tasks, self.languages)
 
 
 def decoder_task_of(cut) -> str:
@@ -51,6 +52,8 @@ def decoder_target(cut, task: str) -> str:
         return slu_text(label(cut, "intent"), label(cut, "slots"))
     if task == LANGUAGE:
         return label(cut, "language")
+    if task == TRANSLATE:
+        return label(cut, "translation") or ""
     if task == SPEAKERS:
         return speakers_text([(s.speaker, s.text or "") for s in sorted(cut.supervisions, key=lambda s: s.start)])
     return raw_text_of(cut) or ""
@@ -72,7 +75,9 @@ class TextTargets:
         for i, s in enumerate(ids):
             padded[i, : len(s)] = torch.tensor(s, dtype=torch.long)
         texts = [decoder_target(c, t) for c, t in zip(cuts, tasks)]
-        return TextTarget(padded, lens, texts, None if set(tasks) == {TRANSCRIBE} else tasks)
+        languages = [label(c, "language") if len(c.supervisions) == 1 else None for c in cuts]
+        return TextTarget(padded, lens, texts, None if set(tasks) == {TRANSCRIBE} else tasks,
+                          languages if any(languages) else None)
 
 
 class SpeechKind(TaskKind):

@@ -21,14 +21,18 @@ import numpy as np
 from .. import metrics
 from ..config import ConfigError
 from ..data.corpus import label
-from ..data.labels import CHARS
+from ..data.labels import CHARS, raw_text_of, text_of
 from ..data.windows import speaker_windows
 from ..model.decoder import DEFAULT_CTC_WEIGHT, MAX_SPEAKERS, WhisperDecoderHead
-from ..model.decoder_tasks import LANGUAGE, SLU, SPEAKERS, TRANSCRIBE, decoder_tasks_of, parse_slu, parse_speakers
+from ..model.decoder_tasks import (LANGUAGE, SLU, SPEAKERS, TRANSCRIBE, TRANSLATE, decoder_tasks_of, parse_slu,
+                                   parse_speakers)
 from .base import TASK_KINDS
 from .speech import CLOSED_SLU, DECODER_TASK, SpeechKind, transcribe_cuts
 
 CONVERSATION_SETS = ("conversations_test",)  # scored by default when the decoder learns speakers
+# foreign speech with English translations, and English with foreign nouns: scored by default
+# when the decoder learns to translate, on request for any multilingual decoder
+MULTILINGUAL_SETS = ("translate_test", "codeswitch_test")
 
 
 @TASK_KINDS.register("whisper_decoder")
@@ -43,6 +47,15 @@ class WhisperDecoderKind(SpeechKind):
 
     def has_ctc(self) -> bool:
         return self.task.head.options.get("ctc_weight", DEFAULT_CTC_WEIGHT) > 0
+
+    def check_cut(self, cut, vocab: dict) -> str | None:
+        # Only the CTC branch spells with the character vocabulary: a decoder without one
+        # writes any language its tokenizer does (accents included).
+        if self.target == "text" and not self.has_ctc():
+            if len(cut.supervisions) > 1:
+                return "several speech segments: a long recording, not one utterance"
+            return None if text_of(cut) else "no transcript"
+        return super().check_cut(cut, vocab)
 
     # --- targets -----------------------------------------------------------------------------
 
@@ -83,9 +96,13 @@ class WhisperDecoderKind(SpeechKind):
     # --- evaluation --------------------------------------------------------------------------
 
     def extra_eval_sets(self) -> tuple[str, ...]:
-        return CONVERSATION_SETS if SPEAKERS in self.decoder_tasks else ()
+        return ((CONVERSATION_SETS if SPEAKERS in self.decoder_tasks else ())
+                + (MULTILINGUAL_SETS if TRANSLATE in self.decoder_tasks else ()))
 
     def evaluate(self, model, corpus, set_name: str, cuts, limit=None, **calibration) -> dict[str, dict]:
+        if set_name.startswith(MULTILINGUAL_SETS):
+            head = model.heads[self.name]
+            return evaluate_multilingual(model, cuts, self.name, limit, calibration.get("decoding")) if head.multilingual else {}
         r = super().evaluate(model, corpus, set_name, cuts, limit)
         tasks = model.heads[self.name].tasks
         if SLU in tasks and (res := evaluate_slu(model, cuts, self.name, limit)):
@@ -112,10 +129,49 @@ def candidates(cuts, task: str, max_seconds: float, max_speakers: int):
             yield cut, None
         elif task == LANGUAGE and label(cut, "language"):
             yield cut, None
+        elif task == TRANSLATE and single and label(cut, "translation"):
+            yield cut, None
         elif task == SPEAKERS and len(cut.supervisions) > 1:
             for w in speaker_windows(cut, max_seconds):
                 n = len({s.speaker for s in w.supervisions})
                 yield w, (f"{n} speakers, more than max_speakers={max_speakers}" if n > max_speakers else None)
+
+
+def evaluate_multilingual(model, cuts, task: str, limit: int | None = None, decoding=None) -> dict[str, dict]:
+    """A multilingual decoder on speech in several languages: WER per language, each cut
+    transcribed with its own language token (``<task>``: ``by_language`` and the pooled
+    figures); the language token it writes unprompted (``<task>/language``, the LID route
+    beside the LID head); and its ``<|translate|>`` English against the references'
+    (``<task>/translate``: BLEU and chrF), for the cuts that have one."""
+    from dataclasses import replace
+
+    from ..decoding import DecodingOptions
+    from .speech import asr_by_language
+
+    cuts = [c for c in cuts if len(c.supervisions) == 1 and text_of(c) and label(c, "language")][:limit]
+    if not cuts:
+        return {}
+    base = decoding or DecodingOptions()
+    by_language: dict[str, list] = {}
+    for c in cuts:
+        by_language.setdefault(label(c, "language"), []).append(c)
+    refs, hyps, langs, t_refs, t_hyps = [], [], [], [], []
+    for lang, group in sorted(by_language.items()):
+        for cut, text in transcribe_cuts(model, group, task, decoding=replace(base, language=lang, task=TRANSCRIBE)):
+            refs.append(raw_text_of(cut))
+            hyps.append(text)
+            langs.append(lang)
+        with_translation = [c for c in group if label(c, "translation")]
+        for cut, text in transcribe_cuts(model, with_translation, task,
+                                         decoding=replace(base, language=lang, task=TRANSLATE)):
+            t_refs.append(label(cut, "translation"))
+            t_hyps.append(text)
+    out = {task: asr_by_language(refs, hyps, langs)}
+    if (res := evaluate_language_token(model, cuts, task)):
+        out[f"{task}/{LANGUAGE}"] = res
+    if t_refs:
+        out[f"{task}/{TRANSLATE}"] = metrics.translation_scores(t_refs, t_hyps)
+    return out
 
 
 def evaluate_slu(model, cuts, task: str, limit: int | None = None) -> dict:

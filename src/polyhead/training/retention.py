@@ -176,9 +176,14 @@ class Distill(Retention):
         with torch.no_grad(), trainer._autocast():
             t_out = self.teacher(batch.inputs, batch.lengths, [task])[task]
         with torch.no_grad():
-            t_logits, labels = self.teacher.heads[task].teacher_forced(t_out, target.texts, getattr(target, "tasks", None))
-        s_logits, _ = head.teacher_forced(out[task], target.texts, getattr(target, "tasks", None))
+            t_logits, labels = self.teacher.heads[task].teacher_forced(t_out, target.texts, *row_prompts(target))
+        s_logits, _ = head.teacher_forced(out[task], target.texts, *row_prompts(target))
         return {"distill": self.weight * distillation_kl(s_logits, t_logits, labels, self.temperature)}
+
+
+def row_prompts(target) -> tuple[list[str] | None, list[str] | None]:
+    """The decoder task and language of each row of a ``TextTarget`` (its prompt)."""
+    return getattr(target, "tasks", None), getattr(target, "languages", None)
 
 
 def distillation_kl(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
@@ -227,7 +232,7 @@ class Replay(Retention):
         head = trainer.model.heads[task]
         with trainer._autocast():
             r_out = trainer.model(b.inputs, b.lengths, [task])[task]
-        logits, labels = head.teacher_forced(r_out, b.targets["text"].texts)
+        logits, labels = head.teacher_forced(r_out, b.targets["text"].texts, *row_prompts(b.targets["text"]))
         return {"replay": self.weight * head.attention_loss(logits, labels)}
 
 

@@ -103,6 +103,11 @@ async function toggleRecording() {
 
 // --- analysis --------------------------------------------------------------------------------
 
+// The translation is asked for only where the model can translate (the option is shown then).
+function analyzeFields() {
+  return !$("translate-option").hidden && $("translate").checked ? { translate: "true" } : {};
+}
+
 async function analyse(blob, name) {
   const player = $("player");
   player.src = URL.createObjectURL(blob);
@@ -112,12 +117,12 @@ async function analyse(blob, name) {
   try {
     let result;
     try {
-      result = await post("/v1/audio/analyze", { file: [blob, name] });
+      result = await post("/v1/audio/analyze", { file: [blob, name] }, analyzeFields());
     } catch (e) {
       if (e.status !== 400 || !/readable/.test(e.message)) throw e;
       blob = await toWav(blob);  // a codec the server lacks but the browser has
       name = name.replace(/\.[^.]*$/, "") + ".wav";
-      result = await post("/v1/audio/analyze", { file: [blob, name] });
+      result = await post("/v1/audio/analyze", { file: [blob, name] }, analyzeFields());
     }
     showAnalysis(result);
     let speakers = null;
@@ -144,6 +149,9 @@ function showAnalysis(result) {
     empty.textContent = "(no words recognised)";
     transcript.append(empty);
   }
+  $("translation-block").hidden = result.translation === undefined;
+  $("translation").textContent = result.translation || "";
+  $("translation-from").textContent = result.translation_from ? `from ${result.translation_from}` : "";
   $("confidence").textContent = result.confidence != null ? `confidence ${result.confidence.toFixed(2)}` : "";
   $("duration").textContent = `${result.duration.toFixed(2)} s`;
   showProbabilities($("language"), result.language_probs, result.language);
@@ -279,6 +287,7 @@ async function init() {
   try {
     const health = await (await fetch("/health")).json();
     $("auth").hidden = !health.auth;
+    $("translate-option").hidden = !health.translates;
     $("model").textContent = `model ${health.model} · heads: ${health.tasks.join(", ")}`;
   } catch (e) {
     setStatus(`server unreachable: ${e.message}`, "error");
