@@ -1,5 +1,5 @@
-"""Metrics for every head: WER/CER, EER/minDCF and DET curves, VAD frame F1, accuracy, slot F1,
-DER, cpWER.
+"""Metrics for every head: WER/CER, BLEU/chrF, EER/minDCF and DET curves, VAD frame F1, accuracy,
+slot F1, DER, cpWER.
 
 Conventions (see docs/reference formats, "Metrics"):
 - Text goes through Whisper's normaliser (`polyhead.text.scoring_form`) on both sides before
@@ -120,6 +120,27 @@ def written_form(refs: list[str], hyps: list[str]) -> dict:
         fp += sum(1 for j, (_, p, _) in enumerate(h) if p and j not in matched_h)
     f1 = 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else 1.0
     return {"punctuation_f1": f1, "case_accuracy": case_ok / shared if shared else None}
+
+
+def translation_scores(refs: list[str], hyps: list[str | None]) -> dict:
+    """Corpus BLEU and chrF (0-100) of translations against one reference each, sacrebleu's
+    defaults on the written form (no normalisation: case and punctuation count). Signatures
+    (sacrebleu 2.x): BLEU ``nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp``, chrF
+    ``nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no`` (chrF2, not chrF++); both come back
+    under ``signature`` with the version. A missing (None) or empty hypothesis scores as
+    an empty string; an empty set has no score (None)."""
+    import sacrebleu
+
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    if not refs:
+        return {"bleu": None, "chrf": None, "n": 0, "signature": None}
+    hyps = [" ".join((h or "").split()) for h in hyps]
+    refs = [" ".join((r or "").split()) for r in refs]
+    bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
+    b, c = bleu.corpus_score(hyps, [refs]), chrf.corpus_score(hyps, [refs])
+    return {"bleu": b.score, "chrf": c.score, "n": len(refs),
+            "signature": {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())}}
 
 
 # ------------------------------------------------------------------- verification

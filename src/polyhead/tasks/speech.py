@@ -7,6 +7,7 @@ WER / CER are on Whisper's normalisation of written references and raw hypothese
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -164,12 +165,114 @@ def evaluate_asr(model, cuts, task: str, limit: int | None = None, decoding=None
     return asr_result(refs, hyps)
 
 
-def asr_result(refs: list[str], hyps: list[str]) -> dict:
-    """WER/CER on Whisper's normalisation, and how well the written form (punctuation,
-    case) is kept, from written references and raw hypotheses."""
-    res = metrics.error_rates(refs, hyps)
+def asr_result(refs: list[str], hyps: list[str], language: str = "en") -> dict:
+    """WER/CER on Whisper's normalisation (its English normaliser for ``en``, its basic one
+    otherwise), and how well the written form (punctuation, case) is kept, from written
+    references and raw hypotheses."""
+    res = metrics.error_rates(refs, hyps, language)
     res.update(metrics.written_form(refs, hyps))
     res["normaliser"] = metrics.SCORING_NORMALISER
     res["n"] = len(refs)
     res["examples"] = [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:3]]
     return res
+
+
+def language_of(cut) -> str:
+    """The cut's language; a cut without one is English (every set before translation came)."""
+    return label(cut, "language") or "en"
+
+
+def rows_by_language(languages: list[str]) -> dict[str, list[int]]:
+    """The row numbers of each language, by code in sorted order."""
+    rows: dict[str, list[int]] = {}
+    for i, lang in enumerate(languages):
+        rows.setdefault(lang, []).append(i)
+    return dict(sorted(rows.items()))
+
+
+def asr_by_language(refs: list[str], hyps: list[str], languages: list[str]) -> dict[str, dict]:
+    """``asr_result`` of each language's utterances on that language's normaliser, by
+    language code (WER pooled within a language, never across)."""
+    if not len(refs) == len(hyps) == len(languages):
+        raise ValueError(f"{len(refs)} references, {len(hyps)} hypotheses, {len(languages)} languages")
+    return {lang: asr_result([refs[i] for i in rows], [hyps[i] for i in rows], lang)
+            for lang, rows in rows_by_language(languages).items()}
+
+
+def translation_result(refs: list[str], hyps: list[str], languages: list[str]) -> dict:
+    """``metrics.translation_scores`` of the whole set, and of each source language's
+    utterances (``by_language``), with three examples."""
+    res = metrics.translation_scores(refs, hyps)
+    res["by_language"] = {}
+    for lang, rows in rows_by_language(languages).items():
+        scores = metrics.translation_scores([refs[i] for i in rows], [hyps[i] for i in rows])
+        res["by_language"][lang] = {k: scores[k] for k in ("bleu", "chrf", "n")}
+    res["examples"] = [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:3]]
+    return res
+
+
+def language_id_result(languages: list[str], detected: list[str]) -> dict:
+    """How often the detected language is the cut's own: overall, per language, and how
+    often each code was detected (most first)."""
+    if not languages:
+        return {"language_accuracy": None, "language_accuracy_by_language": {}, "detected": {}}
+    return {"language_accuracy": metrics.accuracy(languages, detected),
+            "language_accuracy_by_language": {
+                lang: metrics.accuracy([languages[i] for i in rows], [detected[i] for i in rows])
+                for lang, rows in rows_by_language(languages).items()},
+            "detected": dict(Counter(detected).most_common())}
+
+
+TRANSLATE = "translate"  # issue 26's decoder task: Whisper's <|translate|>, into English
+
+
+def translate_cuts(model, cuts, task: str) -> dict:
+    """The speech head ``task``'s English translations (greedy, each cut's source language
+    given) of the cuts with a reference translation, scored by ``translation_result``;
+    ``{"skipped": why}`` where the head cannot translate."""
+    from ..decoding import DecodingOptions
+
+    head = model.heads[task]
+    cuts = [c for c in cuts if label(c, "translation")]
+    if not hasattr(head, "generate") or not getattr(head, "multilingual", False):
+        return {"skipped": f"{task}: only a multilingual Whisper decoder translates ({type(head).__name__})"}
+    languages = [language_of(c) for c in cuts]
+    hyps: dict[str, str] = {}
+    try:
+        for lang, rows in rows_by_language(languages).items():
+            # through the transcripts' path: its DecodingOptions carry the source language,
+            # which decoder_task= would not
+            options = DecodingOptions(language=lang, task=TRANSLATE)
+            hyps.update((c.id, h) for c, h in transcribe_cuts(model, [cuts[i] for i in rows], task, decoding=options))
+    except (ValueError, KeyError) as e:
+        if TRANSLATE not in str(e):
+            raise
+        return {"skipped": f"{task}: this polyhead's decoder cannot translate yet ({e})"}
+    refs = [" ".join(label(c, "translation").split()) for c in cuts]
+    return translation_result(refs, [hyps[c.id] for c in cuts], languages)
+
+
+def evaluate_multilingual(model, cuts, task: str, beam_size: int = 1) -> dict:
+    """The speech head ``task`` on multilingual cuts, scored as zero-shot Whisper is
+    (``evaluation.zeroshot.evaluate_zero_shot_multilingual``): transcripts with each cut's own
+    language given (per-language WER; ``beam_size`` > 1: beam search), the language the
+    decoder detects (a multilingual Whisper decoder only) and ``translate_cuts``."""
+    from ..decoding import DecodingOptions
+
+    head = model.heads[task]
+    multilingual = bool(getattr(head, "multilingual", False))
+    cuts = [c for c in cuts if text_of(c)]  # the cuts evaluate_asr and the zero-shot peer score
+    languages = [language_of(c) for c in cuts]
+    hyps: dict[str, str] = {}
+    for lang, rows in rows_by_language(languages).items():
+        # an English-only decoder has no language token to force: it writes what it can
+        options = DecodingOptions(language=lang if multilingual else None, beam_size=beam_size)
+        hyps.update((c.id, h) for c, h in transcribe_cuts(model, [cuts[i] for i in rows], task, decoding=options))
+    refs = [raw_text_of(c) for c in cuts]
+    result = {"n": len(cuts), "wer_by_language": asr_by_language(refs, [hyps[c.id] for c in cuts], languages),
+              "language_accuracy": None}
+    if multilingual:  # the language token after <|startoftranscript|>: an English-only decoder has none
+        detected = dict((c.id, a) for c, a in transcribe_cuts(model, cuts, task, decoder_task=LANGUAGE))
+        result.update(language_id_result(languages, [detected[c.id] for c in cuts]))
+    result["translate"] = translate_cuts(model, cuts, task)
+    return result
