@@ -13,8 +13,8 @@ is the all-English sentence), whichever the corpus has. Systems:
   language left to Whisper (its detected language token: LID accuracy), and ``task="translate"``
   with the source language given;
 - ``--run RUN_DIR`` (any number): a trained polyhead model's speech head, scored the same way
-  (tasks.speech.evaluate_multilingual; translation needs issue 26's ``translate`` decoder task,
-  and is reported as skipped, with the reason, where the model has none);
+  (tasks.speech.evaluate_multilingual; translation needs a multilingual decoder, and is
+  reported as skipped, with the reason, where the model has none);
 - ``--pretrained NAME``: polyhead running the untouched Whisper weights (``polyhead.load(NAME)``).
 
 Every search is greedy at temperature 0 without timestamps or previous-text conditioning

@@ -223,9 +223,6 @@ def language_id_result(languages: list[str], detected: list[str]) -> dict:
             "detected": dict(Counter(detected).most_common())}
 
 
-TRANSLATE = "translate"  # issue 26's decoder task: Whisper's <|translate|>, into English
-
-
 def translate_cuts(model, cuts, task: str) -> dict:
     """The speech head ``task``'s English translations (greedy, each cut's source language
     given) of the cuts with a reference translation, scored by ``translation_result``;
@@ -238,16 +235,11 @@ def translate_cuts(model, cuts, task: str) -> dict:
         return {"skipped": f"{task}: only a multilingual Whisper decoder translates ({type(head).__name__})"}
     languages = [language_of(c) for c in cuts]
     hyps: dict[str, str] = {}
-    try:
-        for lang, rows in rows_by_language(languages).items():
-            # through the transcripts' path: its DecodingOptions carry the source language,
-            # which decoder_task= would not
-            options = DecodingOptions(language=lang, task=TRANSLATE)
-            hyps.update((c.id, h) for c, h in transcribe_cuts(model, [cuts[i] for i in rows], task, decoding=options))
-    except (ValueError, KeyError) as e:
-        if TRANSLATE not in str(e):
-            raise
-        return {"skipped": f"{task}: this polyhead's decoder cannot translate yet ({e})"}
+    for lang, rows in rows_by_language(languages).items():
+        # through the transcripts' path: its DecodingOptions carry the source language,
+        # which decoder_task= would not
+        options = DecodingOptions(language=lang, task=TRANSLATE)
+        hyps.update((c.id, h) for c, h in transcribe_cuts(model, [cuts[i] for i in rows], task, decoding=options))
     refs = [" ".join(label(c, "translation").split()) for c in cuts]
     return translation_result(refs, [hyps[c.id] for c in cuts], languages)
 

@@ -21,13 +21,13 @@ import numpy as np
 from .. import metrics
 from ..config import ConfigError
 from ..data.corpus import label
-from ..data.labels import CHARS, raw_text_of, text_of
+from ..data.labels import CHARS, text_of
 from ..data.windows import speaker_windows
 from ..model.decoder import DEFAULT_CTC_WEIGHT, MAX_SPEAKERS, WhisperDecoderHead
 from ..model.decoder_tasks import (LANGUAGE, SLU, SPEAKERS, TRANSCRIBE, TRANSLATE, decoder_tasks_of, parse_slu,
                                    parse_speakers)
 from .base import TASK_KINDS
-from .speech import CLOSED_SLU, DECODER_TASK, SpeechKind, transcribe_cuts
+from .speech import CLOSED_SLU, DECODER_TASK, SpeechKind, evaluate_multilingual, transcribe_cuts
 
 CONVERSATION_SETS = ("conversations_test",)  # scored by default when the decoder learns speakers
 # foreign speech with English translations, and English with foreign nouns: scored by default
@@ -102,7 +102,7 @@ class WhisperDecoderKind(SpeechKind):
     def evaluate(self, model, corpus, set_name: str, cuts, limit=None, **calibration) -> dict[str, dict]:
         if set_name.startswith(MULTILINGUAL_SETS):
             head = model.heads[self.name]
-            return evaluate_multilingual(model, cuts, self.name, limit, calibration.get("decoding")) if head.multilingual else {}
+            return multilingual_results(model, cuts, self.name, limit, calibration.get("decoding")) if head.multilingual else {}
         r = super().evaluate(model, corpus, set_name, cuts, limit)
         tasks = model.heads[self.name].tasks
         if SLU in tasks and (res := evaluate_slu(model, cuts, self.name, limit)):
@@ -137,40 +137,26 @@ def candidates(cuts, task: str, max_seconds: float, max_speakers: int):
                 yield w, (f"{n} speakers, more than max_speakers={max_speakers}" if n > max_speakers else None)
 
 
-def evaluate_multilingual(model, cuts, task: str, limit: int | None = None, decoding=None) -> dict[str, dict]:
-    """A multilingual decoder on speech in several languages: WER per language, each cut
-    transcribed with its own language token (``<task>``: ``by_language`` and the pooled
-    figures); the language token it writes unprompted (``<task>/language``, the LID route
-    beside the LID head); and its ``<|translate|>`` English against the references'
-    (``<task>/translate``: BLEU and chrF), for the cuts that have one."""
-    from dataclasses import replace
-
-    from ..decoding import DecodingOptions
-    from .speech import asr_by_language
-
+def multilingual_results(model, cuts, task: str, limit: int | None = None, decoding=None) -> dict[str, dict]:
+    """A multilingual decoder on speech in several languages (``speech.evaluate_multilingual``,
+    scored as the zero-shot peer is), as evaluate's results: ``<task>``: WER per language,
+    each cut transcribed with its own language token, and their mean over the languages
+    (``wer``: languages are normalised differently, so never pooled); ``<task>/language``:
+    the language token it writes unprompted (the LID route beside the LID head);
+    ``<task>/translate``: BLEU and chrF of its ``<|translate|>`` English."""
     cuts = [c for c in cuts if len(c.supervisions) == 1 and text_of(c) and label(c, "language")][:limit]
     if not cuts:
         return {}
-    base = decoding or DecodingOptions()
-    by_language: dict[str, list] = {}
-    for c in cuts:
-        by_language.setdefault(label(c, "language"), []).append(c)
-    refs, hyps, langs, t_refs, t_hyps = [], [], [], [], []
-    for lang, group in sorted(by_language.items()):
-        for cut, text in transcribe_cuts(model, group, task, decoding=replace(base, language=lang, task=TRANSCRIBE)):
-            refs.append(raw_text_of(cut))
-            hyps.append(text)
-            langs.append(lang)
-        with_translation = [c for c in group if label(c, "translation")]
-        for cut, text in transcribe_cuts(model, with_translation, task,
-                                         decoding=replace(base, language=lang, task=TRANSLATE)):
-            t_refs.append(label(cut, "translation"))
-            t_hyps.append(text)
-    out = {task: asr_by_language(refs, hyps, langs)}
-    if (res := evaluate_language_token(model, cuts, task)):
-        out[f"{task}/{LANGUAGE}"] = res
-    if t_refs:
-        out[f"{task}/{TRANSLATE}"] = metrics.translation_scores(t_refs, t_hyps)
+    res = evaluate_multilingual(model, cuts, task, beam_size=(decoding.beam_size if decoding and decoding.beam_size else 1))
+    by_language = res["wer_by_language"]
+    out = {task: {"wer": float(np.mean([r["wer"] for r in by_language.values()])),
+                  "cer": float(np.mean([r["cer"] for r in by_language.values()])),
+                  "by_language": by_language, "n": res["n"]}}
+    if res.get("language_accuracy") is not None:
+        out[f"{task}/{LANGUAGE}"] = {k: res[k] for k in ("language_accuracy", "language_accuracy_by_language",
+                                                         "detected")}
+    if res["translate"].get("n"):
+        out[f"{task}/{TRANSLATE}"] = res["translate"]
     return out
 
 
