@@ -10,7 +10,8 @@ it (``repair_best``).
 
 A checkpoint folder is written under a temporary name, flushed to disk (fsync) and renamed
 into place; the previous one is removed only after that, so a crash (kill -9, power loss) or a
-full disk never leaves a half checkpoint.
+full disk never leaves a half checkpoint. A crash between the renames and the clean-up leaves
+``.old``/``.tmp`` folders; resume clears them (``recover``, then ``repair_best`` for ``best.old``).
 Trainer state holds only tensors and plain Python values and is read with
 ``torch.load(weights_only=True)``: no pickle of arbitrary objects.
 """
@@ -81,11 +82,40 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def recover(run_dir: Path) -> None:
+    """Undo or finish a write of ``last`` that a crash cut short, before resuming: ``last.old``
+    goes once ``last`` is complete, or is renamed back when ``last`` is missing (a crash between
+    the two renames); ``*.tmp`` folders were never renamed in, so they go. ``best.old`` is left
+    to ``repair_best``, which knows the step ``last`` names as best."""
+    run_dir = Path(run_dir)
+    changed = False
+    for name in (LAST, BEST):
+        tmp = run_dir / (name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+            changed = True
+    last, old = run_dir / LAST, run_dir / (LAST + ".old")
+    if old.exists():
+        if _resumable(last):
+            shutil.rmtree(old, ignore_errors=True)
+            changed = True
+        elif not last.exists() and _resumable(old):
+            old.rename(last)
+            changed = True
+            log.warning("%s: last/ restored from last.old (a crash hit while it was replaced)", run_dir)
+    if changed:
+        _fsync(run_dir)
+
+
+def _resumable(folder: Path) -> bool:
+    return (folder / STATE_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
+
+
 def find_resumable(run_dir: Path) -> Path | None:
     """The last complete checkpoint: ``last``, or ``last.old`` if a crash hit mid-rename."""
     for name in (LAST, LAST + ".old"):
         folder = Path(run_dir) / name
-        if (folder / STATE_FILE).is_file() and (folder / WEIGHTS_FILE).is_file():
+        if _resumable(folder):
             return folder
     return None
 
@@ -109,10 +139,17 @@ def repair_best(run_dir: Path, resumed: Path, model) -> str:
     or "unknown" (nothing holds it: logged, best left as it is)."""
     run_dir = Path(run_dir)
     want = read_state(resumed).get("best_step")
-    best = run_dir / BEST
+    best, old = run_dir / BEST, run_dir / (BEST + ".old")
     if want is None or ((read_meta(best) or {}).get("step") == want and (best / WEIGHTS_FILE).is_file()):
+        # a crash after best/ was renamed in, before the previous one was deleted
+        if old.exists():
+            if (best / WEIGHTS_FILE).is_file():
+                shutil.rmtree(old, ignore_errors=True)
+            elif (old / WEIGHTS_FILE).is_file():  # no best_step, cut between the renames: keep it
+                shutil.rmtree(best, ignore_errors=True)
+                old.rename(best)
+            _fsync(run_dir)
         return "ok"
-    old = run_dir / (BEST + ".old")
     if (read_meta(old) or {}).get("step") == want and (old / WEIGHTS_FILE).is_file():
         shutil.rmtree(best, ignore_errors=True)
         old.rename(best)

@@ -128,6 +128,10 @@ class Trainer:
         self.dist = Distributed()
         self.device = self.dist.device()
         self.progress = progress and self.dist.is_main
+        if resume:
+            if self.dist.is_main:  # leftovers of a write a crash cut short; the other ranks wait
+                ckpt.recover(self.run_dir)
+            self.dist.barrier()
         resume_from = ckpt.find_resumable(self.run_dir) if resume else None
         if resume and resume_from is None:
             log.warning("%s: nothing to resume, starting fresh", self.run_dir)
