@@ -16,14 +16,23 @@ def _one_torch_thread():
 
 
 @pytest.fixture(scope="session")
-def tiny_corpus(tmp_path_factory):
-    """(folder, summary) of the `tiny` preset synthesised with seed 0. Read-only: a test
-    that writes manifests copies it first (see `corpus_copy`)."""
-    from polyhead.data.synth.build import TRAINING_ENGINES, synthesize
+def voices():
+    """The synthesis voices installed here; skips a test that needs them when there are none."""
+    from polyhead.data.synth.build import TRAINING_ENGINES
     from polyhead.data.synth.engines import available_voices
 
-    if not any(v.engine in TRAINING_ENGINES for v in available_voices()):
+    v = available_voices()
+    if not any(x.engine in TRAINING_ENGINES for x in v):
         pytest.skip("espeak-ng is not installed")
+    return v
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory, voices):
+    """(folder, summary) of the `tiny` preset synthesised with seed 0. Read-only: a test
+    that writes manifests copies it first (see `corpus_copy`)."""
+    from polyhead.data.synth.build import synthesize
+
     out = tmp_path_factory.mktemp("corpus")
     summary = synthesize(out, "tiny", seed=0, workers=2, progress=False)
     return out, summary

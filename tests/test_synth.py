@@ -20,7 +20,6 @@ from polyhead.data.corpus import CORPUS_INFO, MANIFEST_DIR, load_set, read_info,
 from polyhead.data.stats import set_stats
 from polyhead.data.synth import build, engines
 from polyhead.data.synth.build import OOD_ENGINES, PRESETS, TRAINING_ENGINES, Planner, Preset, synthesize
-from polyhead.data.synth.engines import available_voices
 from polyhead.data.synth.text import INTENTS, TextSource
 from polyhead.text import normalize_text
 
@@ -29,21 +28,14 @@ SPEAKER = [f"speaker_{s}" for s in ("train", "dev", "test")]
 VAD = [f"vad_{s}" for s in ("train", "dev", "test")]
 CONV = ["conversations_train", "conversations_dev", "conversations_test"]
 NATURAL = ["replay_train", "retention_dev", "retention_test", "retention_tel_test"]
-ALL_SETS = SPEECH + SPEAKER + ["ood_test"] + VAD + CONV + NATURAL
+TRANSLATION = ["translate_train", "translate_dev", "translate_test", "codeswitch_test"]
+ALL_SETS = SPEECH + SPEAKER + ["ood_test"] + VAD + CONV + NATURAL + TRANSLATION
 TRIAL_SETS = ["speaker_dev", "speaker_test", "ood_test"]
 TRAIN_SETS = [s for s in ALL_SETS if s.endswith("_train")]
 EVAL_SETS = [s for s in ALL_SETS if s.endswith(("_dev", "_test"))]
 LONG_SETS = VAD + CONV
 # the written form the decoder learns: a capital, words, a full stop or a question mark
 WRITTEN = r"[A-Z][A-Za-z']*( [A-Za-z']+)*[.?]"
-
-
-@pytest.fixture(scope="module")
-def voices():
-    v = available_voices()
-    if not any(x.engine in TRAINING_ENGINES for x in v):
-        pytest.skip("espeak-ng is not installed")
-    return v
 
 
 @pytest.fixture(scope="module")

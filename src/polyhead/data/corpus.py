@@ -12,6 +12,8 @@ labels the utterance has; missing labels are None:
                             "voice", "engine", "kind"}
                            phoneme_times: [[symbol, start, end], ...] in seconds from the
                            supervision's start, where the TTS engine reports durations
+                           translation sets only: "translation" (the English written
+                           sentence); code-switching also "codeswitch_language"
 
 Long recordings (VAD, conversations) have several supervisions, one per speech segment.
 """

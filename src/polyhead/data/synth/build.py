@@ -17,7 +17,15 @@ chords; ``NEGATIVE_KINDS``), conversations_{train,dev,test} (2-4 speakers taking
 English the generator never wrote (``natural.py``): retention_{dev,test} read by the engines never
 trained on, retention_tel_test (the same recordings through a telephone channel) and
 replay_train (read by the training engines' native English voices; its transcripts are not for
-training: the replay strategy transcribes it with the pretrained model).
+training: the replay strategy transcribes it with the pretrained model). Last, translation and
+code-switching (``parallel.py``): translate_{train,dev,test} (German, French, Spanish, Italian or
+Dutch read by that language's voices, each with its English translation) and codeswitch_test
+(English with one or two nouns in one of those languages, read by English voices).
+
+Translation and code-switching cuts are single utterances whose supervision has ``language``
+the spoken language (de/fr/es/it/nl; "en" for code-switching), ``text`` the spoken sentence in
+written form, and custom fields ``translation`` (the English written sentence), ``kind``
+("parallel" or "codeswitch") and, for code-switching, ``codeswitch_language``.
 """
 
 from __future__ import annotations
@@ -69,10 +77,14 @@ class Preset:
     foreign_share: float = 0.5  # for speakers who read a second language
     # natural-English utterances: replay_train, retention_dev, retention_test (+ its telephone copy)
     natural: tuple[int, int, int] = (0, 0, 0)
+    # utterances PER LANGUAGE in translate_train, translate_dev, translate_test
+    translation: tuple[int, int, int] = (0, 0, 0)
+    codeswitch: int = 0  # utterances in codeswitch_test
 
 
 PRESETS = {
-    "tiny": Preset((6, 2, 3), 6, 1, (6, 2, 4), 2, 2, 2, 2, (2, 1, 1), (1, 1, 1), natural=(4, 3, 3)),
+    "tiny": Preset((6, 2, 3), 6, 1, (6, 2, 4), 2, 2, 2, 2, (2, 1, 1), (1, 1, 1), natural=(4, 3, 3),
+                   translation=(2, 1, 1), codeswitch=2),
     # The demo trains on a CPU in 15 minutes (Whisper or from scratch): milder channels than
     # bench. Many speakers with few utterances each (300 in speaker_train, 40 in every test
     # set, as a pretrained-encoder recipe needs), at about the training audio of the earlier
@@ -81,9 +93,10 @@ PRESETS = {
     # <|speakers|> task (configs/decoder_tasks.yaml).
     # natural: 400 replay utterances, 80 retention dev and 160 retention test (each also by telephone)
     "demo": Preset((160, 10, 40), (18, 24, 12), 2, (300, 20, 40), 3, 2, 40, 4, (12, 3, 4), (3, 4, 40),
-                   snr_range=(15.0, 40.0), reverb_prob=0.25, rt60_max=0.45, natural=(400, 80, 160)),
+                   snr_range=(15.0, 40.0), reverb_prob=0.25, rt60_max=0.45, natural=(400, 80, 160),
+                   translation=(60, 8, 20), codeswitch=40),
     "bench": Preset((200, 12, 24), 75, 3, (240, 24, 60), 4, 5, 12, 10, (40, 6, 10), (6, 12, 60),
-                    natural=(400, 80, 160)),
+                    natural=(400, 80, 160), translation=(60, 8, 20), codeswitch=40),
 }
 
 
@@ -402,7 +415,73 @@ class Planner:
                 turns = [(s, 0, self.utterance(s, english_text_only=True)) for s in order]
                 jobs.append(Job(f"conversations_{split}", f"conv_{split}_{r:03d}", turns,
                                 seed=int(self.rng.integers(2**31)), long=True, overlap_prob=0.15))
+        # last of all: the draws of every set above stay what they were before these sets existed
+        jobs += self.translation_jobs(speakers)
         return jobs, speakers
+
+    def translation_jobs(self, speakers: dict[str, list[Speaker]]) -> list[Job]:
+        """translate_{train,dev,test}: parallel sentences read by each language's own voices
+        (MBROLA and espeak), train from the training voices, dev and test at least half from
+        the held-out ones; codeswitch_test: code-switched English read by English voices,
+        held-out ones where there are any."""
+        p = self.p
+        if not any(p.translation) and not p.codeswitch:
+            return []
+        from .parallel import LANGUAGES, ParallelSource
+
+        have = {v.language for v in self.voices if v.engine in TRAINING_ENGINES}
+        langs = [lang for lang in LANGUAGES if lang in have]
+        if missing := [lang for lang in LANGUAGES if lang not in have]:
+            log.warning("no voice reads %s: the translation sets leave it out", ", ".join(missing))
+        if not langs:
+            return []
+        source = ParallelSource(self.seed, langs)
+        train_pool, held_pool = self._voice_pools(TRAINING_ENGINES, english_only=False)
+        jobs: list[Job] = []
+        per_speaker = {"train": 4, "dev": 2, "test": 2}
+        for split, n in zip(("train", "dev", "test"), p.translation):
+            set_name = f"translate_{split}"
+            for lang in langs if n else []:
+                # each base voice's variant that reads this language (none: not in the pool)
+                train = [[v for v in vs if v.language == lang] for vs in train_pool]
+                held = [[v for v in vs if v.language == lang] for vs in held_pool]
+                train, held = [v for v in train if v], [v for v in held if v]
+                if split == "train":
+                    pools = [train]
+                else:
+                    pools = [held, train] if held else [train]  # alternate: half held out
+                if not any(pools):
+                    continue
+                n_spk = -(-n // per_speaker[split])
+                spks = [self._translation_speaker(pools[i % len(pools)] or held or train, "tr") for i in range(n_spk)]
+                speakers.setdefault(set_name, []).extend(spks)
+                for i in range(n):
+                    spk = spks[i % n_spk]
+                    utt = self._fresh(lambda: source.parallel(lang))
+                    jobs.append(self.job(set_name, spk, 0, utt, i // n_spk))
+        if p.codeswitch:
+            en_train, en_held = self._voice_pools(TRAINING_ENGINES, english_only=True)
+            pool = en_held or en_train
+            if pool:
+                spks = [self._translation_speaker(pool, "cs") for _ in range(-(-p.codeswitch // 2))]
+                speakers["codeswitch_test"] = spks
+                for i in range(p.codeswitch):
+                    utt = self._fresh(lambda: source.codeswitch(langs[i % len(langs)]))
+                    jobs.append(self.job("codeswitch_test", spks[i % len(spks)], 0, utt, i // len(spks)))
+        return jobs
+
+    def _translation_speaker(self, pool: list[list[Voice]], prefix: str) -> Speaker:
+        # every variant in the pool reads the one language: _speaker makes it the voice
+        return self._speaker(self._pick_voice(pool), 1, prefix)
+
+    def _fresh(self, make) -> Utterance:
+        """A sentence no other set has (so no test sentence is also a training one)."""
+        for _ in range(100):
+            u = make()
+            if u.text not in self.used_text:
+                self.used_text.add(u.text)
+                return u
+        raise RuntimeError("parallel text source exhausted")
 
 
     def natural_jobs(self, speakers: dict[str, list[Speaker]]) -> list[Job]:
@@ -461,7 +540,10 @@ def _supervision(res: Result, seg: dict, spk: Speaker, sess: int, utt: Utterance
         speaker=spk.id, gender=spk.voice.gender,
         custom={"session": f"{spk.id}-s{sess}", "intent": utt.intent, "slots": utt.slots or None,
                 "phonemes": seg["phonemes"], "phoneme_times": seg.get("phoneme_times"), "voice": spk.voice.id, "engine": spk.voice.engine,
-                "kind": utt.kind})
+                "kind": utt.kind,
+                # only where set: every other set's manifests stay as they were
+                **({"translation": utt.translation} if utt.translation is not None else {}),
+                **({"codeswitch_language": utt.codeswitch_language} if utt.codeswitch_language else {})})
 
 
 def write_set(out_dir: Path, set_name: str, results: list[Result]) -> CutSet:

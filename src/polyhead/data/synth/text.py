@@ -128,9 +128,11 @@ def clean_words(s: str) -> str:
 class Utterance:
     text: str
     language: str = "en"
-    kind: str = "sentence"  # sentence | command | foreign
+    kind: str = "sentence"  # sentence | command | foreign | natural | parallel | codeswitch
     intent: str | None = None
     slots: dict[str, str] = field(default_factory=dict)
+    translation: str | None = None  # English written form (parallel and codeswitch)
+    codeswitch_language: str | None = None  # the language of a codeswitch's swapped nouns
 
 
 class TextSource:
