@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
@@ -59,6 +59,10 @@ class Batch:
     targets: dict[str, object]  # per target name
     cut_ids: list[str]
     seconds: float
+    # the cuts the rows were made from (speed-perturbed ones as perturbed) and where each row's
+    # crop starts (seconds): what a teacher model needs to hear the row's audio (training/teachers.py)
+    cuts: list = field(default_factory=list)
+    offsets: list[float] = field(default_factory=list)
 
     @property
     def padding_fraction(self) -> float:
@@ -70,11 +74,13 @@ class Batch:
             return v.to(device)
 
         return Batch(self.inputs.to(device), self.lengths.to(device),
-                     {k: move(v) for k, v in self.targets.items()}, self.cut_ids, self.seconds)
+                     {k: move(v) for k, v in self.targets.items()}, self.cut_ids, self.seconds,
+                     self.cuts, self.offsets)
 
     def pin_memory(self) -> "Batch":  # called by a DataLoader with pin_memory: faster copies to the GPU
         return Batch(self.inputs.pin_memory(), self.lengths.pin_memory(),
-                     {k: v.pin_memory() for k, v in self.targets.items()}, self.cut_ids, self.seconds)
+                     {k: v.pin_memory() for k, v in self.targets.items()}, self.cut_ids, self.seconds,
+                     self.cuts, self.offsets)
 
 
 class FeatureCache:
@@ -147,7 +153,8 @@ class Collator:
             inputs[i, : len(x)] = torch.from_numpy(np.ascontiguousarray(x))
         rows = Rows(offsets, lengths, self.rate())
         targets = {name: make(cuts, rows) for name, make in self.targets.items()}
-        return Batch(inputs, lengths, targets, [c.id for c in cuts], float(lengths.sum()) / self.rate())
+        return Batch(inputs, lengths, targets, [c.id for c in cuts], float(lengths.sum()) / self.rate(),
+                     cuts, offsets)
 
 
 def spec_augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:

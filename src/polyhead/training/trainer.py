@@ -35,6 +35,7 @@ from . import checkpoint as ckpt
 from .cuts import build_vocab, training_cuts
 from .distributed import Distributed
 from .loader import cache_enabled, make_stream
+from . import teachers  # noqa: F401 - registers the teacher strategies (speaker_teacher, vad_teacher)
 from .retention import build as build_retention
 from .schedule import tri_stage
 
