@@ -198,3 +198,24 @@ def test_openai_client_translations(tiny_whisper, tmp_path):
         en_client = OpenAI(base_url=f"{en_url}/v1", api_key="unused", max_retries=0)
         with pytest.raises(BadRequestError, match="cannot translate"):
             en_client.audio.translations.create(model="polyhead", file=("a.wav", wav_bytes()))
+
+
+def test_evaluate_scores_languages_lid_token_and_translations(tiny_corpus, tiny_whisper):
+    from polyhead.evaluation.evaluate import evaluate_model
+    from polyhead.evaluation.report import flatten
+
+    folder, _ = tiny_corpus
+    cfg = config(tiny_whisper, decoder_tasks=["transcribe", "translate"]).model_copy(update={"corpus": str(folder)})
+    model = MultiTaskModel(cfg).eval()
+    res = evaluate_model(model, folder, limit=3)  # translate: its sets are scored by default
+    assert set(res) >= {"translate_test", "codeswitch_test"}
+    scored = res["translate_test"]
+    by_language = scored["asr"]["by_language"]
+    assert by_language and scored["asr"]["wer"] == pytest.approx(np.mean([r["wer"] for r in by_language.values()]))
+    assert 0 <= scored["asr/language"]["language_accuracy"] <= 1
+    assert scored["asr/translate"]["n"] == 3 and 0 <= scored["asr/translate"]["chrf"] <= 100
+    row = flatten(res, model)
+    assert {"WER (de fr es it nl)", "BLEU", "chrF", "code-switch WER"} <= set(row)
+    # an English-only decoder is not asked to read foreign speech
+    english = MultiTaskModel(config(tiny_whisper, multilingual=False)).eval()
+    assert evaluate_model(english, folder, sets=["translate_test"], limit=2) == {}

@@ -8,7 +8,7 @@ WER / CER are on Whisper's normalisation of written references and raw hypothese
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -138,6 +138,20 @@ def transcribe_cuts(model, cuts, task: str, max_seconds: float = EVAL_BATCH_SECO
     device = next(model.parameters()).device
     collate = Collator({}, FeatureCache(model.encoder.features, enabled=False))
     head = model.heads[task]
+    if (decoder_task == TRANSCRIBE and getattr(head, "multilingual", False) and head.language is None
+            and (decoding is None or decoding.language is None)):
+        # a multilingual decoder with no language of its own: each cut in the language it is
+        # labelled with (an evaluation knows it; inference detects it instead)
+        from ..decoding import DecodingOptions
+
+        base = decoding or DecodingOptions(beam_size=head.beam_size)
+        by_language: dict[str, list] = {}
+        for cut in cuts:
+            by_language.setdefault(language_of(cut), []).append(cut)
+        for lang, group in by_language.items():
+            yield from transcribe_cuts(model, group, task, max_seconds, decoder_task, with_output,
+                                       replace(base, language=lang))
+        return
     for group in batches_by_duration(list(cuts), max_seconds):
         b = collate(group).to(device)
         out = model(b.inputs, b.lengths, [task])[task]
