@@ -231,3 +231,17 @@ def test_a_language_without_voices_is_left_out(voices, caplog):
     assert "no voice reads it" in caplog.text
     langs = {u.language for j in jobs if j.set_name.startswith("translate_") for _, _, u in j.turns}
     assert langs and "it" not in langs
+
+
+def test_the_same_seed_gives_the_same_sentences_in_any_process():
+    """Faker's it_IT draws its cities from a list built from a set: without sorting it, a seed's
+    sentences changed with PYTHONHASHSEED (the same `--seed`, another corpus)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from polyhead.data.synth.parallel import ParallelSource; s = ParallelSource(0); "
+            "print([s.parallel(l).text for l in s.languages for _ in range(30)], s.codeswitch().text)")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(h)}).stdout for h in (1, 2)}
+    assert len(outs) == 1

@@ -609,6 +609,11 @@ class ParallelSource:
         for i, lang in enumerate(self.languages):
             f = Faker(LOCALES[lang])
             f.seed_instance(seed * 43 + i)
+            for provider in f.providers:
+                # Faker's it_IT builds its city list from a set: its order (so what a seed
+                # draws) changed with PYTHONHASHSEED
+                if isinstance(getattr(provider, "cities", None), list):
+                    provider.cities = sorted(provider.cities)
             self.cities[lang] = sorted({c for c in (_city(lang, f.city()) for _ in range(300)) if _good_city(lang, c)})
             names = {(n, "m") for n in (f.first_name_male() for _ in range(150)) if _NAME.fullmatch(n)}
             names |= {(n, "f") for n in (f.first_name_female() for _ in range(150)) if _NAME.fullmatch(n)}
