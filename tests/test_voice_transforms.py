@@ -126,7 +126,7 @@ def test_random_transform_stays_within_gender():
         for _ in range(50):
             t = chan.random_transform(rng, gender)
             assert t.method == "praat" and lo <= t.pitch_median_hz <= hi
-            assert 0.9 <= t.formant_ratio <= 1.1 and t.duration == 1.0
+            assert 0.8 <= t.formant_ratio <= 1.25 and t.duration == 1.0
 
 
 # --- rooms and codecs ----------------------------------------------------------------------
