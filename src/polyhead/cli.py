@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="generate the embedded corpus offline with TTS engines")
-    p.add_argument("--preset", default="demo", choices=["tiny", "demo", "bench"])
+    p.add_argument("--preset", default="demo", choices=["tiny", "demo", "demo_voices", "bench"])
     p.add_argument("--out", default=None, help="output folder (default corpora/<preset>)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None)

@@ -61,7 +61,7 @@ class Preset:
     speech_sessions: int
     speaker_speakers: tuple[int, int, int]
     speaker_sessions: int
-    speaker_utts: int  # per session
+    speaker_utts: int | tuple[int, int, int]  # per session; one number, or train, dev, test
     ood_speakers: int
     ood_utts: int  # per speaker
     vad_recordings: tuple[int, int, int]
@@ -80,6 +80,13 @@ class Preset:
     # utterances PER LANGUAGE in translate_train, translate_dev, translate_test
     translation: tuple[int, int, int] = (0, 0, 0)
     codeswitch: int = 0  # utterances in codeswitch_test
+    # Pseudo-speakers: the share of training speakers (speech_train, speaker_train) whose
+    # voice gets a per-speaker conversion (channel.VoiceTransform by `voice_method`: praat or
+    # world). Dev and test speakers keep the plain profile, and their held-out base voices.
+    pseudo_speakers: float = 0.0
+    voice_method: str = "praat"
+    room_simulator: bool = False  # reverberant sessions in a simulated shoebox room
+    codec_prob: float = 0.0  # share of sessions through a codec (mu-law phone or low bitrate)
 
 
 PRESETS = {
@@ -95,6 +102,14 @@ PRESETS = {
     "demo": Preset((160, 10, 40), (18, 24, 12), 2, (300, 20, 40), 3, 2, 40, 4, (12, 3, 4), (3, 4, 40),
                    snr_range=(15.0, 40.0), reverb_prob=0.25, rt60_max=0.45, natural=(400, 80, 160),
                    translation=(60, 8, 20), codeswitch=40),
+    # demo's time budget spent on ~2,000 training speakers instead of 460: speech_train
+    # 1440 x 2 utterances and speaker_train 600 x 3 sessions x 1 (the demo's 2880 and 1800
+    # utterances), every training voice converted, simulated rooms and some codecs. Dev and
+    # test sets keep the demo's sizes (their draws differ: the planner's stream moves).
+    "demo_voices": Preset((1440, 10, 40), (2, 24, 12), 2, (600, 20, 40), 3, (1, 2, 2), 40, 4, (12, 3, 4),
+                          (3, 4, 40), snr_range=(15.0, 40.0), reverb_prob=0.25, rt60_max=0.45,
+                          natural=(400, 80, 160), translation=(60, 8, 20), codeswitch=40,
+                          pseudo_speakers=1.0, room_simulator=True, codec_prob=0.1),
     "bench": Preset((200, 12, 24), 75, 3, (240, 24, 60), 4, 5, 12, 10, (40, 6, 10), (6, 12, 60),
                     natural=(400, 80, 160), translation=(60, 8, 20), codeswitch=40),
 }
@@ -147,15 +162,18 @@ def _dry_turn(spk: Speaker, utt: Utterance, rng: np.random.Generator) -> Turn:
     voice = spk.voice if utt.language == spk.voice.language else dataclasses.replace(spk.voice, language=utt.language)
     # The warp shortens audio by 1/warp; ask the engine for a slower rate to compensate.
     syn = speak(voice, utt.text, rate_wpm=int(rate / p.warp), pitch=pitch)
-    x, start = chan.trim_silence(chan.warp_to_16k(syn.samples, syn.rate, p.warp))
+    # a pseudo-speaker's conversion after the warp (identity, no draw, for plain profiles)
+    x = chan.change_voice(chan.warp_to_16k(syn.samples, syn.rate, p.warp), p.transform, rng)
+    x, start = chan.trim_silence(x)
     if len(x) < SAMPLE_RATE // 10:
         raise EngineError(f"{voice.id} produced no audio for {utt.text!r}")
     times = None
     if syn.phoneme_times:
-        # the warp divides every time by `warp`; trimming shifts them by the cut start
-        shift, dur = start / SAMPLE_RATE, len(x) / SAMPLE_RATE
-        times = [[sym, round(max(0.0, a / p.warp - shift), 3), round(min(dur, b / p.warp - shift), 3)]
-                 for sym, a, b in syn.phoneme_times if b / p.warp - shift > 0 and a / p.warp - shift < dur]
+        # the warp divides every time by `warp`, the conversion multiplies it by its duration;
+        # trimming shifts them by the cut start
+        scale, shift, dur = p.transform.duration / p.warp, start / SAMPLE_RATE, len(x) / SAMPLE_RATE
+        times = [[sym, round(max(0.0, a * scale - shift), 3), round(min(dur, b * scale - shift), 3)]
+                 for sym, a, b in syn.phoneme_times if b * scale - shift > 0 and a * scale - shift < dur]
     return Turn(x / (np.abs(x).max() + 1e-9), syn.phonemes, times)
 
 
@@ -320,20 +338,26 @@ class Planner:
         choice = mb if use_mb else other
         return choice[int(self.rng.integers(len(choice)))]
 
-    def _speaker(self, variants: list[Voice], n_sessions: int, prefix: str) -> Speaker:
+    def _speaker(self, variants: list[Voice], n_sessions: int, prefix: str, training: bool = False) -> Speaker:
+        p = self.p
         self.n_spk += 1
         native = next((v for v in variants if v.language != "en"), variants[0])
         langs = tuple(dict.fromkeys(v.language for v in variants))
-        return Speaker(
-            id=f"{prefix}{self.n_spk:04d}", voice=native, languages=langs,
-            profile=chan.random_profile(self.rng, self.p.jitter),
-            sessions=[chan.random_channel(self.rng, self.p.snr_range, self.p.reverb_prob, self.p.rt60_max) for _ in range(n_sessions)])
+        profile = chan.random_profile(self.rng, p.jitter)
+        sessions = [chan.random_channel(self.rng, p.snr_range, p.reverb_prob, p.rt60_max, p.room_simulator, p.codec_prob)
+                    for _ in range(n_sessions)]
+        # drawn last and only when asked: presets without pseudo-speakers keep their draws
+        if training and p.pseudo_speakers > 0 and self.rng.random() < p.pseudo_speakers:
+            profile = dataclasses.replace(profile, transform=chan.random_transform(
+                self.rng, native.gender, p.voice_method, p.jitter))
+        return Speaker(id=f"{prefix}{self.n_spk:04d}", voice=native, languages=langs, profile=profile,
+                       sessions=sessions)
 
     def speakers(self, counts, n_sessions, engines, english_only, prefix) -> dict[str, list[Speaker]]:
         """Train speakers come from the train voices; dev/test half from held-out voices,
         and in pairs sharing a base voice so that trials contain same-voice impostors."""
         train_pool, held = self._voice_pools(engines, english_only)
-        out = {"train": [self._speaker(self._pick_voice(train_pool), n_sessions, prefix)
+        out = {"train": [self._speaker(self._pick_voice(train_pool), n_sessions, prefix, training=True)
                          for _ in range(counts[0])]}
         for split, n in (("dev", counts[1]), ("test", counts[2])):
             spks = []
@@ -378,11 +402,12 @@ class Planner:
                     jobs.append(self.job(f"speech_{split}", spk, i % p.speech_sessions, self.utterance(spk), i))
         # Speaker set: every voice, several sessions, several languages.
         skr = self.speakers(p.speaker_speakers, p.speaker_sessions, TRAINING_ENGINES, False, "sk")
-        for split, spks in skr.items():
+        skr_utts = p.speaker_utts if isinstance(p.speaker_utts, tuple) else (p.speaker_utts,) * 3
+        for (split, spks), n_utts in zip(skr.items(), skr_utts):
             speakers[f"speaker_{split}"] = spks
             for spk in spks:
                 for s in range(p.speaker_sessions):
-                    for i in range(p.speaker_utts):
+                    for i in range(n_utts):
                         jobs.append(self.job(f"speaker_{split}", spk, s, self.utterance(spk), s * 100 + i))
         # Out-of-distribution: only engines never used for training.
         ood_pool = [[v] for v in self.voices if v.engine in OOD_ENGINES]
