@@ -29,6 +29,7 @@ import hashlib
 import logging
 import os
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
@@ -185,7 +186,7 @@ def to_head_frames(probs: np.ndarray, hop: float, start: float, n: int, fps: flo
 
 # --- the strategies ------------------------------------------------------------------------
 
-class Teacher(Retention):
+class Teacher(Retention, ABC):
     """What both teachers share: the task they teach (the first whose kind ``teaches``, or
     ``task``), the cached teacher model, and the optional batches of ``extra_sets``."""
 
@@ -200,8 +201,9 @@ class Teacher(Retention):
         self.extra_sets, self.extra_every, self.extra_max_duration = list(extra_sets), extra_every, extra_max_duration
         self.stream = None
 
+    @abstractmethod
     def teaches(self, kind) -> bool:
-        raise NotImplementedError
+        """Whether this teacher can teach a task of this kind (its head and target)."""
 
     def setup(self, trainer) -> None:
         kinds = {k.name: k for k in task_kinds(trainer.config)}
@@ -240,8 +242,9 @@ class Teacher(Retention):
             terms[f"{self.name}_extra"] = self.weight * self.loss(extra, b)
         return terms
 
+    @abstractmethod
     def loss(self, out: dict, batch) -> torch.Tensor:
-        raise NotImplementedError
+        """The distillation term of the task's head output ``out`` on ``batch``."""
 
     def finish(self, trainer) -> dict | None:
         return {"model": self.model, "cache": str(self.cache.folder), "computed": self.cache.computed}
