@@ -124,6 +124,13 @@ def test_interpolation_chooses_on_retention_dev_and_rewrites_best(tiny_corpus, t
     record = json.loads((run / "interpolation.json").read_text())
     assert record["alpha"] in (0.0, 0.5, 1.0)
     assert [r["alpha"] for r in record["search"]] == [0.0, 0.5, 1.0]
+    # chosen on the clean retention dev set and its telephone copy, each against the pretrained model
+    assert set(record["pretrained_retention_dev_wer"]) == {"retention_dev", "retention_tel_dev"}
+    assert all(set(r["retention"]) == {"retention_dev", "retention_tel_dev"} for r in record["search"])
+    ok = [r for r in record["search"]
+          if all(r["retention"][k] <= v for k, v in record["pretrained_retention_dev_wer"].items())]
+    if ok:  # the constraint on both channels, then the best in-domain WER
+        assert record["alpha"] == min(ok, key=lambda r: (r["in_domain"], -r["alpha"]))["alpha"]
     assert summary["retention"]["interpolate"]["alpha"] == record["alpha"]
     best = MultiTaskModel.load(run / "best")
     last = MultiTaskModel.load(run / "last")
@@ -143,6 +150,33 @@ def test_interpolation_chooses_on_retention_dev_and_rewrites_best(tiny_corpus, t
                             device=torch.device("cpu"))
     assert Interpolate(grid=[0.5], dev_limit=3).finish(again)["alpha"] == a
     assert (run / "best" / "model.safetensors").read_bytes() == weights
+
+
+def test_interpolation_margin_and_a_corpus_without_the_telephone_copy(tiny_corpus, tiny_whisper, tmp_path, caplog):
+    """A margin the search cannot meet falls back to the lowest mean retention WER; an older
+    corpus without retention_tel_dev is chosen on the clean set alone, saying so."""
+    import logging
+    import shutil
+    from types import SimpleNamespace
+
+    from polyhead.training.retention import Interpolate
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus[0], corpus)
+    for f in (corpus / "manifests").glob("retention_tel_dev*"):
+        f.unlink()
+    run, _ = _train(corpus, tiny_whisper, tmp_path, [{"name": "none"}])
+    from polyhead.config import read_config_json
+
+    trainer = SimpleNamespace(config=read_config_json(run / "config.json"), model=MultiTaskModel.load(run / "best"),
+                              run_dir=run, device=torch.device("cpu"))
+    with caplog.at_level(logging.WARNING):
+        record = Interpolate(grid=[0.0, 1.0], dev_limit=3, margin=0.999).finish(trainer)
+    assert "no retention_tel_dev" in caplog.text
+    assert set(record["pretrained_retention_dev_wer"]) == {"retention_dev"}
+    assert record["margin"] == 0.999
+    if not record["constraint_met"]:
+        assert record["alpha"] == min(record["search"], key=lambda r: r["retention"]["retention_dev"])["alpha"]
 
 
 def test_interpolated_is_the_straight_line_between_the_ends():

@@ -18,7 +18,7 @@ import soundfile as sf
 from polyhead.audio import SAMPLE_RATE, load_audio
 from polyhead.data.corpus import CORPUS_INFO, MANIFEST_DIR, load_set, read_info, read_trials
 from polyhead.data.stats import set_stats
-from polyhead.data.synth import build, engines
+from polyhead.data.synth import build, engines, nonspeech
 from polyhead.data.synth.build import OOD_ENGINES, PRESETS, TRAINING_ENGINES, Planner, Preset, synthesize
 from polyhead.data.synth.text import INTENTS, TextSource
 from polyhead.text import normalize_text
@@ -27,7 +27,7 @@ SPEECH = [f"speech_{s}" for s in ("train", "dev", "test")]
 SPEAKER = [f"speaker_{s}" for s in ("train", "dev", "test")]
 VAD = [f"vad_{s}" for s in ("train", "dev", "test")]
 CONV = ["conversations_train", "conversations_dev", "conversations_test"]
-NATURAL = ["replay_train", "retention_dev", "retention_test", "retention_tel_test"]
+NATURAL = ["replay_train", "retention_dev", "retention_tel_dev", "retention_test", "retention_tel_test"]
 TRANSLATION = ["translate_train", "translate_dev", "translate_test", "codeswitch_test"]
 ALL_SETS = SPEECH + SPEAKER + ["ood_test"] + VAD + CONV + NATURAL + TRANSLATION
 TRIAL_SETS = ["speaker_dev", "speaker_test", "ood_test"]
@@ -117,7 +117,7 @@ def documented_sets() -> set[str]:
     """Set names in build.py's docstring: `speech_{train,dev,test}`, `ood_test`, ..."""
     doc = build.__doc__.split("Sets:", 1)[1]
     names = set()
-    for stem, alts, plain in re.findall(r"\b([a-z]+)_\{([a-z,]+)\}|\b([a-z]+(?:_[a-z]+)*_(?:train|dev|test))\b", doc):
+    for stem, alts, plain in re.findall(r"\b([a-z]+(?:_[a-z]+)*)_\{([a-z,]+)\}|\b([a-z]+(?:_[a-z]+)*_(?:train|dev|test))\b", doc):
         names |= {f"{stem}_{a}" for a in alts.split(",")} if stem else {plain}
     return names
 
@@ -410,11 +410,11 @@ def _zero_runs(x: np.ndarray) -> list[tuple[int, int]]:
 def test_negative_stretches_are_what_they_claim():
     rng = np.random.default_rng(3)
     n = 2 * SAMPLE_RATE
-    assert not build._negative("zeros", n, rng).any()
+    assert not nonspeech.stretch("zeros", n, rng).any()
     for _ in range(5):
-        hiss = build._negative("noise", n, rng)
+        hiss = nonspeech.stretch("noise", n, rng)
         assert -61 < 10 * np.log10(np.mean(hiss.astype(np.float64) ** 2)) < -44
-        music = build._negative("tones", n, rng)
+        music = nonspeech.stretch("tones", n, rng)
         assert -31 < 20 * np.log10(np.abs(music).max()) < -5
         spectrum = np.abs(np.fft.rfft(music)) ** 2
         assert np.sort(spectrum)[-len(spectrum) // 100:].sum() > 0.5 * spectrum.sum()  # tonal: energy in few bins

@@ -61,6 +61,10 @@ class TaskConfig(Strict):
     start_step: int = 0  # curriculum: the task joins at this step
     every: int = 1  # disjoint step: this task's batch comes every N steps (cheap auxiliary tasks)
     max_duration: float | None = None  # seconds of audio per batch; default train.max_duration
+    # a voice-activity task only: this share of its training cuts are clips of non-speech made
+    # when training starts (digital zeros, quiet noise, tones, chords; data/synth/nonspeech.py),
+    # each twice the crop long, labelled not-speech throughout
+    nonspeech: float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
 class WeightingConfig(Strict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import random
 from functools import reduce
 from pathlib import Path
 
@@ -58,9 +59,35 @@ def training_cuts(config: Config, task_name: str, on_error: str = "skip") -> Cut
             which = f" for decoder task {name}" if name else ""
             raise ManifestError(f"task {task_name}: no usable utterances{which} in {pools[name][0]}")
     if list(kept) == [None]:
-        return CutSet.from_cuts(kept[None])
+        return with_nonspeech(config, task_name, CutSet.from_cuts(kept[None]))
     tagged = [[kind.tag(c, name) for c in cuts] for name, cuts in kept.items()]
     return CutSet.from_cuts(mix_sets(tagged, config.train.task_temperature, config.train.seed))
+
+
+NONSPEECH_CLIP_S = 16.0  # a clip's length when the task takes whole utterances (no crop)
+
+
+def with_nonspeech(config: Config, task_name: str, cuts: CutSet) -> CutSet:
+    """``cuts`` and, where the task asks (``nonspeech``), non-speech clips as that share of
+    the whole, shuffled in (the samplers shuffle again; this keeps a plain stream mixed)."""
+    share = config.tasks[task_name].nonspeech
+    if not share:
+        return cuts
+    kind = task_kind(config, task_name)
+    if config.train.step == "joint":
+        raise ConfigError(f"task {task_name}: nonspeech needs train.step=disjoint (the joint step shares "
+                          "each utterance between tasks, and a clip has nothing for the others)")
+    if not kind.detects_speech:
+        raise ConfigError(f"task {task_name}: nonspeech is for voice-activity tasks; a {kind.task.head.type} "
+                          "head has nothing to learn from clips without labels")
+    from ..data.synth import nonspeech
+
+    real = list(cuts)
+    count = max(1, round(share * len(real) / (1.0 - share)))
+    seconds = 2 * kind.task.crop if kind.task.crop else NONSPEECH_CLIP_S
+    clips = list(nonspeech.clips(count, seconds, config.train.seed))
+    log.info("task %s: %d non-speech clips of %.0f s added to %d cuts", task_name, count, seconds, len(real))
+    return CutSet.from_cuts(real + clips).shuffle(random.Random(config.train.seed))
 
 
 def usable_cuts(config: Config, kind: TaskKind, pool: str | None, sets: list[str], check,
@@ -118,6 +145,8 @@ def lazy_training_cuts(config: Config, task_name: str) -> CutSet:
     memory, and the joint step intersects every task's utterances, so those refuse."""
     kind = task_kind(config, task_name)
     task = kind.task
+    if task.nonspeech:
+        raise ConfigError(f"task {task_name}: nonspeech mixes its clips in memory; not with train.lazy_manifests")
     if config.train.step == "joint":
         raise ConfigError("train.lazy_manifests needs train.step=disjoint: the joint step intersects "
                           "the tasks' utterances in memory")

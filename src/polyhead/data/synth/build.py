@@ -15,7 +15,7 @@ ood_test (engines never used in training), vad_{train,dev,test} (one speaker, lo
 silences and noise, and stretches that are not speech: digital zeros, low noise, tones and
 chords; ``NEGATIVE_KINDS``), conversations_{train,dev,test} (2-4 speakers taking turns), and natural
 English the generator never wrote (``natural.py``): retention_{dev,test} read by the engines never
-trained on, retention_tel_test (the same recordings through a telephone channel) and
+trained on, retention_tel_{dev,test} (the same recordings through a telephone channel) and
 replay_train (read by the training engines' native English voices; its transcripts are not for
 training: the replay strategy transcribes it with the pretrained model). Last, translation and
 code-switching (``parallel.py``): translate_{train,dev,test} (German, French, Spanish, Italian or
@@ -45,6 +45,7 @@ from tqdm import tqdm
 from ...audio import SAMPLE_RATE, save_audio
 from ..corpus import MANIFEST_DIR, Trial, write_info, write_trials
 from . import channel as chan
+from . import nonspeech
 from .engines import EngineError, Voice, available_voices, report_missing, speak
 from .text import TextSource, Utterance
 
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 
 TRAINING_ENGINES = ("espeak", "mbrola")
 OOD_ENGINES = ("flite", "festival", "piper")
+# natural-English sets that also get a copy through a telephone channel: the test set's is
+# reported beside it; the dev set's lets an interpolation coefficient be chosen on that channel too
+TELEPHONE_COPIES = {"retention_dev": "retention_tel_dev", "retention_test": "retention_tel_test"}
 
 
 @dataclass(frozen=True)
@@ -228,11 +232,10 @@ def _long_recording(job: Job, rng: np.random.Generator) -> tuple[np.ndarray, lis
     return y, segments
 
 
-# Non-speech a VAD head must not call speech, one stretch of each kind per VAD recording,
-# spliced in after the room channel: a muted input (exact digital zeros), a quiet line
-# (white, pink or brown noise at -60 to -45 dBFS RMS), and music-like tones (a test tone, or
-# a sequence of chords of harmonic notes with plucked envelopes, peak -30 to -6 dBFS).
-NEGATIVE_KINDS = ("zeros", "noise", "tones")
+# Non-speech a VAD head must not call speech (nonspeech.py), one stretch of each kind per VAD
+# recording, spliced in after the room channel: a muted input (exact digital zeros), a quiet
+# line (noise at -60 to -45 dBFS RMS), and music-like tones (peak -30 to -6 dBFS).
+NEGATIVE_KINDS = nonspeech.KINDS
 NEGATIVE_SECONDS = (1.0, 3.0)
 
 
@@ -251,7 +254,7 @@ def _with_negatives(y: np.ndarray, segments: list[dict], rng: np.random.Generato
     kinds = [NEGATIVE_KINDS[i] for i in rng.permutation(len(NEGATIVE_KINDS))]
     pieces, inserted, last = [], [], 0
     for point, kind in zip(points, kinds):
-        stretch = _negative(kind, int(rng.uniform(*NEGATIVE_SECONDS) * SAMPLE_RATE), rng)
+        stretch = nonspeech.stretch(kind, int(rng.uniform(*NEGATIVE_SECONDS) * SAMPLE_RATE), rng)
         pieces += [y[last:point], stretch]
         inserted.append((point, len(stretch)))
         last = point
@@ -259,34 +262,6 @@ def _with_negatives(y: np.ndarray, segments: list[dict], rng: np.random.Generato
     moved = [dict(seg, start=round((a + sum(n for p, n in inserted if p <= a)) / SAMPLE_RATE, 6))
              for seg, a in zip(segments, starts)]
     return np.concatenate(pieces).astype(np.float32), moved
-
-
-def _negative(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
-    if kind == "zeros":
-        return np.zeros(n, np.float32)
-    if kind == "noise":
-        level = 10 ** (rng.uniform(-60.0, -45.0) / 20)
-        return (chan.coloured_noise(rng, n, float(rng.choice([0.0, 1.0, 2.0]))) * level).astype(np.float32)
-    t = np.arange(n) / SAMPLE_RATE
-    if rng.random() < 0.25:  # a test tone
-        x = np.sin(2 * np.pi * float(rng.choice([440.0, 1000.0, rng.uniform(200.0, 3000.0)])) * t)
-    else:  # chords: 2-4 notes a few semitones apart, 1-5 harmonics each, a new chord every 0.2-0.8 s
-        x = np.zeros(n)
-        a = 0
-        while a < n:
-            b = min(n, a + int(rng.uniform(0.2, 0.8) * SAMPLE_RATE))
-            root = int(rng.integers(45, 76))  # MIDI note
-            above = rng.choice([3, 4, 7, 10, 12], size=int(rng.integers(1, 4)), replace=False)  # semitones
-            notes = [root] + [root + int(k) for k in above]
-            u = t[: b - a]
-            env = (1 - np.exp(-u / 0.005)) * np.exp(-u / rng.uniform(0.15, 0.8))
-            for note in notes:
-                f0 = 440.0 * 2 ** ((note - 69) / 12)
-                for h in range(1, int(rng.integers(1, 6)) + 1):
-                    if h * f0 < SAMPLE_RATE / 2 - 500:
-                        x[a:b] += np.sin(2 * np.pi * h * f0 * u + rng.uniform(0, 2 * np.pi)) * env / h
-            a = b
-    return chan.normalise_peak(x.astype(np.float32), float(rng.uniform(-30.0, -6.0)))
 
 
 def _worker(args):
@@ -545,8 +520,8 @@ class Planner:
                     spk = spks[(i + 1) % len(spks)]
                 job = self.job(set_name, spk, 0, Utterance(text=text, kind="natural"), i)
                 jobs.append(job)
-                if set_name == "retention_test":
-                    jobs.append(dataclasses.replace(job, set_name="retention_tel_test", telephone=True))
+                if set_name in TELEPHONE_COPIES:  # the same recording through a telephone line
+                    jobs.append(dataclasses.replace(job, set_name=TELEPHONE_COPIES[set_name], telephone=True))
         return jobs
 
     def _natural_speaker(self, voice: Voice, prefix: str) -> Speaker:
