@@ -11,11 +11,14 @@ Speaker conditions, each a trial list scored by every system:
                                mu-law, line noise; seeded per utterance)
     ood_test clean/telephone   enrolment as synthesised, test by telephone
 Systems: polyhead's speaker head, raw cosine and AS-norm against the run's cohort of training
-speakers (``polyhead evaluate`` saves it; inference/snorm.py); resemblyzer (cosine). Every
+speakers (``polyhead evaluate`` saves it; scoring.py); resemblyzer (cosine); and both with
+AS-norm against an own-set cohort (the other speakers of the trial list's own set, heard
+through the same channel: what a cohort collected on the target channel gives). Every
 system's threshold is its EER threshold on speaker_dev: polyhead's from the run's
 calibration.json, resemblyzer's picked here the same way. Columns: EER; FA@thr, the share of
 different-speaker trials accepted at that threshold (what "one threshold means the same on a
-new channel" is about); miss@thr, the share of same-speaker trials rejected.
+new channel" is about); miss@thr, the share of same-speaker trials rejected; and FA / miss at
+the strict operating point (the dev threshold that accepts 1% of its impostors).
 
 Voice activity, 10 ms frames: frame F1 on the VAD test recordings (references from the
 manifests, as evaluate_vad builds them), polyhead's head at its calibrated threshold against
@@ -59,6 +62,9 @@ CONDITIONS = (  # (name, trial set, enrolment channel, test channel)
 )
 VAD_SET = "vad_test"
 NEGATIVE_SECONDS = 20
+# the operating point of a verification service that must keep impostors out: the dev
+# threshold that accepts 1% of its impostors, and what it accepts on the other lists
+OPERATING_FAR = 0.01
 
 
 # ------------------------------------------------------------------------ inputs
@@ -185,14 +191,44 @@ def score_trials(emb: Embeddings, trials, cuts, enrol_how: str, test_how: str, s
     return raw, normed, labels
 
 
-def verdict(scores, labels, threshold: float | None) -> dict:
+def own_set_snorm(emb: Embeddings, trials, cuts, enrol_how: str, test_how: str, top_k: int) -> np.ndarray:
+    """AS-norm scores of ``trials`` against a cohort drawn from the list's own set and channel:
+    every utterance of the set (each side's cohort heard through that side's channel) except
+    those of the trial's two speakers. The cohort then shares the trials' voices' domain and
+    channel, which a cohort of training speakers does not; no trial speaker is in its own cohort."""
+    from polyhead.scoring import as_norm, top_k_stats
+
+    ids = sorted(cuts)
+    speaker = np.array([cuts[i].supervisions[0].speaker for i in ids])
+    pools = {how: np.stack([emb(cuts[i], how) for i in ids]) for how in {enrol_how, test_how}}
+    out = []
+    for t in trials:
+        e, x = emb(cuts[t.enrol], enrol_how), emb(cuts[t.test], test_how)
+        keep = ~np.isin(speaker, [cuts[t.enrol].supervisions[0].speaker, cuts[t.test].supervisions[0].speaker])
+        stats_e = top_k_stats((pools[enrol_how][keep] @ e)[None], top_k)
+        stats_t = top_k_stats((pools[test_how][keep] @ x)[None], top_k)
+        out.append(float(as_norm(np.array([e @ x]), stats_e, stats_t)[0]))
+    return np.array(out)
+
+
+def threshold_at_far(scores, labels, far: float) -> float:
+    """The lowest threshold that accepts at most ``far`` of the non-target trials of a dev list."""
+    impostors = np.sort(np.asarray(scores, dtype=float)[np.asarray(labels) == 0])
+    allowed = int(np.floor(far * len(impostors)))
+    return float(np.nextafter(impostors[len(impostors) - allowed - 1], np.inf))
+
+
+def verdict(scores, labels, threshold: float | None, strict: float | None = None) -> dict:
+    """EER; FA and miss at the EER threshold of the dev list (``threshold``) and at its
+    threshold for OPERATING_FAR false accepts (``strict``)."""
     res = {"trials": int(len(labels)), "targets": int(labels.sum())}
     if labels.min() == labels.max():
         return {**res, "eer": None, "note": "needs targets and non-targets"}
     res["eer"] = metrics.eer(scores, labels)[0]
-    if threshold is not None:
-        res["far"] = false_accept_rate(scores, labels, threshold)
-        res["miss"] = float((np.asarray(scores)[labels == 1] < threshold).mean())
+    for key, thr in (("", threshold), ("_strict", strict)):
+        if thr is not None:
+            res["far" + key] = false_accept_rate(scores, labels, thr)
+            res["miss" + key] = float((np.asarray(scores)[labels == 1] < thr).mean())
     return res
 
 
@@ -227,16 +263,42 @@ def speaker_bench(args, poly: Polyhead | None) -> dict:
             raw, _, labels = score_trials(sys_["emb"], *picked[DEV_SET], "clean", "clean")
             threshold = metrics.eer(raw, labels)[1]
             sys_["note"] = f"threshold {threshold:.3f}: EER point of {DEV_SET} ({len(labels)} trials)"
+        strict = None
+        if DEV_SET in picked:
+            raw, normed, labels = score_trials(sys_["emb"], *picked[DEV_SET], "clean", "clean", sys_["snorm"])
+            strict = threshold_at_far(normed if sys_["snorm"] is not None else raw, labels, OPERATING_FAR)
         rows = {}
         for cond, set_name, enrol_how, test_how in CONDITIONS:
             if set_name not in picked:
                 continue
             raw, normed, labels = score_trials(sys_["emb"], *picked[set_name], enrol_how, test_how, sys_["snorm"])
-            rows[cond] = verdict(normed if sys_["snorm"] is not None else raw, labels, threshold)
-        out[name] = {"conditions": rows, "threshold": threshold, "note": sys_["note"],
+            rows[cond] = verdict(normed if sys_["snorm"] is not None else raw, labels, threshold, strict)
+        out[name] = {"conditions": rows, "threshold": threshold, "strict_threshold": strict, "note": sys_["note"],
                      "seconds": round(time.perf_counter() - start, 1)}
         print(f"speaker {name}: {out[name]['seconds']} s", file=sys.stderr, flush=True)
+        if sys_["snorm"] is None and DEV_SET in picked:  # the same embeddings, AS-norm on an own-set cohort
+            out[f"{name.removesuffix(' raw')} AS-norm, own-set cohort"] = own_set_rows(sys_["emb"], picked, args.top_k)
     return out
+
+
+def own_set_rows(emb: Embeddings, picked: dict, top_k: int) -> dict:
+    """Verdicts of ``own_set_snorm`` on every condition, at the EER threshold of speaker_dev
+    normalised the same way (its cohort: speaker_dev's other speakers)."""
+    start = time.perf_counter()
+    trials, cuts = picked[DEV_SET]
+    labels = np.array([int(t.target) for t in trials])
+    dev = own_set_snorm(emb, trials, cuts, "clean", "clean", top_k)
+    threshold, strict = metrics.eer(dev, labels)[1], threshold_at_far(dev, labels, OPERATING_FAR)
+    rows = {}
+    for cond, set_name, enrol_how, test_how in CONDITIONS:
+        if set_name in picked:
+            trials, cuts = picked[set_name]
+            labels = np.array([int(t.target) for t in trials])
+            rows[cond] = verdict(own_set_snorm(emb, trials, cuts, enrol_how, test_how, top_k), labels, threshold, strict)
+    return {"conditions": rows, "threshold": threshold, "strict_threshold": strict,
+            "seconds": round(time.perf_counter() - start, 1),
+            "note": f"cohort: the list's own set and channel minus the trial's speakers, top {top_k}; "
+                    f"threshold {threshold:.2f}: EER point of {DEV_SET} normalised the same way"}
 
 
 def vad_bench(args, poly: Polyhead | None) -> dict:
@@ -298,6 +360,13 @@ def report(out: dict) -> str:
             r = row["conditions"].get(c)
             cells.append("-" if r is None else f"{pct(r.get('eer'))} / {pct(r.get('far'))} / {pct(r.get('miss'))}")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['note']} |")
+    lines += [f"\nAt the dev threshold that accepts {100 * OPERATING_FAR:g}% of speaker_dev's impostors: "
+              "FA / miss on each list.\n", "| " + " | ".join(head[:-1]) + " |", "|---" * (len(head) - 1) + "|"]
+    for name, row in out["speaker"].items():
+        if "status" not in row:
+            cells = [("-" if (r := row["conditions"].get(c)) is None
+                      else f"{pct(r.get('far_strict'))} / {pct(r.get('miss_strict'))}") for c in conds]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     trials = {c: r["trials"] for row in out["speaker"].values() for c, r in row.get("conditions", {}).items()}
     lines.append("\nTrials: " + ", ".join(f"{c} {n}" for c, n in trials.items()) + "\n")
     vad = out["vad"]
@@ -327,6 +396,7 @@ def main() -> None:
     parser.add_argument("--vad-limit", type=int, default=0, help=f"{VAD_SET} recordings (0: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-peers", action="store_true", help="polyhead only")
+    parser.add_argument("--top-k", type=int, default=20, help="cohort scores per side for the own-set cohort")
     parser.add_argument("--out", type=Path, help="markdown report (default bench/out/ood_speaker_<corpus>.md)")
     args = parser.parse_args()
     if not args.run and args.no_peers:

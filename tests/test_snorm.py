@@ -180,3 +180,38 @@ def test_evaluate_calibrates_a_cohort_and_inference_uses_it(tiny_run, tmp_path):
     assert speaker.identify(model, registry, e0)["decided_on"] == "raw"
     scored = json.loads((run / "metrics.json").read_text())["results"]["speaker_test"]["speaker"]
     assert {"eer_snorm", "far", "far_snorm"} <= set(scored)
+
+
+def test_a_channel_cohort_from_recordings_replaces_the_runs(tiny_run, tmp_path, capsys):
+    """`polyhead cohort` embeds recordings of other people (one entry each) into a cohort
+    folder; `verify --cohort` normalises against it at the run's AS-norm threshold; too few
+    recordings, or a run never calibrated, are refused by name."""
+    import json
+
+    from polyhead.cli import main
+    from polyhead.inference import load, speaker
+
+    folder, run = tiny_run
+    others = sorted((folder / "audio" / "speaker_train").rglob("*.wav"))
+    assert len(others) >= speaker.MIN_COHORT
+    out = tmp_path / "channel"
+    assert main(["cohort", str(folder / "audio" / "speaker_train"), "--model", str(run), "--out", str(out)]) == 0
+    made = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert made["recordings"] == len(others) and (out / COHORT_FILE).is_file()
+    model = load(run)
+    threshold = model.snorm.threshold
+    speaker.use_cohort(model, out)
+    assert len(model.snorm.cohort) == len(others) and model.snorm.threshold == threshold
+    assert model.snorm.top_k == speaker.CHANNEL_COHORT_TOP_K
+    wavs = sorted((folder / "audio" / "speaker_test").rglob("*.wav"))
+    assert main(["verify", str(wavs[0]), str(wavs[1]), "--model", str(run), "--cohort", str(out)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    e0, e1 = speaker.embed(model, wavs[0]), speaker.embed(model, wavs[1])
+    assert res["score_snorm"] == pytest.approx(model.snorm.score(e0, e1)[1], abs=1e-4)
+    with pytest.raises(ValueError, match="at least"):
+        speaker.channel_cohort(model, others[:3])
+    with pytest.raises(FileNotFoundError, match="no cohort file"):
+        speaker.use_cohort(model, tmp_path)
+    model.snorm = None
+    with pytest.raises(ValueError, match="polyhead evaluate"):
+        speaker.channel_cohort(model, others)

@@ -123,10 +123,31 @@ def _analyze(args) -> None:
             print(to_summary(res, path))
 
 
-def _verify(args) -> None:
+def _speaker_model(args):
+    """The model for verify and identify, with the channel cohort of --cohort in place."""
     from .inference import load, speaker
 
-    print(json.dumps(speaker.verify(load(args.model), args.a, args.b), indent=2))
+    model = load(args.model)
+    if getattr(args, "cohort", None):
+        speaker.use_cohort(model, args.cohort)
+    return model
+
+
+def _verify(args) -> None:
+    from .inference import speaker
+
+    print(json.dumps(speaker.verify(_speaker_model(args), args.a, args.b), indent=2))
+
+
+def _cohort(args) -> None:
+    from .inference import load, speaker
+    from .inference.files import collect, parse_extensions
+
+    files = [i.path for i in collect(args.inputs, parse_extensions(None))]
+    norm = speaker.channel_cohort(load(args.model), files, args.top_k or speaker.CHANNEL_COHORT_TOP_K)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    print(json.dumps({"cohort": str(norm.save(args.out)), "recordings": len(files), "top_k": norm.top_k,
+                      "threshold_snorm": norm.threshold}))
 
 
 def _registry(args):
@@ -146,9 +167,9 @@ def _enroll(args) -> None:
 
 
 def _identify(args) -> None:
-    from .inference import load, speaker
+    from .inference import speaker
 
-    model = load(args.model)
+    model = _speaker_model(args)
     registry = _registry(args)
     for path in args.files:
         print(json.dumps({"file": path, **speaker.identify(model, registry, speaker.embed(model, path), args.top_k)}))
@@ -408,7 +429,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("a")
     p.add_argument("b")
     p.add_argument("--model", **model_arg)
+    p.add_argument("--cohort", help="a channel cohort folder (polyhead cohort) in place of the run's")
     p.set_defaults(func=_verify)
+
+    p = sub.add_parser("cohort", help="an AS-norm cohort from recordings of other people on your channel")
+    p.add_argument("inputs", nargs="+", help="audio files and folders (one cohort entry per recording)")
+    p.add_argument("--model", **model_arg)
+    p.add_argument("--out", required=True, help="folder for cohort.safetensors (then: verify/identify --cohort)")
+    p.add_argument("--top-k", type=int, help="cohort scores per side of a trial (default 20)")
+    p.set_defaults(func=_cohort)
 
     for name, func, help_ in (("enroll", _enroll, "add a named speaker to the registry"),
                               ("identify", _identify, "who is speaking, from the registry")):
@@ -420,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--registry", default="runs/speakers.sqlite")
         if name == "identify":
             p.add_argument("--top-k", type=int, default=3)
+            p.add_argument("--cohort", help="a channel cohort folder (polyhead cohort) in place of the run's")
         p.set_defaults(func=func)
 
     p = sub.add_parser("transcribe", help="transcribe files and folders (Whisper's options), optionally by speaker")

@@ -11,7 +11,11 @@ is given one of MAX_WINDOW_S (60 s), so memory stays bounded. ``check``, when gi
 each window and may raise to stop (the service passes its request's deadline).
 
 Where `polyhead evaluate` saved an AS-norm cohort with the run (polyhead/scoring.py), ``verify`` and
-``identify`` report the normalised score beside the raw cosine and decide on it.
+``identify`` report the normalised score beside the raw cosine and decide on it. That cohort is
+the training speakers; on a new channel a cohort heard through that channel is what keeps the
+threshold's meaning (docs/results.md: the out-of-domain speaker benchmark). ``channel_cohort``
+makes one from recordings of other people on the target channel (`polyhead cohort`), and
+``use_cohort`` puts it in place of the run's, with the run's calibrated threshold.
 """
 
 from __future__ import annotations
@@ -45,6 +49,39 @@ def embed(model, audio, check=None) -> np.ndarray:
         e = model.embed(samples[a:b], SAMPLE_RATE).astype(np.float64) * (b - a)
         total = e if not total.size else total + e
     return (total / (np.linalg.norm(total) + 1e-12)).astype(np.float32)
+
+
+CHANNEL_COHORT_TOP_K = 20  # cohort scores per side: the benchmark's own-set cohort used 20 of ~140 recordings
+MIN_COHORT = 10  # fewer recordings than this give no steady cohort statistics
+
+
+def channel_cohort(model, files, top_k: int = CHANNEL_COHORT_TOP_K):
+    """An AS-norm cohort (scoring.ScoreNorm) of one entry per recording in ``files``: people
+    who are not the ones to be verified, recorded on the channel where verification happens.
+    The threshold is the run's calibrated AS-norm threshold: normalised scores are measured
+    in units of the cohort's own scores, which is what lets one threshold serve a new channel."""
+    from ..scoring import ScoreNorm
+
+    if getattr(model, "snorm", None) is None:
+        raise ValueError("this model has no calibrated AS-norm threshold: run `polyhead evaluate` on it first")
+    files = [str(f) for f in files]
+    if len(files) < MIN_COHORT:
+        raise ValueError(f"a channel cohort needs at least {MIN_COHORT} recordings of other people; got {len(files)}")
+    emb = np.stack([embed(model, f) for f in files])
+    return ScoreNorm(emb, top_k=top_k, threshold=model.snorm.threshold, speakers=tuple(files))
+
+
+def use_cohort(model, folder) -> None:
+    """Verify and identify with the cohort saved in ``folder`` (``polyhead cohort``), at the
+    model's calibrated AS-norm threshold."""
+    from ..scoring import ScoreNorm
+
+    if getattr(model, "snorm", None) is None:
+        raise ValueError("this model has no calibrated AS-norm threshold: run `polyhead evaluate` on it first")
+    norm = ScoreNorm.load(folder, {"verify_threshold_snorm": model.snorm.threshold})
+    if norm is None:
+        raise FileNotFoundError(f"{folder}: no cohort file (make one with `polyhead cohort`)")
+    model.snorm = norm
 
 
 def verify(model, a, b, check=None) -> dict:
