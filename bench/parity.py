@@ -8,7 +8,10 @@ Whisper's 30 s window), decoded by evaluation's batched loop. faster-whisper sid
 the catalogue installed with the weights, float32 and int8, with the same search (temperature 0
 only, no fallback, no timestamps, no previous-text conditioning, no VAD filter). Speed is the
 wall time over the audio duration on this machine's threads (run it alone).
-Output: a markdown table on stdout and bench/out/parity.json.
+polyhead's beam search runs as faster-whisper's does (``--search whisper``, the default:
+patience 1, ranked by log-probability over length, blank suppressed) or with polyhead's own
+defaults (``--search polyhead``).
+Output: a markdown table on stdout and bench/out/parity_<search>.json.
 """
 
 from __future__ import annotations
@@ -40,9 +43,23 @@ def polyhead_whisper(name: str) -> MultiTaskModel:
     return MultiTaskModel(config).eval()
 
 
-def run_polyhead(model, cuts, beam: int) -> tuple[list[str], float]:
+# faster-whisper's beam search (CTranslate2's, Whisper's defaults): it stops once beam_size x
+# patience hypotheses have ended and ranks them by log-probability over length; no blank or
+# end of text as the first token
+WHISPER_SEARCH = {"patience": 1.0, "length_penalty": None, "suppress_blank": True}
+
+
+def polyhead_options(beam: int, search: str) -> DecodingOptions:
+    """Greedy, or beam search as faster-whisper runs it (``whisper``) or polyhead's defaults
+    (``polyhead``: stop once the best ended hypothesis beats every live one, summed log-probability)."""
+    if beam == 1 or search == "polyhead":
+        return DecodingOptions(beam_size=beam, suppress_blank=search == "whisper")
+    return DecodingOptions(beam_size=beam, **WHISPER_SEARCH)
+
+
+def run_polyhead(model, cuts, beam: int, search: str = "whisper") -> tuple[list[str], float]:
     t = time.time()
-    hyps = dict((c.id, h) for c, h in transcribe_cuts(model, cuts, "asr", decoding=DecodingOptions(beam_size=beam)))
+    hyps = dict((c.id, h) for c, h in transcribe_cuts(model, cuts, "asr", decoding=polyhead_options(beam, search)))
     return [hyps[c.id] for c in cuts], time.time() - t
 
 
@@ -69,12 +86,19 @@ def main(argv=None) -> None:
     ap.add_argument("--limit", type=int, default=120)
     ap.add_argument("--beams", type=int, nargs="+", default=[1, 5])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--search", choices=("whisper", "polyhead"), default="whisper",
+                    help="polyhead's beam search: as faster-whisper's (patience 1, log-probability over "
+                         "length, blank suppressed) or polyhead's own defaults")
+    ap.add_argument("--systems", nargs="+", default=["polyhead", "faster-whisper fp32", "faster-whisper int8"])
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     ct2 = str(resolve(args.model) / CT2_SUBDIR)
-    systems = {"polyhead": polyhead_whisper(args.model),
-               "faster-whisper fp32": WhisperModel(ct2, device="cpu", compute_type="float32", cpu_threads=args.threads),
-               "faster-whisper int8": WhisperModel(ct2, device="cpu", compute_type="int8", cpu_threads=args.threads)}
+    makers = {"polyhead": lambda: polyhead_whisper(args.model),
+              "faster-whisper fp32": lambda: WhisperModel(ct2, device="cpu", compute_type="float32",
+                                                          cpu_threads=args.threads),
+              "faster-whisper int8": lambda: WhisperModel(ct2, device="cpu", compute_type="int8",
+                                                          cpu_threads=args.threads)}
+    systems = {name: makers[name]() for name in args.systems}
     rows = []
     for set_name in args.sets:
         cuts = [c for c in load_set(args.corpus, set_name) if raw_text_of(c)][: args.limit]
@@ -82,8 +106,10 @@ def main(argv=None) -> None:
         seconds = sum(c.duration for c in cuts)
         for beam in args.beams:
             for name, system in systems.items():
-                run = run_polyhead if name == "polyhead" else run_faster_whisper
-                hyps, wall = run(system, cuts, beam)
+                if name == "polyhead":
+                    hyps, wall = run_polyhead(system, cuts, beam, args.search)
+                else:
+                    hyps, wall = run_faster_whisper(system, cuts, beam)
                 r = asr_result(refs, hyps)
                 rows.append({"set": set_name, "n": len(cuts), "beam": beam, "system": name, "wer": r["wer"],
                              "punctuation_f1": r["punctuation_f1"], "rtf": wall / seconds, "examples": r["examples"]})
@@ -95,7 +121,7 @@ def main(argv=None) -> None:
                      f"{r['punctuation_f1']:.2f} | {r['rtf']:.3f} |")
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "parity.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out / f"parity_{args.search}.json").write_text(json.dumps(rows, indent=2) + "\n")
     print("\n".join(lines))
 
 
