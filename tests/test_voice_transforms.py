@@ -189,7 +189,8 @@ def test_apply_channel_with_room_and_codec():
 # --- presets ---------------------------------------------------------------------------------
 
 # The tiny and demo plans of VOICES with seed 0 (job ids, seeds, voices, profiles, session
-# rt60) as the planner made them before pseudo-speakers existed.
+# rt60) as the planner made them before pseudo-speakers existed (the telephone copy of
+# retention_dev, added since, is a copy of jobs already planned: left out here).
 PLAN_BEFORE = {"tiny": (146, "443ee1a72805776e7f036ab8e9bb4d566be2220b52ca577eab5ab16f38912cb8"),
                "demo": (6942, "5b5b710b9c930df2159e0efe3d991915c9c9410329ec4ee4042a7b91c49f309e")}
 
@@ -197,6 +198,7 @@ PLAN_BEFORE = {"tiny": (146, "443ee1a72805776e7f036ab8e9bb4d566be2220b52ca577eab
 @pytest.mark.parametrize("name", ["tiny", "demo"])
 def test_presets_without_the_options_plan_as_before(name):
     jobs, speakers = Planner(PRESETS[name], 0, VOICES).plan()
+    jobs = [j for j in jobs if j.set_name != "retention_tel_dev"]
     rows = [(j.rec_id, j.seed, [(s.voice.id, s.profile.pitch, s.profile.rate_wpm, round(s.profile.warp, 9),
              [round(c.rt60_s, 9) for c in s.sessions]) for s, _, _ in j.turns]) for j in jobs]
     assert (len(jobs), hashlib.sha256(repr(rows).encode()).hexdigest()) == PLAN_BEFORE[name]
