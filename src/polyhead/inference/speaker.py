@@ -55,6 +55,12 @@ CHANNEL_COHORT_TOP_K = 20  # cohort scores per side: the benchmark's own-set coh
 MIN_COHORT = 10  # fewer recordings than this give no steady cohort statistics
 
 
+def _snorm_threshold(model) -> float:
+    if getattr(model, "snorm", None) is None:
+        raise ValueError("this model has no calibrated AS-norm threshold: run `polyhead evaluate` on it first")
+    return model.snorm.threshold
+
+
 def channel_cohort(model, files, top_k: int = CHANNEL_COHORT_TOP_K):
     """An AS-norm cohort (scoring.ScoreNorm) of one entry per recording in ``files``: people
     who are not the ones to be verified, recorded on the channel where verification happens.
@@ -62,13 +68,12 @@ def channel_cohort(model, files, top_k: int = CHANNEL_COHORT_TOP_K):
     in units of the cohort's own scores, which is what lets one threshold serve a new channel."""
     from ..scoring import ScoreNorm
 
-    if getattr(model, "snorm", None) is None:
-        raise ValueError("this model has no calibrated AS-norm threshold: run `polyhead evaluate` on it first")
+    threshold = _snorm_threshold(model)
     files = [str(f) for f in files]
     if len(files) < MIN_COHORT:
         raise ValueError(f"a channel cohort needs at least {MIN_COHORT} recordings of other people; got {len(files)}")
     emb = np.stack([embed(model, f) for f in files])
-    return ScoreNorm(emb, top_k=top_k, threshold=model.snorm.threshold, speakers=tuple(files))
+    return ScoreNorm(emb, top_k=top_k, threshold=threshold, speakers=tuple(files))
 
 
 def use_cohort(model, folder) -> None:
@@ -76,9 +81,7 @@ def use_cohort(model, folder) -> None:
     model's calibrated AS-norm threshold."""
     from ..scoring import ScoreNorm
 
-    if getattr(model, "snorm", None) is None:
-        raise ValueError("this model has no calibrated AS-norm threshold: run `polyhead evaluate` on it first")
-    norm = ScoreNorm.load(folder, {"verify_threshold_snorm": model.snorm.threshold})
+    norm = ScoreNorm.load(folder, {"verify_threshold_snorm": _snorm_threshold(model)})
     if norm is None:
         raise FileNotFoundError(f"{folder}: no cohort file (make one with `polyhead cohort`)")
     model.snorm = norm

@@ -47,6 +47,7 @@ def training_cuts(config: Config, task_name: str, on_error: str = "skip") -> Cut
         return lazy_training_cuts(config, task_name)
     kind = task_kind(config, task_name)
     kind.check_training(joint=config.train.step == "joint")
+    check_nonspeech(config, task_name)
     problems: list[str] = []
     pools = kind.pools(config.vocab, config.train.max_utterance)
     kept = {name: usable_cuts(config, kind, name, sets, check, problems) for name, (sets, check) in pools.items()}
@@ -67,12 +68,11 @@ def training_cuts(config: Config, task_name: str, on_error: str = "skip") -> Cut
 NONSPEECH_CLIP_S = 16.0  # a clip's length when the task takes whole utterances (no crop)
 
 
-def with_nonspeech(config: Config, task_name: str, cuts: CutSet) -> CutSet:
-    """``cuts`` and, where the task asks (``nonspeech``), non-speech clips as that share of
-    the whole, shuffled in (the samplers shuffle again; this keeps a plain stream mixed)."""
-    share = config.tasks[task_name].nonspeech
-    if not share:
-        return cuts
+def check_nonspeech(config: Config, task_name: str) -> None:
+    """A task's ``nonspeech`` share, refused where clips without labels mean nothing: any
+    task kind but voice activity, and the joint step (checked before any cut is read)."""
+    if not config.tasks[task_name].nonspeech:
+        return
     kind = task_kind(config, task_name)
     if config.train.step == "joint":
         raise ConfigError(f"task {task_name}: nonspeech needs train.step=disjoint (the joint step shares "
@@ -80,11 +80,19 @@ def with_nonspeech(config: Config, task_name: str, cuts: CutSet) -> CutSet:
     if not kind.detects_speech:
         raise ConfigError(f"task {task_name}: nonspeech is for voice-activity tasks; a {kind.task.head.type} "
                           "head has nothing to learn from clips without labels")
+
+
+def with_nonspeech(config: Config, task_name: str, cuts: CutSet) -> CutSet:
+    """``cuts`` and, where the task asks (``nonspeech``), non-speech clips as that share of
+    the whole, shuffled in (the samplers shuffle again; this keeps a plain stream mixed)."""
+    task = config.tasks[task_name]
+    if not task.nonspeech:
+        return cuts
     from ..data.synth import nonspeech
 
     real = list(cuts)
-    count = max(1, round(share * len(real) / (1.0 - share)))
-    seconds = 2 * kind.task.crop if kind.task.crop else NONSPEECH_CLIP_S
+    count = max(1, round(task.nonspeech * len(real) / (1.0 - task.nonspeech)))
+    seconds = 2 * task.crop if task.crop else NONSPEECH_CLIP_S
     clips = list(nonspeech.clips(count, seconds, config.train.seed))
     log.info("task %s: %d non-speech clips of %.0f s added to %d cuts", task_name, count, seconds, len(real))
     return CutSet.from_cuts(real + clips).shuffle(random.Random(config.train.seed))
@@ -145,6 +153,7 @@ def lazy_training_cuts(config: Config, task_name: str) -> CutSet:
     memory, and the joint step intersects every task's utterances, so those refuse."""
     kind = task_kind(config, task_name)
     task = kind.task
+    check_nonspeech(config, task_name)
     if task.nonspeech:
         raise ConfigError(f"task {task_name}: nonspeech mixes its clips in memory; not with train.lazy_manifests")
     if config.train.step == "joint":
